@@ -1,0 +1,40 @@
+# The two commands: `make run` (the main job on the embedded default) and `make test`
+# (lint, types and the whole suite against real PostgreSQL and Apache Kafka).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck pytest services stop-services demo bench-replay bench-api bench-ingest clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/jiayi demo --patients 2000 --seed 7
+
+demo: $(STAMP)
+	$(BIN)/jiayi demo --patients $${PATIENTS:-10000} --seed $${SEED:-7}
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# Starts (installing if needed) the real services the tests use and exports their addresses.
+test: $(STAMP) lint typecheck
+	@set -e; \
+	JIAYI_TEST_POSTGRES_URL=$${JIAYI_TEST_POSTGRES_URL:-$$(infra/postgres/ensure.sh)}; \
+	export JIAYI_TEST_POSTGRES_URL; \
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+stop-services:
+	infra/postgres/stop.sh
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
