@@ -1,0 +1,1 @@
+"""The care-coordination domain: aggregates, their events and rules, and the application."""

@@ -1,0 +1,763 @@
+"""The care-coordination application: every use case on one event store (one ordered log).
+
+Use cases are thin: load the aggregates, ask them to decide, save what they decided in one
+atomic write. A version conflict (another request changed an aggregate meanwhile) is retried
+from the start, so rules hold under concurrent requests.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, ParamSpec, TypeVar, cast
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError, JSONTranscoder
+
+from domain.common import (
+    Actor,
+    ActorAsDict,
+    DateAsISO,
+    DomainError,
+    InvalidValue,
+    NotFound,
+    NotPermitted,
+)
+from domain.contracts import Contract, ContractNotActive
+from domain.followups import (
+    FollowUps,
+    ObligationReason,
+    contract_obligations,
+    single_obligation,
+)
+from domain.organisations import NotACommunityCenter, Organisation
+from domain.patients import Patient, Tag
+from domain.quotas import Quota
+from domain.referrals import Referral
+from domain.teams import CareTeam
+
+P = ParamSpec("P")
+R = TypeVar("R")
+A = TypeVar("A", bound=Aggregate)
+
+MAX_ATTEMPTS = 30
+#: Back-dated entries are fine; entries from the future are not (small clock skew allowed).
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+class ConflictPersisted(DomainError):
+    """Concurrent writers kept changing the same aggregate; the request was not applied."""
+
+    code = "too-much-contention"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a command did: the aggregate it created or changed and the log position reached."""
+
+    id: UUID
+    position: int
+
+
+def retrying(func: Callable[P, R]) -> Callable[P, R]:
+    """Re-run a use case from the start when an optimistic-concurrency conflict occurs."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                return func(*args, **kwargs)
+            except IntegrityError:
+                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+        raise ConflictPersisted("the request kept conflicting with concurrent changes")
+
+    return wrapper
+
+
+class CareCoordination(Application[UUID]):
+    """Organisations, teams, patients, contracts, referrals, quotas and follow-ups."""
+
+    name = "carecoordination"
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        super().__init__(env=dict(env or {}))
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(DateAsISO())
+        transcoder.register(ActorAsDict())
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def load(self, cls: type[A], id: UUID) -> A:
+        """The aggregate ``id`` of type ``cls``, or :class:`NotFound`."""
+        try:
+            found: Aggregate = self.repository.get(id)
+        except AggregateNotFoundError:
+            raise NotFound(f"no {cls.__name__.lower()} {id}", kind=cls.__name__) from None
+        if not isinstance(found, cls):
+            raise NotFound(f"no {cls.__name__.lower()} {id}", kind=cls.__name__)
+        return found
+
+    def load_at(self, id: UUID, version: int | None = None) -> Aggregate:
+        """One aggregate as of one of its versions (an audit of its history)."""
+        try:
+            return cast(Aggregate, self.repository.get(id, version=version))
+        except AggregateNotFoundError:
+            raise NotFound(f"nothing recorded for {id}") from None
+
+    def when(self, at: datetime | None) -> datetime:
+        now = self.clock()
+        if at is None:
+            return now
+        if at.tzinfo is None:
+            raise InvalidValue("a moment must carry a timezone", field="at")
+        if at > now + CLOCK_SKEW:
+            raise InvalidValue("a step cannot be recorded before it happens", field="at")
+        return at
+
+    def commit(self, *aggregates: Aggregate | None) -> int:
+        recordings = self.save(*aggregates)
+        return max((r.notification.id for r in recordings), default=self.max_position())
+
+    def max_position(self) -> int:
+        return self.recorder.max_notification_id() or 0
+
+    def _followups(self, patient: Patient) -> FollowUps:
+        try:
+            return self.load(FollowUps, FollowUps.id_for(patient.id))
+        except NotFound:
+            return FollowUps.open(patient.id, patient.center_id)
+
+    # --- organisations ---------------------------------------------------------------------
+
+    @retrying
+    def register_organisation(
+        self,
+        kind: str,
+        name: str,
+        district: str,
+        actor: Actor,
+        level: int | None = None,
+        id: UUID | None = None,
+        at: datetime | None = None,
+    ) -> Outcome:
+        org = Organisation.register(
+            id or uuid4(), kind, name, district, actor, self.when(at), level=level
+        )
+        return Outcome(org.id, self.commit(org))
+
+    @retrying
+    def add_department(
+        self,
+        hospital_id: UUID,
+        code: str,
+        name: str,
+        actor: Actor,
+        referral_contact: str | None = None,
+        at: datetime | None = None,
+    ) -> Outcome:
+        org = self.load(Organisation, hospital_id)
+        self._ensure_own(org.id, actor)
+        org.add_department(code, name, referral_contact, actor, self.when(at))
+        return Outcome(org.id, self.commit(org))
+
+    @retrying
+    def record_residents(
+        self,
+        center_id: UUID,
+        total: int,
+        key_population: int,
+        as_of: date,
+        actor: Actor,
+        at: datetime | None = None,
+    ) -> Outcome:
+        org = self.load(Organisation, center_id)
+        self._ensure_own(org.id, actor)
+        org.record_residents(total, key_population, as_of, actor, self.when(at))
+        return Outcome(org.id, self.commit(org))
+
+    @staticmethod
+    def _ensure_own(org_id: UUID, actor: Actor) -> None:
+        if actor.org_id != org_id:
+            raise NotPermitted("an organisation changes only its own record")
+
+    # --- teams -----------------------------------------------------------------------------
+
+    @retrying
+    def form_team(
+        self,
+        center_id: UUID,
+        name: str,
+        actor: Actor,
+        id: UUID | None = None,
+        at: datetime | None = None,
+    ) -> Outcome:
+        center = self.load(Organisation, center_id)
+        if not center.is_center:
+            raise NotACommunityCenter("teams belong to community centers")
+        team = CareTeam.form(id or uuid4(), center.id, name, actor, self.when(at))
+        return Outcome(team.id, self.commit(team))
+
+    @retrying
+    def add_team_member(
+        self,
+        team_id: UUID,
+        staff_id: str,
+        name: str,
+        role: str,
+        org_id: UUID,
+        actor: Actor,
+        at: datetime | None = None,
+    ) -> Outcome:
+        team = self.load(CareTeam, team_id)
+        home = self.load(Organisation, org_id)
+        team.add_member(staff_id, name, role, home.id, home.is_hospital, actor, self.when(at))
+        return Outcome(team.id, self.commit(team))
+
+    @retrying
+    def remove_team_member(
+        self, team_id: UUID, staff_id: str, actor: Actor, at: datetime | None = None
+    ) -> Outcome:
+        team = self.load(CareTeam, team_id)
+        team.remove_member(staff_id, actor, self.when(at))
+        return Outcome(team.id, self.commit(team))
+
+    # --- patients --------------------------------------------------------------------------
+
+    @retrying
+    def register_patient(
+        self,
+        name: str,
+        sex: str,
+        birth_date: date,
+        national_id: str,
+        phone: str,
+        center_id: UUID,
+        actor: Actor,
+        tags: tuple[str, ...] = (),
+        id: UUID | None = None,
+        at: datetime | None = None,
+    ) -> Outcome:
+        center = self.load(Organisation, center_id)
+        if not center.is_center:
+            raise NotACommunityCenter("patients register at a community center")
+        when = self.when(at)
+        patient = Patient.register(
+            id or uuid4(),
+            name,
+            sex,
+            birth_date,
+            national_id,
+            phone,
+            center.district,
+            center.id,
+            actor,
+            when,
+        )
+        for tag in tags:
+            patient.tag(tag, actor, when)
+        return Outcome(patient.id, self.commit(patient))
+
+    @retrying
+    def tag_patient(
+        self,
+        patient_id: UUID,
+        tag: str,
+        actor: Actor,
+        present: bool = True,
+        at: datetime | None = None,
+    ) -> Outcome:
+        patient = self.load(Patient, patient_id)
+        self._ensure_center_of(patient, actor)
+        if present:
+            patient.tag(tag, actor, self.when(at))
+        else:
+            patient.untag(tag, actor, self.when(at))
+        return Outcome(patient.id, self.commit(patient))
+
+    @retrying
+    def move_patient_away(
+        self, patient_id: UUID, destination: str, actor: Actor, at: datetime | None = None
+    ) -> Outcome:
+        patient = self.load(Patient, patient_id)
+        self._ensure_center_of(patient, actor)
+        patient.move_away(destination, actor, self.when(at))
+        return Outcome(patient.id, self.commit(patient))
+
+    @staticmethod
+    def _ensure_center_of(patient: Patient, actor: Actor) -> None:
+        if actor.org_id != patient.center_id:
+            raise NotPermitted("only the patient's community center changes the registry")
+
+    # --- contracts -------------------------------------------------------------------------
+
+    @retrying
+    def sign_contract(
+        self,
+        patient_id: UUID,
+        team_id: UUID,
+        package: str,
+        start: date,
+        actor: Actor,
+        id: UUID | None = None,
+        at: datetime | None = None,
+    ) -> Outcome:
+        [outcome] = self._sign([patient_id], team_id, package, start, actor, [id], None, at)
+        return outcome
+
+    @retrying
+    def sign_household(
+        self,
+        patient_ids: list[UUID],
+        team_id: UUID,
+        package: str,
+        start: date,
+        actor: Actor,
+        household_id: UUID | None = None,
+        at: datetime | None = None,
+    ) -> list[Outcome]:
+        """Several members of one household sign together: all of them, or none."""
+        if len(set(patient_ids)) != len(patient_ids) or not patient_ids:
+            raise InvalidValue("a household signs with distinct patients", field="patient_ids")
+        return self._sign(
+            patient_ids,
+            team_id,
+            package,
+            start,
+            actor,
+            [None] * len(patient_ids),
+            household_id or uuid4(),
+            at,
+        )
+
+    def _sign(
+        self,
+        patient_ids: list[UUID],
+        team_id: UUID,
+        package: str,
+        start: date,
+        actor: Actor,
+        ids: list[UUID | None],
+        household_id: UUID | None,
+        at: datetime | None,
+    ) -> list[Outcome]:
+        when = self.when(at)
+        team = self.load(CareTeam, team_id)
+        team.ensure_can_take_contracts()
+        changed: list[Aggregate] = []
+        contracts: list[Contract] = []
+        for patient_id, cid in zip(patient_ids, ids, strict=True):
+            patient = self.load(Patient, patient_id)
+            contract = Contract.sign(
+                cid or uuid4(),
+                patient.id,
+                team.id,
+                team.center_id,
+                package,
+                start,
+                actor,
+                when,
+                household_id=household_id,
+            )
+            patient.take_contract(contract.id, contract.start, contract.end, actor, when)
+            followups = self._followups(patient)
+            followups.schedule(
+                contract_obligations(contract.id, patient.tags, contract.start, contract.end),
+                actor,
+                when,
+            )
+            changed += [contract, patient, followups]
+            contracts.append(contract)
+        position = self.commit(*changed)
+        return [Outcome(c.id, position) for c in contracts]
+
+    @retrying
+    def renew_contract(
+        self, contract_id: UUID, years: int, actor: Actor, at: datetime | None = None
+    ) -> Outcome:
+        when = self.when(at)
+        contract = self.load(Contract, contract_id)
+        patient = self.load(Patient, contract.patient_id)
+        old_end = contract.end
+        new_end = contract.renew(years, actor, when)
+        patient.extend_contract(contract.id, new_end, actor, when)
+        followups = self._followups(patient)
+        followups.schedule(
+            contract_obligations(contract.id, patient.tags, old_end + timedelta(days=1), new_end),
+            actor,
+            when,
+        )
+        return Outcome(contract.id, self.commit(contract, patient, followups))
+
+    @retrying
+    def terminate_contract(
+        self, contract_id: UUID, reason: str, actor: Actor, at: datetime | None = None
+    ) -> Outcome:
+        when = self.when(at)
+        contract = self.load(Contract, contract_id)
+        patient = self.load(Patient, contract.patient_id)
+        contract.terminate(reason, actor, when)
+        patient.release_contract(contract.id, actor, when)
+        followups = self._followups(patient)
+        followups.withdraw(contract.id, when.date(), "contract terminated", actor, when)
+        return Outcome(contract.id, self.commit(contract, patient, followups))
+
+    @retrying
+    def expire_contract(
+        self, contract_id: UUID, actor: Actor, at: datetime | None = None
+    ) -> Outcome:
+        when = self.when(at)
+        contract = self.load(Contract, contract_id)
+        patient = self.load(Patient, contract.patient_id)
+        contract.expire(when.date(), actor, when)
+        patient.release_contract(contract.id, actor, when)
+        return Outcome(contract.id, self.commit(contract, patient))
+
+    @retrying
+    def change_contract_team(
+        self,
+        contract_id: UUID,
+        team_id: UUID,
+        reason: str,
+        actor: Actor,
+        at: datetime | None = None,
+    ) -> Outcome:
+        contract = self.load(Contract, contract_id)
+        team = self.load(CareTeam, team_id)
+        team.ensure_can_take_contracts()
+        contract.change_team(team.id, team.center_id, reason, actor, self.when(at))
+        return Outcome(contract.id, self.commit(contract))
+
+    # --- referrals -------------------------------------------------------------------------
+
+    @retrying
+    def request_referral(
+        self,
+        patient_id: UUID,
+        hospital_id: UUID,
+        department: str,
+        reason: str,
+        diagnosis: str,
+        urgency: str,
+        actor: Actor,
+        id: UUID | None = None,
+        at: datetime | None = None,
+    ) -> Outcome:
+        when = self.when(at)
+        patient = self.load(Patient, patient_id)
+        if not patient.has_active_contract(when.date()) or patient.contract_id is None:
+            raise ContractNotActive("only a contracted patient is referred by a family doctor")
+        contract = self.load(Contract, patient.contract_id)
+        team = self.load(CareTeam, contract.team_id)
+        hospital = self.load(Organisation, hospital_id)
+        hospital.ensure_department(department)
+        referral = Referral.request(
+            id or uuid4(),
+            patient.id,
+            contract.id,
+            team.id,
+            team.center_id,
+            hospital.id,
+            department,
+            reason,
+            diagnosis,
+            urgency,
+            Tag.REGISTERED_POOR in patient.tags,
+            actor,
+            when,
+            team_speaks_for_actor=team.speaks_for(actor),
+        )
+        followups = self._followups(patient)
+        followups.schedule(
+            [
+                single_obligation(
+                    ObligationReason.AFTER_REFERRAL,
+                    referral.id,
+                    when.date(),
+                    referral.follow_up_due,
+                )
+            ],
+            actor,
+            when,
+        )
+        return Outcome(referral.id, self.commit(referral, followups))
+
+    def _referral_step(self, referral_id: UUID, step: Callable[[Referral], None]) -> Outcome:
+        referral = self.load(Referral, referral_id)
+        step(referral)
+        return Outcome(referral.id, self.commit(referral))
+
+    def _speaks(self, referral: Referral, actor: Actor) -> bool:
+        if referral.team_id is None:
+            return False
+        return self.load(CareTeam, referral.team_id).speaks_for(actor)
+
+    @retrying
+    def accept_referral(
+        self, referral_id: UUID, actor: Actor, note: str = "", at: datetime | None = None
+    ) -> Outcome:
+        when = self.when(at)
+        return self._referral_step(referral_id, lambda r: r.accept(actor, when, note))
+
+    @retrying
+    def reject_referral(
+        self,
+        referral_id: UUID,
+        reason_code: str,
+        actor: Actor,
+        note: str = "",
+        at: datetime | None = None,
+    ) -> Outcome:
+        when = self.when(at)
+        return self._referral_step(referral_id, lambda r: r.reject(reason_code, note, actor, when))
+
+    @retrying
+    def cancel_referral(
+        self, referral_id: UUID, reason: str, actor: Actor, at: datetime | None = None
+    ) -> Outcome:
+        when = self.when(at)
+        return self._referral_step(
+            referral_id, lambda r: r.cancel(reason, actor, when, self._speaks(r, actor))
+        )
+
+    @retrying
+    def record_arrival(
+        self, referral_id: UUID, actor: Actor, at: datetime | None = None
+    ) -> Outcome:
+        when = self.when(at)
+        return self._referral_step(referral_id, lambda r: r.arrive(actor, when))
+
+    @retrying
+    def record_admission(
+        self, referral_id: UUID, ward: str, actor: Actor, at: datetime | None = None
+    ) -> Outcome:
+        when = self.when(at)
+        return self._referral_step(referral_id, lambda r: r.admit(ward, actor, when))
+
+    @retrying
+    def return_to_community(
+        self,
+        referral_id: UUID,
+        summary: str,
+        prescriptions: list[dict[str, Any]],
+        rehabilitation: str,
+        follow_up_due: date,
+        actor: Actor,
+        at: datetime | None = None,
+    ) -> Outcome:
+        when = self.when(at)
+        referral = self.load(Referral, referral_id)
+        referral.return_to_community(
+            summary, prescriptions, rehabilitation, follow_up_due, actor, when
+        )
+        patient = self.load(Patient, referral.patient_id)
+        followups = self._followups(patient)
+        followups.schedule(
+            [
+                single_obligation(
+                    ObligationReason.RETURN_TO_COMMUNITY, referral.id, when.date(), follow_up_due
+                )
+            ],
+            actor,
+            when,
+        )
+        return Outcome(referral.id, self.commit(referral, followups))
+
+    @retrying
+    def start_return(
+        self,
+        patient_id: UUID,
+        hospital_id: UUID,
+        department: str,
+        summary: str,
+        prescriptions: list[dict[str, Any]],
+        rehabilitation: str,
+        follow_up_due: date,
+        actor: Actor,
+        id: UUID | None = None,
+        at: datetime | None = None,
+    ) -> Outcome:
+        when = self.when(at)
+        patient = self.load(Patient, patient_id)
+        hospital = self.load(Organisation, hospital_id)
+        hospital.ensure_department(department)
+        referral = Referral.start_return(
+            id or uuid4(),
+            patient.id,
+            patient.center_id,
+            hospital.id,
+            department,
+            summary,
+            prescriptions,
+            rehabilitation,
+            follow_up_due,
+            actor,
+            when,
+        )
+        followups = self._followups(patient)
+        followups.schedule(
+            [
+                single_obligation(
+                    ObligationReason.RETURN_TO_COMMUNITY, referral.id, when.date(), follow_up_due
+                )
+            ],
+            actor,
+            when,
+        )
+        return Outcome(referral.id, self.commit(referral, followups))
+
+    @retrying
+    def acknowledge_return(
+        self, referral_id: UUID, actor: Actor, at: datetime | None = None
+    ) -> Outcome:
+        when = self.when(at)
+        return self._referral_step(
+            referral_id,
+            lambda r: r.acknowledge_return(actor, when, self._speaks(r, actor)),
+        )
+
+    # --- follow-ups ------------------------------------------------------------------------
+
+    @retrying
+    def record_follow_up(
+        self,
+        patient_id: UUID,
+        on: date,
+        kind: str,
+        actor: Actor,
+        measurements: dict[str, float] | None = None,
+        risk_level: str | None = None,
+        note: str = "",
+        obligation_id: UUID | None = None,
+        id: UUID | None = None,
+        at: datetime | None = None,
+    ) -> Outcome:
+        """Record a visit; when it fulfils a referral's follow-up, the referral records it too."""
+        when = self.when(at)
+        patient = self.load(Patient, patient_id)
+        followups = self._followups(patient)
+        visit_id = id or uuid4()
+        fulfilled = followups.record_visit(
+            visit_id,
+            on,
+            kind,
+            dict(measurements or {}),
+            risk_level,
+            note,
+            actor,
+            when,
+            obligation_id=obligation_id,
+        )
+        referral: Referral | None = None
+        if fulfilled is not None:
+            obligation = followups.obligations[fulfilled]
+            if obligation["reason"] in (
+                ObligationReason.AFTER_REFERRAL,
+                ObligationReason.RETURN_TO_COMMUNITY,
+            ):
+                referral = self.load(Referral, obligation["source_id"])
+                referral.record_follow_up(visit_id, on, actor, when)
+        return Outcome(visit_id, self.commit(followups, referral))
+
+    # --- quotas ----------------------------------------------------------------------------
+
+    @retrying
+    def publish_quota(
+        self,
+        hospital_id: UUID,
+        kind: str,
+        department: str,
+        session_date: date,
+        slots: int,
+        release_at: datetime,
+        actor: Actor,
+        id: UUID | None = None,
+        at: datetime | None = None,
+        **options: Any,
+    ) -> Outcome:
+        hospital = self.load(Organisation, hospital_id)
+        hospital.ensure_department(department)
+        quota = Quota.publish(
+            id or uuid4(),
+            hospital.id,
+            kind,
+            department,
+            session_date,
+            slots,
+            release_at,
+            actor,
+            self.when(at),
+            **options,
+        )
+        return Outcome(quota.id, self.commit(quota))
+
+    @retrying
+    def book_slot(
+        self,
+        quota_id: UUID,
+        patient_id: UUID,
+        actor: Actor,
+        referral_id: UUID | None = None,
+        id: UUID | None = None,
+        at: datetime | None = None,
+    ) -> Outcome:
+        when = self.when(at)
+        quota = self.load(Quota, quota_id)
+        patient = self.load(Patient, patient_id)
+        center = self.load(Organisation, actor.org_id)
+        if referral_id is not None:
+            referral = self.load(Referral, referral_id)
+            if referral.patient_id != patient.id:
+                raise InvalidValue("the referral is for another patient", field="referral_id")
+        team_id = None
+        if patient.contract_id is not None:
+            team_id = self.load(Contract, patient.contract_id).team_id
+        booking_id = id or uuid4()
+        quota.book(
+            booking_id, patient.id, referral_id, actor, center.district, when, team_id=team_id
+        )
+        return Outcome(booking_id, self.commit(quota))
+
+    @retrying
+    def cancel_booking(
+        self,
+        quota_id: UUID,
+        booking_id: UUID,
+        reason: str,
+        actor: Actor,
+        at: datetime | None = None,
+    ) -> Outcome:
+        quota = self.load(Quota, quota_id)
+        quota.cancel_booking(booking_id, reason, actor, self.when(at))
+        return Outcome(booking_id, self.commit(quota))
+
+    @retrying
+    def release_quota(self, quota_id: UUID, actor: Actor, at: datetime | None = None) -> Outcome:
+        quota = self.load(Quota, quota_id)
+        quota.release(actor, self.when(at))
+        return Outcome(quota.id, self.commit(quota))
+
+    @retrying
+    def record_attendance(
+        self,
+        quota_id: UUID,
+        booking_id: UUID,
+        attended: bool,
+        actor: Actor,
+        at: datetime | None = None,
+    ) -> Outcome:
+        quota = self.load(Quota, quota_id)
+        quota.record_attendance(booking_id, attended, actor, self.when(at))
+        return Outcome(booking_id, self.commit(quota))

@@ -1,0 +1,113 @@
+"""Values shared by every aggregate: who acted, typed domain errors, stable ids, transcodings."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.persistence import Transcoding
+
+NAMESPACE = UUID("5b0f4a3e-1f0e-4f4f-9a51-6a6979690001")
+
+
+def stable_id(*parts: object) -> UUID:
+    """A deterministic id for a thing named by ``parts`` (same parts, same id)."""
+    return uuid.uuid5(NAMESPACE, "/".join(str(p) for p in parts))
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who took a step: a person (staff id) acting for an organisation."""
+
+    staff_id: str
+    org_id: UUID
+
+
+def add_years(day: date, years: int) -> date:
+    """The same calendar day ``years`` later (29 February falls back to 28)."""
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:
+        return day.replace(year=day.year + years, day=28)
+
+
+def term_end(start: date, years: int) -> date:
+    """Last day of a term of ``years`` starting on ``start``."""
+    return add_years(start, years) - timedelta(days=1)
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class DomainError(Exception):
+    """A rule of the domain was broken; ``code`` is stable and machine-readable."""
+
+    code: ClassVar[str] = "domain-rule-broken"
+    #: Whether the error means "this does not exist / you may not see it".
+    not_found: ClassVar[bool] = False
+    #: Whether the error means "your organisation may not take this step".
+    forbidden: ClassVar[bool] = False
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class NotFound(DomainError):
+    """The thing named does not exist."""
+
+    code = "not-found"
+    not_found = True
+
+
+class NotPermitted(DomainError):
+    """The acting organisation may not take this step."""
+
+    code = "not-permitted"
+    forbidden = True
+
+
+class InvalidValue(DomainError):
+    """A value is outside what the domain accepts."""
+
+    code = "invalid-value"
+
+
+# --- transcodings -------------------------------------------------------------------------
+
+
+class DateAsISO(Transcoding):
+    """Stores ``datetime.date`` as ISO text (eventsourcing has no built-in one)."""
+
+    type = date
+    name = "date_iso"
+
+    def encode(self, obj: date) -> str:
+        return obj.isoformat()
+
+    def decode(self, data: str) -> date:
+        return date.fromisoformat(data)
+
+
+class ActorAsDict(Transcoding):
+    """Stores an :class:`Actor` as a small mapping."""
+
+    type = Actor
+    name = "actor"
+
+    def encode(self, obj: Actor) -> dict[str, str]:
+        return {"staff_id": obj.staff_id, "org_id": obj.org_id.hex}
+
+    def decode(self, data: dict[str, str]) -> Actor:
+        return Actor(staff_id=data["staff_id"], org_id=UUID(data["org_id"]))
+
+
+def utc(moment: datetime) -> datetime:
+    """Reject naive datetimes: every moment in the log is timezone-aware."""
+    if moment.tzinfo is None:
+        raise InvalidValue("a moment must carry a timezone", value=str(moment))
+    return moment

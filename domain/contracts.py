@@ -1,0 +1,170 @@
+"""Contracts (签约): a patient signs with a family-doctor team for a service package."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.common import Actor, DomainError, InvalidValue, NotPermitted, add_years, term_end
+
+FIRST_TERM_YEARS = 1
+RENEWAL_YEARS = (1, 2, 3)
+PACKAGES = ("basic", "chronic_disease", "elderly", "maternal_child", "tcm", "disability")
+
+
+class ContractStatus(StrEnum):
+    ACTIVE = "active"
+    TERMINATED = "terminated"
+    EXPIRED = "expired"
+
+
+class ContractNotActive(DomainError):
+    """Only an active contract can be renewed, changed or terminated."""
+
+    code = "contract-not-active"
+
+
+class ContractNotDue(DomainError):
+    """A contract expires only after its last day."""
+
+    code = "contract-not-expired-yet"
+
+
+class Contract(Aggregate):
+    """One signed agreement: first term 1 year, renewals of 1-3 years each."""
+
+    @event("Signed")
+    def __init__(
+        self,
+        id: UUID,
+        patient_id: UUID,
+        team_id: UUID,
+        center_id: UUID,
+        package: str,
+        start: date,
+        end: date,
+        household_id: UUID | None,
+        actor: Actor,
+        at: datetime,
+    ) -> None:
+        self.patient_id = patient_id
+        self.team_id = team_id
+        self.center_id = center_id
+        self.package = package
+        self.start = start
+        self.end = end
+        self.household_id = household_id
+        self.status = ContractStatus.ACTIVE
+        self.renewals = 0
+
+    @classmethod
+    def sign(
+        cls,
+        id: UUID,
+        patient_id: UUID,
+        team_id: UUID,
+        center_id: UUID,
+        package: str,
+        start: date,
+        actor: Actor,
+        at: datetime,
+        household_id: UUID | None = None,
+    ) -> Contract:
+        if actor.org_id != center_id:
+            raise NotPermitted("contracts are signed at the team's own community center")
+        if package not in PACKAGES:
+            raise InvalidValue(f"unknown service package {package!r}", field="package")
+        return cls(
+            id=id,
+            patient_id=patient_id,
+            team_id=team_id,
+            center_id=center_id,
+            package=package,
+            start=start,
+            end=term_end(start, FIRST_TERM_YEARS),
+            household_id=household_id,
+            actor=actor,
+            at=at,
+        )
+
+    def is_active_on(self, day: date) -> bool:
+        return self.status == ContractStatus.ACTIVE and self.start <= day <= self.end
+
+    def renew(self, years: int, actor: Actor, at: datetime) -> date:
+        """Extend by 1-3 years from the current end; returns the new last day."""
+        self._ensure_center(actor)
+        if self.status != ContractStatus.ACTIVE:
+            raise ContractNotActive(f"contract is {self.status}")
+        if years not in RENEWAL_YEARS:
+            raise InvalidValue("a renewal runs 1 to 3 years", field="years")
+        new_end = add_years(self.end, years)
+        self._renewed(years=years, end=new_end, actor=actor, at=at)
+        return new_end
+
+    @event("Renewed")
+    def _renewed(self, years: int, end: date, actor: Actor, at: datetime) -> None:
+        self.end = end
+        self.renewals += 1
+
+    def terminate(self, reason: str, actor: Actor, at: datetime) -> None:
+        self._ensure_center(actor)
+        if self.status != ContractStatus.ACTIVE:
+            raise ContractNotActive(f"contract is {self.status}")
+        if not reason.strip():
+            raise InvalidValue("termination needs a reason", field="reason")
+        self._terminated(reason=reason.strip(), actor=actor, at=at)
+
+    @event("Terminated")
+    def _terminated(self, reason: str, actor: Actor, at: datetime) -> None:
+        self.status = ContractStatus.TERMINATED
+
+    def expire(self, on: date, actor: Actor, at: datetime) -> None:
+        """Record expiry after the last day of the term."""
+        if self.status != ContractStatus.ACTIVE:
+            raise ContractNotActive(f"contract is {self.status}")
+        if on <= self.end:
+            raise ContractNotDue(f"contract runs until {self.end}")
+        self._expired(on=on, actor=actor, at=at)
+
+    @event("Expired")
+    def _expired(self, on: date, actor: Actor, at: datetime) -> None:
+        self.status = ContractStatus.EXPIRED
+
+    def change_team(
+        self, team_id: UUID, center_id: UUID, reason: str, actor: Actor, at: datetime
+    ) -> None:
+        """Move the contract to another team (of the same or another center)."""
+        if actor.org_id not in (self.center_id, center_id):
+            raise NotPermitted("a team change is made by the old or the new center")
+        if self.status != ContractStatus.ACTIVE:
+            raise ContractNotActive(f"contract is {self.status}")
+        if team_id == self.team_id:
+            raise InvalidValue("the contract is already with that team", field="team_id")
+        self._team_changed(
+            team_id=team_id,
+            center_id=center_id,
+            previous_team_id=self.team_id,
+            reason=reason,
+            actor=actor,
+            at=at,
+        )
+
+    @event("TeamChanged")
+    def _team_changed(
+        self,
+        team_id: UUID,
+        center_id: UUID,
+        previous_team_id: UUID,
+        reason: str,
+        actor: Actor,
+        at: datetime,
+    ) -> None:
+        self.team_id = team_id
+        self.center_id = center_id
+
+    def _ensure_center(self, actor: Actor) -> None:
+        if actor.org_id != self.center_id:
+            raise NotPermitted("only the contract's community center may change it")

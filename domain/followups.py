@@ -1,0 +1,308 @@
+"""Fulfilment (履约): follow-up obligations a contract owes a patient, and recorded visits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.common import Actor, DomainError, InvalidValue, NotPermitted, add_years, stable_id
+from domain.patients import Tag
+
+
+class VisitKind(StrEnum):
+    FACE_TO_FACE = "face_to_face"
+    PHONE = "phone"
+    HOME_VISIT = "home_visit"
+
+
+class RiskLevel(StrEnum):
+    """Risk assessment levels 0-5 of the severe-mental-disorder management standard."""
+
+    L0 = "0"
+    L1 = "1"
+    L2 = "2"
+    L3 = "3"
+    L4 = "4"
+    L5 = "5"
+
+
+class ObligationReason(StrEnum):
+    TYPE2_DIABETES = "type2_diabetes"
+    SEVERE_MENTAL_DISORDER = "severe_mental_disorder"
+    CHRONIC_DISEASE = "chronic_disease"
+    AFTER_REFERRAL = "after_referral"
+    RETURN_TO_COMMUNITY = "return_to_community"
+
+
+FACE_TO_FACE_KINDS = frozenset({VisitKind.FACE_TO_FACE, VisitKind.HOME_VISIT})
+MEASUREMENTS = {
+    "systolic_bp": (50, 300),
+    "diastolic_bp": (30, 200),
+    "fasting_glucose": (1.0, 40.0),
+    "weight_kg": (1.0, 400.0),
+    "heart_rate": (20, 250),
+}
+
+
+@dataclass(frozen=True)
+class Obligation:
+    """One follow-up owed: due by ``due``, counted from ``window_start``."""
+
+    id: UUID
+    reason: str
+    window_start: date
+    due: date
+    face_to_face: bool
+    risk_assessment: bool
+    source_id: UUID
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "reason": self.reason,
+            "window_start": self.window_start,
+            "due": self.due,
+            "face_to_face": self.face_to_face,
+            "risk_assessment": self.risk_assessment,
+            "source_id": self.source_id,
+        }
+
+
+def _quarterly(
+    reason: str, source_id: UUID, start: date, end: date, face_to_face: bool, risk: bool
+) -> list[Obligation]:
+    out: list[Obligation] = []
+    year_start = start
+    while year_start <= end:
+        for q in range(4):
+            window_start = year_start + timedelta(days=(365 * q) // 4)
+            due = min(year_start + timedelta(days=(365 * (q + 1)) // 4 - 1), end)
+            if window_start > end:
+                break
+            out.append(
+                Obligation(
+                    stable_id(source_id, reason, window_start),
+                    reason,
+                    window_start,
+                    due,
+                    face_to_face,
+                    risk,
+                    source_id,
+                )
+            )
+        year_start = add_years(year_start, 1)
+    return out
+
+
+def _yearly(reason: str, source_id: UUID, start: date, end: date) -> list[Obligation]:
+    out: list[Obligation] = []
+    year_start = start
+    while year_start <= end:
+        due = min(add_years(year_start, 1) - timedelta(days=1), end)
+        out.append(
+            Obligation(
+                stable_id(source_id, reason, year_start),
+                reason,
+                year_start,
+                due,
+                True,
+                False,
+                source_id,
+            )
+        )
+        year_start = add_years(year_start, 1)
+    return out
+
+
+def contract_obligations(
+    contract_id: UUID, tags: set[str], start: date, end: date
+) -> list[Obligation]:
+    """What a contract term owes, from the patient's tags.
+
+    Type-2 diabetes: 4 face-to-face a year. Severe mental disorder: 4 a year, each with a risk
+    assessment. Other chronic disease (hypertension, tuberculosis): 1 face-to-face a year.
+    """
+    found: list[Obligation] = []
+    if Tag.TYPE2_DIABETES in tags:
+        found += _quarterly(ObligationReason.TYPE2_DIABETES, contract_id, start, end, True, False)
+    if Tag.SEVERE_MENTAL_DISORDER in tags:
+        found += _quarterly(
+            ObligationReason.SEVERE_MENTAL_DISORDER, contract_id, start, end, False, True
+        )
+    if tags & {Tag.HYPERTENSION, Tag.TUBERCULOSIS} and Tag.TYPE2_DIABETES not in tags:
+        found += _yearly(ObligationReason.CHRONIC_DISEASE, contract_id, start, end)
+    return found
+
+
+def single_obligation(reason: str, source_id: UUID, opened: date, due: date) -> Obligation:
+    """A one-off follow-up: after an upward referral, or the one a return to community sets."""
+    return Obligation(stable_id(source_id, reason), reason, opened, due, False, False, source_id)
+
+
+class RiskAssessmentRequired(DomainError):
+    """Every severe-mental-disorder follow-up carries a risk assessment."""
+
+    code = "risk-assessment-required"
+
+
+class FaceToFaceRequired(DomainError):
+    """This obligation is met only by a face-to-face visit (or a home visit)."""
+
+    code = "face-to-face-required"
+
+
+class ObligationNotOpen(DomainError):
+    """The obligation named is already fulfilled or withdrawn."""
+
+    code = "obligation-not-open"
+
+
+class FollowUps(Aggregate):
+    """A patient's follow-up obligations and visits (one stream per patient)."""
+
+    @event("Opened")
+    def __init__(self, id: UUID, patient_id: UUID, center_id: UUID) -> None:
+        self.patient_id = patient_id
+        self.center_id = center_id
+        self.obligations: dict[UUID, dict[str, Any]] = {}
+        self.visits: dict[UUID, dict[str, Any]] = {}
+
+    @staticmethod
+    def id_for(patient_id: UUID) -> UUID:
+        return stable_id("followups", patient_id)
+
+    @classmethod
+    def open(cls, patient_id: UUID, center_id: UUID) -> FollowUps:
+        return cls(id=cls.id_for(patient_id), patient_id=patient_id, center_id=center_id)
+
+    def schedule(self, obligations: list[Obligation], actor: Actor, at: datetime) -> None:
+        """Add obligations; ones already scheduled (same id) are left as they are."""
+        new = [o.as_dict() for o in obligations if o.id not in self.obligations]
+        if new:
+            self._scheduled(obligations=new, actor=actor, at=at)
+
+    @event("Scheduled")
+    def _scheduled(self, obligations: list[dict[str, Any]], actor: Actor, at: datetime) -> None:
+        for o in obligations:
+            self.obligations[o["id"]] = {**o, "status": "open", "visit_id": None}
+
+    def withdraw(
+        self, source_id: UUID, after: date, reason: str, actor: Actor, at: datetime
+    ) -> None:
+        """Withdraw open obligations of a source (a contract ended) whose window starts later."""
+        ids = [
+            k
+            for k, o in self.obligations.items()
+            if o["source_id"] == source_id and o["status"] == "open" and o["window_start"] > after
+        ]
+        if ids:
+            self._withdrawn(obligation_ids=ids, reason=reason, actor=actor, at=at)
+
+    @event("Withdrawn")
+    def _withdrawn(
+        self, obligation_ids: list[UUID], reason: str, actor: Actor, at: datetime
+    ) -> None:
+        for k in obligation_ids:
+            self.obligations[k]["status"] = "withdrawn"
+
+    def open_obligations(self) -> list[dict[str, Any]]:
+        return sorted(
+            (o for o in self.obligations.values() if o["status"] == "open"),
+            key=lambda o: (o["due"], str(o["id"])),
+        )
+
+    def record_visit(
+        self,
+        visit_id: UUID,
+        on: date,
+        kind: str,
+        measurements: dict[str, float],
+        risk_level: str | None,
+        note: str,
+        actor: Actor,
+        at: datetime,
+        obligation_id: UUID | None = None,
+    ) -> UUID | None:
+        """Record a visit; it fulfils the named obligation or the earliest one it can meet.
+
+        Returns the fulfilled obligation's id, if any.
+        """
+        if actor.org_id != self.center_id:
+            raise NotPermitted("follow-ups are recorded by the patient's community center")
+        if kind not in set(VisitKind):
+            raise InvalidValue(f"unknown visit kind {kind!r}", field="kind")
+        if risk_level is not None and risk_level not in set(RiskLevel):
+            raise InvalidValue("risk level is 0 to 5", field="risk_level")
+        if on > at.date():
+            raise InvalidValue("a visit cannot be recorded before it happens", field="date")
+        if visit_id in self.visits:
+            raise InvalidValue("visit id already used", field="visit_id")
+        for name, value in measurements.items():
+            low, high = MEASUREMENTS.get(name, (None, None))
+            if low is None or high is None:
+                raise InvalidValue(f"unknown measurement {name!r}", field="measurements")
+            if not low <= value <= high:
+                raise InvalidValue(f"{name} {value} outside {low}-{high}", field="measurements")
+        target = self._choose(on, kind, risk_level, obligation_id)
+        self._visited(
+            visit_id=visit_id,
+            on=on,
+            kind=kind,
+            measurements=measurements,
+            risk_level=risk_level,
+            note=note,
+            obligation_id=target["id"] if target else None,
+            actor=actor,
+            at=at,
+        )
+        return target["id"] if target else None
+
+    def _choose(
+        self, on: date, kind: str, risk_level: str | None, obligation_id: UUID | None
+    ) -> dict[str, Any] | None:
+        if obligation_id is not None:
+            chosen = self.obligations.get(obligation_id)
+            if chosen is None or chosen["status"] != "open":
+                raise ObligationNotOpen("that follow-up obligation is not open")
+            self._ensure_meets(chosen, kind, risk_level)
+            return chosen
+        for o in self.open_obligations():
+            if o["window_start"] <= on and self._meets(o, kind, risk_level):
+                return o
+        return None
+
+    @staticmethod
+    def _meets(o: dict[str, Any], kind: str, risk_level: str | None) -> bool:
+        return (not o["face_to_face"] or kind in FACE_TO_FACE_KINDS) and (
+            not o["risk_assessment"] or risk_level is not None
+        )
+
+    @staticmethod
+    def _ensure_meets(o: dict[str, Any], kind: str, risk_level: str | None) -> None:
+        if o["face_to_face"] and kind not in FACE_TO_FACE_KINDS:
+            raise FaceToFaceRequired("this follow-up must be face-to-face or a home visit")
+        if o["risk_assessment"] and risk_level is None:
+            raise RiskAssessmentRequired("a severe-mental-disorder follow-up needs a risk level")
+
+    @event("VisitRecorded")
+    def _visited(
+        self,
+        visit_id: UUID,
+        on: date,
+        kind: str,
+        measurements: dict[str, float],
+        risk_level: str | None,
+        note: str,
+        obligation_id: UUID | None,
+        actor: Actor,
+        at: datetime,
+    ) -> None:
+        self.visits[visit_id] = {"on": on, "kind": kind, "obligation_id": obligation_id}
+        if obligation_id is not None:
+            self.obligations[obligation_id]["status"] = "done"
+            self.obligations[obligation_id]["visit_id"] = visit_id

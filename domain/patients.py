@@ -1,0 +1,223 @@
+"""Patients: the resident registry, key-population tags, moving away, the contract slot."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from enum import StrEnum
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.common import Actor, DomainError, InvalidValue, add_years
+
+
+class Tag(StrEnum):
+    """Key populations (重点人群) recorded on a patient."""
+
+    PREGNANT_POSTPARTUM = "pregnant_postpartum"
+    DISABILITY = "disability"
+    REGISTERED_POOR = "registered_poor"
+    FAMILY_PLANNING_SPECIAL = "family_planning_special"
+    HYPERTENSION = "hypertension"
+    TYPE2_DIABETES = "type2_diabetes"
+    TUBERCULOSIS = "tuberculosis"
+    SEVERE_MENTAL_DISORDER = "severe_mental_disorder"
+
+
+class DerivedTag(StrEnum):
+    """Key populations derived from the birth date on a given day."""
+
+    AGED_65_PLUS = "aged_65_plus"
+    CHILD_0_6 = "child_0_6"
+
+
+CHRONIC_TAGS = frozenset(
+    {Tag.HYPERTENSION, Tag.TYPE2_DIABETES, Tag.TUBERCULOSIS, Tag.SEVERE_MENTAL_DISORDER}
+)
+
+_NATIONAL_ID = re.compile(r"^\d{17}[\dX]$")
+_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_CHECK = "10X98765432"
+
+
+def valid_national_id(number: str) -> bool:
+    """GB 11643 resident identity number: 17 digits and an ISO 7064 MOD 11-2 check character."""
+    if not _NATIONAL_ID.match(number):
+        return False
+    total = sum(int(d) * w for d, w in zip(number[:17], _WEIGHTS, strict=True))
+    return _CHECK[total % 11] == number[17]
+
+
+class ContractAlreadyActive(DomainError):
+    """A patient has at most one active contract at any moment."""
+
+    code = "contract-already-active"
+
+
+class PatientMovedAway(DomainError):
+    """A patient who moved out of the area cannot sign a new contract."""
+
+    code = "patient-moved-away"
+
+
+class Patient(Aggregate):
+    """A resident in the registry. Holds personal data (store encrypted in production)."""
+
+    @event("Registered")
+    def __init__(
+        self,
+        id: UUID,
+        name: str,
+        sex: str,
+        birth_date: date,
+        national_id: str,
+        phone: str,
+        district: str,
+        center_id: UUID,
+        actor: Actor,
+        at: datetime,
+    ) -> None:
+        self.name = name
+        self.sex = sex
+        self.birth_date = birth_date
+        self.national_id = national_id
+        self.phone = phone
+        self.district = district
+        self.center_id = center_id
+        self.tags: set[str] = set()
+        self.moved_away = False
+        self.contract_id: UUID | None = None
+        self.contract_until: date | None = None
+
+    @classmethod
+    def register(
+        cls,
+        id: UUID,
+        name: str,
+        sex: str,
+        birth_date: date,
+        national_id: str,
+        phone: str,
+        district: str,
+        center_id: UUID,
+        actor: Actor,
+        at: datetime,
+    ) -> Patient:
+        if not name.strip():
+            raise InvalidValue("a patient needs a name", field="name")
+        if sex not in ("F", "M"):
+            raise InvalidValue("sex is 'F' or 'M'", field="sex")
+        if birth_date > at.date():
+            raise InvalidValue("birth date is in the future", field="birth_date")
+        if not valid_national_id(national_id):
+            raise InvalidValue(
+                "national id number is not a valid 18-character resident id", field="national_id"
+            )
+        return cls(
+            id=id,
+            name=name.strip(),
+            sex=sex,
+            birth_date=birth_date,
+            national_id=national_id,
+            phone=phone,
+            district=district,
+            center_id=center_id,
+            actor=actor,
+            at=at,
+        )
+
+    # --- key populations ----------------------------------------------------------------
+
+    def tag(self, tag: str, actor: Actor, at: datetime) -> None:
+        if tag not in set(Tag):
+            raise InvalidValue(f"unknown key-population tag {tag!r}", field="tag")
+        if tag not in self.tags:
+            self._tagged(tag=tag, actor=actor, at=at)
+
+    @event("Tagged")
+    def _tagged(self, tag: str, actor: Actor, at: datetime) -> None:
+        self.tags.add(tag)
+
+    def untag(self, tag: str, actor: Actor, at: datetime) -> None:
+        if tag in self.tags:
+            self._untagged(tag=tag, actor=actor, at=at)
+
+    @event("Untagged")
+    def _untagged(self, tag: str, actor: Actor, at: datetime) -> None:
+        self.tags.discard(tag)
+
+    def age_on(self, day: date) -> int:
+        years = day.year - self.birth_date.year
+        return (
+            years - 1
+            if (day.month, day.day) < (self.birth_date.month, self.birth_date.day)
+            else years
+        )
+
+    def key_populations(self, on: date) -> set[str]:
+        """Recorded tags plus those derived from the birth date on ``on``."""
+        found = set(self.tags)
+        if on >= add_years(self.birth_date, 65):
+            found.add(DerivedTag.AGED_65_PLUS)
+        if on < add_years(self.birth_date, 7):
+            found.add(DerivedTag.CHILD_0_6)
+        return found
+
+    # --- residence ----------------------------------------------------------------------
+
+    def move_away(self, destination: str, actor: Actor, at: datetime) -> None:
+        """Moving out of the area (a TB patient's move is reported upward)."""
+        if self.moved_away:
+            raise DomainError("the patient has already moved away", code="patient-moved-away")
+        self._moved_away(destination=destination, actor=actor, at=at)
+
+    @event("MovedAway")
+    def _moved_away(self, destination: str, actor: Actor, at: datetime) -> None:
+        self.moved_away = True
+
+    # --- the contract slot: one active contract at any moment ---------------------------
+
+    def has_active_contract(self, on: date) -> bool:
+        return (
+            self.contract_id is not None
+            and self.contract_until is not None
+            and self.contract_until >= on
+        )
+
+    def take_contract(
+        self, contract_id: UUID, start: date, until: date, actor: Actor, at: datetime
+    ) -> None:
+        if self.moved_away:
+            raise PatientMovedAway(f"{self.name} has moved out of the area")
+        if self.has_active_contract(start):
+            raise ContractAlreadyActive(
+                f"{self.name} already has an active contract until {self.contract_until}",
+                contract_id=str(self.contract_id),
+            )
+        self._contract_taken(contract_id=contract_id, until=until, actor=actor, at=at)
+
+    @event("ContractTaken")
+    def _contract_taken(self, contract_id: UUID, until: date, actor: Actor, at: datetime) -> None:
+        self.contract_id = contract_id
+        self.contract_until = until
+
+    def extend_contract(self, contract_id: UUID, until: date, actor: Actor, at: datetime) -> None:
+        if contract_id != self.contract_id:
+            raise DomainError("not the patient's current contract", code="not-current-contract")
+        self._contract_extended(contract_id=contract_id, until=until, actor=actor, at=at)
+
+    @event("ContractExtended")
+    def _contract_extended(
+        self, contract_id: UUID, until: date, actor: Actor, at: datetime
+    ) -> None:
+        self.contract_until = until
+
+    def release_contract(self, contract_id: UUID, actor: Actor, at: datetime) -> None:
+        if contract_id == self.contract_id:
+            self._contract_released(contract_id=contract_id, actor=actor, at=at)
+
+    @event("ContractReleased")
+    def _contract_released(self, contract_id: UUID, actor: Actor, at: datetime) -> None:
+        self.contract_id = None
+        self.contract_until = None

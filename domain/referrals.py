@@ -1,0 +1,379 @@
+"""Two-way referrals (双向转诊): up to a hospital and back to the community, one stream each."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.common import Actor, DomainError, InvalidValue, NotPermitted
+
+#: The family doctor follows up within two weeks of an upward referral (转诊后2周内主动随访).
+FOLLOW_UP_AFTER_REFERRAL = timedelta(days=14)
+
+
+class Direction(StrEnum):
+    UP = "up"
+    DOWN = "down"
+
+
+class Urgency(StrEnum):
+    ROUTINE = "routine"
+    URGENT = "urgent"
+    EMERGENCY = "emergency"
+
+
+class ReferralStatus(StrEnum):
+    REQUESTED = "requested"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    ARRIVED = "arrived"
+    ADMITTED = "admitted"
+    RETURNED = "returned"
+    ACKNOWLEDGED = "acknowledged"
+
+
+class RejectionReason(StrEnum):
+    NO_CAPACITY = "no_capacity"
+    NOT_INDICATED = "not_indicated"
+    WRONG_DEPARTMENT = "wrong_department"
+    INCOMPLETE_FORM = "incomplete_form"
+    PATIENT_DECLINED = "patient_declined"
+    OTHER = "other"
+
+
+class ReferralAlreadyAccepted(DomainError):
+    """An accepted referral cannot be rejected afterwards."""
+
+    code = "referral-already-accepted"
+
+
+class ReferralStepOutOfOrder(DomainError):
+    """The step does not follow from the referral's current status."""
+
+    code = "referral-step-out-of-order"
+
+
+class NotAddressedToYou(NotPermitted):
+    """Only the hospital a referral is addressed to may act on it."""
+
+    code = "referral-not-addressed-to-you"
+
+
+class NotTheSendingCenter(NotPermitted):
+    """Only the sending community center (or its team) may take this step."""
+
+    code = "not-the-sending-center"
+
+
+class Referral(Aggregate):
+    """A referral up (上转) and its return to community (下转)."""
+
+    class ReturnStarted(Aggregate.Created):
+        """A hospital starts a return for a patient it treated without an upward referral."""
+
+        patient_id: UUID
+        contract_id: UUID | None
+        team_id: UUID | None
+        center_id: UUID
+        hospital_id: UUID
+        department: str
+        direction: str
+        reason: str
+        diagnosis: str
+        urgency: str
+        green_channel: bool
+        follow_up_due: date
+        return_plan: dict[str, Any] | None
+        actor: Actor
+        at: datetime
+
+    @event("Requested")
+    def __init__(
+        self,
+        id: UUID,
+        patient_id: UUID,
+        contract_id: UUID | None,
+        team_id: UUID | None,
+        center_id: UUID,
+        hospital_id: UUID,
+        department: str,
+        direction: str,
+        reason: str,
+        diagnosis: str,
+        urgency: str,
+        green_channel: bool,
+        follow_up_due: date,
+        return_plan: dict[str, Any] | None,
+        actor: Actor,
+        at: datetime,
+    ) -> None:
+        self.direction = direction
+        self.patient_id = patient_id
+        self.contract_id = contract_id
+        self.team_id = team_id
+        self.center_id = center_id
+        self.hospital_id = hospital_id
+        self.department = department
+        self.reason = reason
+        self.diagnosis = diagnosis
+        self.urgency = urgency
+        self.green_channel = green_channel
+        #: Follow-up owed by the family doctor: 14 days after an upward referral, or the
+        #: date a return to community sets.
+        self.follow_up_due = follow_up_due
+        self.requested_at = at
+        self.decided_at: datetime | None = None
+        self.return_plan = return_plan
+        self.returned_at: datetime | None = at if direction == Direction.DOWN else None
+        self.followed_up_on: date | None = None
+        self.status = (
+            ReferralStatus.RETURNED if direction == Direction.DOWN else ReferralStatus.REQUESTED
+        )
+
+    @classmethod
+    def request(
+        cls,
+        id: UUID,
+        patient_id: UUID,
+        contract_id: UUID,
+        team_id: UUID,
+        center_id: UUID,
+        hospital_id: UUID,
+        department: str,
+        reason: str,
+        diagnosis: str,
+        urgency: str,
+        registered_poor: bool,
+        actor: Actor,
+        at: datetime,
+        team_speaks_for_actor: bool,
+    ) -> Referral:
+        """The patient's contracted team (or its center) fills a two-way referral form."""
+        if not team_speaks_for_actor:
+            raise NotPermitted("only the patient's contracted team or its center may refer")
+        if urgency not in set(Urgency):
+            raise InvalidValue(f"unknown urgency {urgency!r}", field="urgency")
+        if not reason.strip() or not diagnosis.strip():
+            raise InvalidValue("a referral needs a reason and a diagnosis")
+        return cls(
+            id=id,
+            patient_id=patient_id,
+            contract_id=contract_id,
+            team_id=team_id,
+            center_id=center_id,
+            hospital_id=hospital_id,
+            department=department,
+            direction=Direction.UP,
+            reason=reason.strip(),
+            diagnosis=diagnosis.strip(),
+            urgency=urgency,
+            green_channel=registered_poor,
+            follow_up_due=at.date() + FOLLOW_UP_AFTER_REFERRAL,
+            return_plan=None,
+            actor=actor,
+            at=at,
+        )
+
+    @classmethod
+    def start_return(
+        cls,
+        id: UUID,
+        patient_id: UUID,
+        center_id: UUID,
+        hospital_id: UUID,
+        department: str,
+        summary: str,
+        prescriptions: list[dict[str, Any]],
+        rehabilitation: str,
+        follow_up_due: date,
+        actor: Actor,
+        at: datetime,
+    ) -> Referral:
+        """A hospital returns a patient it treated without an upward referral."""
+        if actor.org_id != hospital_id:
+            raise NotPermitted("a hospital starts returns only for its own patients")
+        _check_return(summary, prescriptions, follow_up_due, at)
+        return cls._create(
+            cls.ReturnStarted,
+            id=id,
+            patient_id=patient_id,
+            contract_id=None,
+            team_id=None,
+            center_id=center_id,
+            hospital_id=hospital_id,
+            department=department,
+            direction=Direction.DOWN,
+            reason="",
+            diagnosis="",
+            urgency=Urgency.ROUTINE,
+            green_channel=False,
+            follow_up_due=follow_up_due,
+            return_plan={
+                "summary": summary,
+                "prescriptions": prescriptions,
+                "rehabilitation": rehabilitation,
+            },
+            actor=actor,
+            at=at,
+        )
+
+    # --- the hospital decides -------------------------------------------------------------
+
+    def accept(self, actor: Actor, at: datetime, note: str = "") -> None:
+        self._ensure_hospital(actor)
+        if self.status == ReferralStatus.ACCEPTED:
+            raise ReferralStepOutOfOrder("the referral is already accepted")
+        self._ensure_status(ReferralStatus.REQUESTED)
+        self._accepted(note=note, actor=actor, at=at)
+
+    @event("Accepted")
+    def _accepted(self, note: str, actor: Actor, at: datetime) -> None:
+        self.status = ReferralStatus.ACCEPTED
+        self.decided_at = at
+
+    def reject(self, reason_code: str, note: str, actor: Actor, at: datetime) -> None:
+        self._ensure_hospital(actor)
+        if self.status in (
+            ReferralStatus.ACCEPTED,
+            ReferralStatus.ARRIVED,
+            ReferralStatus.ADMITTED,
+            ReferralStatus.RETURNED,
+            ReferralStatus.ACKNOWLEDGED,
+        ):
+            raise ReferralAlreadyAccepted("an accepted referral cannot be rejected")
+        self._ensure_status(ReferralStatus.REQUESTED)
+        if reason_code not in set(RejectionReason):
+            raise InvalidValue(f"unknown rejection reason {reason_code!r}", field="reason_code")
+        self._rejected(reason_code=reason_code, note=note, actor=actor, at=at)
+
+    @event("Rejected")
+    def _rejected(self, reason_code: str, note: str, actor: Actor, at: datetime) -> None:
+        self.status = ReferralStatus.REJECTED
+        self.decided_at = at
+
+    # --- the sending center may cancel before arrival ---------------------------------------
+
+    def cancel(self, reason: str, actor: Actor, at: datetime, team_speaks_for_actor: bool) -> None:
+        if actor.org_id != self.center_id and not team_speaks_for_actor:
+            raise NotTheSendingCenter("only the sending center may cancel a referral")
+        self._ensure_status(ReferralStatus.REQUESTED, ReferralStatus.ACCEPTED)
+        self._cancelled(reason=reason, actor=actor, at=at)
+
+    @event("Cancelled")
+    def _cancelled(self, reason: str, actor: Actor, at: datetime) -> None:
+        self.status = ReferralStatus.CANCELLED
+
+    # --- at the hospital --------------------------------------------------------------------
+
+    def arrive(self, actor: Actor, at: datetime) -> None:
+        self._ensure_hospital(actor)
+        self._ensure_status(ReferralStatus.ACCEPTED)
+        self._arrived(actor=actor, at=at)
+
+    @event("PatientArrived")
+    def _arrived(self, actor: Actor, at: datetime) -> None:
+        self.status = ReferralStatus.ARRIVED
+
+    def admit(self, ward: str, actor: Actor, at: datetime) -> None:
+        self._ensure_hospital(actor)
+        self._ensure_status(ReferralStatus.ARRIVED)
+        self._admitted(ward=ward, actor=actor, at=at)
+
+    @event("PatientAdmitted")
+    def _admitted(self, ward: str, actor: Actor, at: datetime) -> None:
+        self.status = ReferralStatus.ADMITTED
+
+    def return_to_community(
+        self,
+        summary: str,
+        prescriptions: list[dict[str, Any]],
+        rehabilitation: str,
+        follow_up_due: date,
+        actor: Actor,
+        at: datetime,
+    ) -> None:
+        """Discharge with a return to community (下转): summary, continued prescriptions, plan."""
+        self._ensure_hospital(actor)
+        self._ensure_status(ReferralStatus.ARRIVED, ReferralStatus.ADMITTED)
+        _check_return(summary, prescriptions, follow_up_due, at)
+        self._returned(
+            summary=summary,
+            prescriptions=prescriptions,
+            rehabilitation=rehabilitation,
+            follow_up_due=follow_up_due,
+            actor=actor,
+            at=at,
+        )
+
+    @event("ReturnedToCommunity")
+    def _returned(
+        self,
+        summary: str,
+        prescriptions: list[dict[str, Any]],
+        rehabilitation: str,
+        follow_up_due: date,
+        actor: Actor,
+        at: datetime,
+    ) -> None:
+        self.status = ReferralStatus.RETURNED
+        self.return_plan = {
+            "summary": summary,
+            "prescriptions": prescriptions,
+            "rehabilitation": rehabilitation,
+        }
+        self.returned_at = at
+        self.follow_up_due = follow_up_due
+
+    # --- back in the community ----------------------------------------------------------------
+
+    def acknowledge_return(self, actor: Actor, at: datetime, team_speaks_for_actor: bool) -> None:
+        if actor.org_id != self.center_id and not team_speaks_for_actor:
+            raise NotTheSendingCenter("only the patient's community center acknowledges a return")
+        self._ensure_status(ReferralStatus.RETURNED)
+        self._acknowledged(actor=actor, at=at)
+
+    @event("ReturnAcknowledged")
+    def _acknowledged(self, actor: Actor, at: datetime) -> None:
+        self.status = ReferralStatus.ACKNOWLEDGED
+
+    def record_follow_up(self, visit_id: UUID, on: date, actor: Actor, at: datetime) -> None:
+        """The family doctor's follow-up that closes this referral's loop."""
+        if actor.org_id != self.center_id:
+            raise NotTheSendingCenter("follow-ups are recorded by the patient's center")
+        if self.followed_up_on is None:
+            self._followed_up(visit_id=visit_id, on=on, actor=actor, at=at)
+
+    @event("FollowedUp")
+    def _followed_up(self, visit_id: UUID, on: date, actor: Actor, at: datetime) -> None:
+        self.followed_up_on = on
+
+    # --- guards ---------------------------------------------------------------------------
+
+    def _ensure_hospital(self, actor: Actor) -> None:
+        if actor.org_id != self.hospital_id:
+            raise NotAddressedToYou("the referral is addressed to another hospital")
+
+    def _ensure_status(self, *allowed: ReferralStatus) -> None:
+        if self.status not in allowed:
+            raise ReferralStepOutOfOrder(
+                f"referral is {self.status}; this step needs "
+                + " or ".join(str(s) for s in allowed),
+                status=str(self.status),
+            )
+
+
+def _check_return(
+    summary: str, prescriptions: list[dict[str, Any]], follow_up_due: date, at: datetime
+) -> None:
+    if not summary.strip():
+        raise InvalidValue("a return to community needs a discharge summary", field="summary")
+    if follow_up_due < at.date():
+        raise InvalidValue("the follow-up due date is before the discharge", field="follow_up_due")
+    for item in prescriptions:
+        if not isinstance(item, dict) or not str(item.get("drug", "")).strip():
+            raise InvalidValue("each continued prescription names a drug", field="prescriptions")
