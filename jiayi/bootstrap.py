@@ -52,7 +52,32 @@ def event_store_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def ensure_schema(settings: Settings) -> None:
+    """Create the configured PostgreSQL schema if it does not exist yet."""
+    if not (settings.uses_postgres and settings.postgres_schema):
+        return
+    import psycopg
+    from psycopg import sql
+
+    params = settings.postgres_params()
+    with psycopg.connect(
+        host=params["host"],
+        port=params["port"],
+        user=params["user"],
+        password=params["password"] or None,
+        dbname=params["dbname"],
+        autocommit=True,
+        connect_timeout=5,
+    ) as conn:
+        conn.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                sql.Identifier(settings.postgres_schema)
+            )
+        )
+
+
 def build_application(
     settings: Settings, clock: Callable[[], datetime] | None = None
 ) -> CareCoordination:
+    ensure_schema(settings)
     return CareCoordination(env=event_store_env(settings), clock=clock)

@@ -1,0 +1,110 @@
+"""Shared fixtures: real PostgreSQL (started by the test command) and SQLite stores.
+
+``JIAYI_TEST_POSTGRES_URL`` names the server (``make test`` starts one and sets it). Each test
+that uses PostgreSQL gets a schema of its own, dropped afterwards. With ``CI=true`` a test that
+needs PostgreSQL fails when none is reachable instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from domain.application import CareCoordination
+from jiayi.bootstrap import build_application
+from jiayi.settings import Settings
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _require(service: str, reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{service} is required under CI=true: {reason}")
+    pytest.skip(f"{service} not available: {reason}")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    url = os.environ.get("JIAYI_TEST_POSTGRES_URL")
+    if not url:
+        _require("PostgreSQL", "JIAYI_TEST_POSTGRES_URL is not set (run `make test`)")
+    assert url is not None
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.OperationalError as exc:
+        _require("PostgreSQL", str(exc))
+    return url
+
+
+@pytest.fixture
+def postgres_schema(postgres_url: str) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+class Clock:
+    """A clock tests can move; starts at a fixed moment."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", postgres_url=None)
+
+
+@pytest.fixture
+def postgres_settings(postgres_url: str, postgres_schema: str, tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data", postgres_url=postgres_url, postgres_schema=postgres_schema
+    )
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def settings(request: pytest.FixtureRequest) -> Settings:
+    """The same test once on the embedded SQLite default and once on real PostgreSQL."""
+    fixture = "sqlite_settings" if request.param == "sqlite" else "postgres_settings"
+    result: Settings = request.getfixturevalue(fixture)
+    return result
+
+
+@pytest.fixture
+def make_app(settings: Settings, clock: Clock) -> Iterator[Callable[[], CareCoordination]]:
+    apps: list[CareCoordination] = []
+
+    def make() -> CareCoordination:
+        app = build_application(settings, clock=clock)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.close()
+
+
+@pytest.fixture
+def app(make_app: Callable[[], CareCoordination]) -> CareCoordination:
+    return make_app()
