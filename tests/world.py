@@ -44,12 +44,21 @@ class World:
         return Actor("intruder", self.other_hospital)
 
     def patient(
-        self, name: str = "王秀英", birth: date = date(1950, 3, 4), tags: tuple[str, ...] = (),
+        self,
+        name: str = "王秀英",
+        birth: date = date(1950, 3, 4),
+        tags: tuple[str, ...] = (),
         serial: int = 123,
     ) -> UUID:
         return self.app.register_patient(
-            name, "F", birth, national_id(birth, serial), "13800000000", self.center,
-            self.center_admin, tags=tags,
+            name,
+            "F",
+            birth,
+            national_id(birth, serial),
+            "13800000000",
+            self.center,
+            self.center_admin,
+            tags=tags,
         ).id
 
     def contracted_patient(self, tags: tuple[str, ...] = (), serial: int = 123) -> UUID:
@@ -67,23 +76,39 @@ class World:
     def referral(self, patient: UUID | None = None, urgency: str = "routine") -> UUID:
         pid = patient or self.contracted_patient()
         return self.app.request_referral(
-            pid, self.hospital, "cardiology", "uncontrolled hypertension", "I10", urgency,
+            pid,
+            self.hospital,
+            "cardiology",
+            "uncontrolled hypertension",
+            "I10",
+            urgency,
             self.gp,
         ).id
 
     def quota(self, slots: int = 10, days_ahead: int = 7) -> UUID:
         session = self.today + timedelta(days=days_ahead)
         return self.app.publish_quota(
-            self.hospital, "expert", "cardiology", session, slots,
-            self.now() + timedelta(days=days_ahead - 1), self.hospital_staff,
-            expert="Dr. Zhou", half_day="am", reserved_for_center=self.center,
+            self.hospital,
+            "expert",
+            "cardiology",
+            session,
+            slots,
+            self.now() + timedelta(days=days_ahead - 1),
+            self.hospital_staff,
+            expert="Dr. Zhou",
+            half_day="am",
+            reserved_for_center=self.center,
         ).id
 
 
 def build_world(app: CareCoordination) -> World:
     root = Actor("setup", UUID(int=0))
-    center = app.register_organisation("community_center", "鼓楼社区卫生服务中心", DISTRICT, root).id
-    other_center = app.register_organisation("community_center", "江宁社区卫生服务中心", "江宁区", root).id
+    center = app.register_organisation(
+        "community_center", "鼓楼社区卫生服务中心", DISTRICT, root
+    ).id
+    other_center = app.register_organisation(
+        "community_center", "江宁社区卫生服务中心", "江宁区", root
+    ).id
     hospital = app.register_organisation("hospital", "鼓楼医院", DISTRICT, root, level=3).id
     other = app.register_organisation("hospital", "江宁医院", "江宁区", root, level=2).id
     for h in (hospital, other):

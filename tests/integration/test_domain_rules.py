@@ -38,7 +38,8 @@ def test_two_concurrent_signings_for_one_patient_make_one_contract(
     stored = world.app.load(__import__("domain.patients").patients.Patient, patient)
     assert stored.contract_id is not None
     signed = [
-        n for n in world.app.recorder.select_notifications(start=1, limit=10_000)
+        n
+        for n in world.app.recorder.select_notifications(start=1, limit=10_000)
         if n.topic.endswith("Contract.Signed")
     ]
     assert len(signed) == 1
@@ -95,8 +96,11 @@ def test_follow_up_is_due_fourteen_days_after_an_upward_referral(
     assert referral.follow_up_due == requested.date() + timedelta(days=14)
     from domain.followups import FollowUps
 
-    owed = [o for o in app.load(FollowUps, FollowUps.id_for(pid)).open_obligations()
-            if o["reason"] == "after_referral"]
+    owed = [
+        o
+        for o in app.load(FollowUps, FollowUps.id_for(pid)).open_obligations()
+        if o["reason"] == "after_referral"
+    ]
     assert [o["due"] for o in owed] == [requested.date() + timedelta(days=14)]
 
 

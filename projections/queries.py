@@ -1,0 +1,100 @@
+"""What readers (API, web pages, CLI) may ask of the views. Implemented by the projections.
+
+Every method reads views only (never aggregates). Results are JSON-ready dicts: ids as str,
+moments as ISO 8601 text. ``as_of`` (a timezone-aware moment) reads the views as they stood
+then (replayed into a separate store); ``None`` reads the live views.
+Scope: ``Scope`` says which organisation (or district, or everything) the reader may see;
+rows outside the scope are not returned (a single item outside it reads as missing: None).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a reader may see: everything, one district, or one organisation."""
+
+    everything: bool = False
+    district: str | None = None
+    org_id: UUID | None = None
+    #: "community_center" or "hospital" when org_id is set.
+    org_kind: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    limit: int = 50
+    offset: int = 0
+
+
+class Queries(Protocol):
+    def position(self) -> int:
+        """The log position every view has processed up to."""
+
+    def wait_for(self, position: int, timeout: float = 5.0) -> bool:
+        """Block until the views reach ``position`` (read-your-writes); False on timeout."""
+
+    def patient(
+        self, scope: Scope, patient_id: UUID, as_of: datetime | None = None
+    ) -> dict[str, Any] | None:
+        """Registry entry (name, sex, birth date, center, district, tags, current contract)."""
+
+    def search_patients(self, scope: Scope, text: str, page: Page) -> list[dict[str, Any]]:
+        """Patients by name (substring) or id / national id (exact), within scope."""
+
+    def timeline(
+        self,
+        scope: Scope,
+        patient_id: UUID,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        kinds: list[str] | None = None,
+        page: Page = Page(),
+        as_of: datetime | None = None,
+    ) -> list[dict[str, Any]] | None:
+        """Entries ordered by when they happened: at, kind, summary, org_id, actor, links."""
+
+    def referral(
+        self, scope: Scope, referral_id: UUID, as_of: datetime | None = None
+    ) -> dict[str, Any] | None:
+        """One referral with its steps (each with at, actor, org) and due dates."""
+
+    def quota(self, scope: Scope, quota_id: UUID) -> dict[str, Any] | None:
+        """One quota with its bookings, slots left and release time."""
+
+    def team_workload(
+        self, scope: Scope, team_id: UUID, today: date, as_of: datetime | None = None
+    ) -> dict[str, Any] | None:
+        """Per team and per member: the counts of issue 3 (contracts, referrals, follow-ups)."""
+
+    def teams(self, scope: Scope, page: Page) -> list[dict[str, Any]]:
+        """Teams in scope with their headline workload counts."""
+
+    def hospital_worklist(
+        self, scope: Scope, hospital_id: UUID, page: Page
+    ) -> list[dict[str, Any]]:
+        """Referrals awaiting decision: urgent and green-channel first, then oldest."""
+
+    def center_worklist(
+        self, scope: Scope, center_id: UUID, today: date, page: Page
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Returns awaiting acknowledgement and overdue follow-ups of a community center."""
+
+    def open_quotas(self, scope: Scope, page: Page) -> list[dict[str, Any]]:
+        """Quotas with slots left and their release time."""
+
+    def kpis(
+        self,
+        scope: Scope,
+        start: date,
+        end: date,
+        center_id: UUID | None = None,
+        district: str | None = None,
+        as_of: datetime | None = None,
+    ) -> dict[str, Any]:
+        """The KPI figures (formulas in projections/kpis.py and docs) for a center or district."""
