@@ -1,0 +1,139 @@
+# Shared by ensure.sh and stop.sh (sourced, not run). Expects $here = this directory.
+root=$(cd "$here/../.." && pwd)
+port=${JIAYI_KAFKA_PORT:-59092}
+cport=${JIAYI_KAFKA_CONTROLLER_PORT:-59093}
+dir=${JIAYI_KAFKA_DIR:-$root/var/kafka}
+cache=${JIAYI_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/jiayi}
+heap=${JIAYI_KAFKA_HEAP:-1g}
+start_timeout=${JIAYI_KAFKA_START_TIMEOUT:-90}
+JAVA=${JAVA:-java}
+MVN=${MVN:-mvn}
+kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/pom.xml")
+libs=$cache/kafka-$kafka_version/libs
+pidfile=$dir/kafka.pid
+marker=$dir/started-by-ensure
+
+log() { echo "[kafka] $*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+# Something accepts TCP connections on 127.0.0.1:$1.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# A Kafka broker serves requests on 127.0.0.1:$1: sends ApiVersions v0 (api key 18, correlation
+# id 7, client id "jiayi") and expects a response with correlation id 7 and error code 0.
+kafka_answers() {
+  local out
+  out=$(timeout 3 bash -c '
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+    printf "\x00\x00\x00\x0f\x00\x12\x00\x00\x00\x00\x00\x07\x00\x05jiayi" >&3
+    head -c 10 <&3 | od -An -tx1' _ "$1" 2>/dev/null) || return 1
+  # shellcheck disable=SC2086
+  set -- $out
+  [ $# -eq 10 ] && [ "$5$6$7$8$9${10}" = "000000070000" ]
+}
+
+# Process $1 exists and is not a zombie (kill -0 also succeeds on an unreaped zombie).
+alive() {
+  local st
+  st=$(sed -n 's/^[0-9]* (.*) \(.\) .*/\1/p' "/proc/$1/stat" 2>/dev/null)
+  [ -n "$st" ] && [ "$st" != Z ]
+}
+
+# Pid of the broker started from $dir, if it is alive (checks the command line, not just the pid,
+# so a stale pid file whose number was reused does not count).
+broker_pid() {
+  local pid
+  pid=$(cat "$pidfile" 2>/dev/null) || return 1
+  [ -n "$pid" ] && alive "$pid" || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "kafka.Kafka $dir/server.properties" ||
+    return 1
+  echo "$pid"
+}
+
+need_java() {
+  if ! command -v "$JAVA" >/dev/null || ! command -v "$MVN" >/dev/null; then
+    [ "$(id -u)" = 0 ] || die "needs java (17+) and mvn on PATH"
+    log "java or mvn missing: installing Debian packages openjdk-17-jre-headless, maven"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    apt-get install -y -qq openjdk-17-jre-headless maven >&2
+  fi
+  local v
+  v=$("$JAVA" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p')
+  [ "${v%%.*}" -ge 17 ] 2>/dev/null || die "Kafka $kafka_version needs Java 17+, $JAVA is $v"
+}
+
+# Jars of the broker (pom.xml with runtime dependencies) in $libs, fetched once. The cache is
+# keyed on pom.xml's hash: a changed pom (other log4j, say) fetches again.
+fetch_libs() {
+  local want tmp
+  want=$(sha256sum "$here/pom.xml" | cut -d' ' -f1)
+  [ "$(cat "$libs/.pom-sha256" 2>/dev/null)" = "$want" ] && return 0
+  mkdir -p "$(dirname "$libs")"
+  (
+    # Other clones on this machine share the cache: one fetch at a time.
+    flock -w 600 8 || die "cache lock $libs.lock busy"
+    [ "$(cat "$libs/.pom-sha256" 2>/dev/null)" = "$want" ] && exit 0
+    log "fetching Kafka $kafka_version jars from Maven Central into $libs"
+    tmp=$libs.tmp.$$
+    rm -rf "$tmp"
+    # (Debian's mvn prints bare colour resets even with -B -q: strip them.)
+    "$MVN" -B -q -f "$here/pom.xml" dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$tmp" 2>&1 |
+      sed -e 's/\x1b\[[0-9;]*m//g' -e '/^$/d' >&2 || {
+      rm -rf "$tmp"
+      die "mvn could not fetch the jars"
+    }
+    echo "$want" >"$tmp/.pom-sha256"
+    rm -rf "$libs"
+    mv "$tmp" "$libs"
+    log "fetched $(find "$libs" -name '*.jar' | wc -l) jars"
+  ) 8>"$libs.lock"
+}
+
+# Single node in KRaft mode: this process is both broker and controller. Internal topics get one
+# replica, and few partitions so the first consumer group / transaction does not wait on 50.
+write_config() {
+  cat >"$dir/server.properties" <<EOF
+# Written by infra/kafka/ensure.sh on every start; edit the script, not this file.
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$dir/data
+
+num.network.threads=2
+num.io.threads=4
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+auto.create.topics.enable=false
+delete.topic.enable=true
+
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.num.partitions=1
+group.initial.rebalance.delay.ms=0
+EOF
+}
+
+show_log_tail() {
+  local f
+  for f in "$dir/logs/kafka.out" "$dir/logs/server.log"; do
+    [ -s "$f" ] || continue
+    echo "--- $f" >&2
+    tail -n 40 "$f" >&2
+  done
+}
