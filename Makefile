@@ -27,13 +27,21 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Starts (installing if needed) the real services the tests use and exports their addresses.
+# A broker this command started is stopped again at the end; one already running is left alone.
 test: $(STAMP) lint typecheck
 	@set -e; \
 	JIAYI_TEST_POSTGRES_URL=$${JIAYI_TEST_POSTGRES_URL:-$$(infra/postgres/ensure.sh)}; \
 	export JIAYI_TEST_POSTGRES_URL; \
-	$(BIN)/pytest $(PYTEST_ARGS)
+	kafka_dir=$${JIAYI_KAFKA_DIR:-var/kafka}; \
+	JIAYI_TEST_KAFKA=$${JIAYI_TEST_KAFKA:-$$(infra/kafka/ensure.sh)}; \
+	export JIAYI_TEST_KAFKA; \
+	started=0; [ -f "$$kafka_dir/started-by-ensure" ] && started=1; \
+	status=0; $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
+	if [ $$started = 1 ]; then infra/kafka/stop.sh >&2 || true; fi; \
+	exit $$status
 
 stop-services:
+	infra/kafka/stop.sh
 	infra/postgres/stop.sh
 
 clean:
