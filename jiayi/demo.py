@@ -506,6 +506,17 @@ class CityBuilder:
             self.count("returns started by hospitals")
 
 
+def _count_events(app: CareCoordination, after: int) -> int:
+    """Events recorded after position ``after`` (ids may have gaps, so count them)."""
+    count, start = 0, after + 1
+    while True:
+        page = app.recorder.select_notifications(start=start, limit=10_000)
+        if not page:
+            return count
+        count += len(page)
+        start = page[-1].id + 1
+
+
 def generate(
     app: CareCoordination,
     patients: int,
@@ -527,7 +538,7 @@ def generate(
             progress(min(batch, patients - done))
     city.direct_returns(max(1, patients // 500))
     city.release_quotas()
-    city.summary.events = app.max_position() - start_position
+    city.summary.events = _count_events(app, start_position)
     city.summary.seconds = clock.perf_counter() - began
     _ = ObligationReason
     return city.summary
