@@ -327,17 +327,23 @@ class CareCoordination(Application[UUID]):
         actor: Actor,
         household_id: UUID | None = None,
         at: datetime | None = None,
+        ids: list[UUID] | None = None,
     ) -> list[Outcome]:
-        """Several members of one household sign together: all of them, or none."""
+        """Several members of one household sign together: all of them, or none.
+
+        ``ids`` optionally names the new contracts, one per patient, in the same order.
+        """
         if len(set(patient_ids)) != len(patient_ids) or not patient_ids:
             raise InvalidValue("a household signs with distinct patients", field="patient_ids")
+        if ids is not None and len(set(ids)) != len(patient_ids):
+            raise InvalidValue("one distinct contract id per patient", field="ids")
         return self._sign(
             patient_ids,
             team_id,
             package,
             start,
             actor,
-            [None] * len(patient_ids),
+            list(ids) if ids is not None else [None] * len(patient_ids),
             household_id or uuid4(),
             at,
         )
