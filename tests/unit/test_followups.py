@@ -150,7 +150,8 @@ def test_a_visit_is_recorded_by_the_patients_center_with_plausible_measurements(
     visit = stable_id("v")
     with pytest.raises(NotPermitted):
         f.record_visit(visit, START, "face_to_face", {}, None, "", OTHER_CENTER_GP, at(START))
-    for bad in ({"systolic_bp": 400}, {"mood": 3}):
+    bad_measurements: list[dict[str, float]] = [{"systolic_bp": 400}, {"mood": 3}]
+    for bad in bad_measurements:
         with pytest.raises(InvalidValue):
             f.record_visit(visit, START, "face_to_face", bad, None, "", GP, at(START))
     with pytest.raises(InvalidValue):
