@@ -134,11 +134,11 @@ class CareCoordination(Application[UUID]):
     def max_position(self) -> int:
         return self.recorder.max_notification_id() or 0
 
-    def _followups(self, patient: Patient) -> FollowUps:
+    def _followups(self, patient: Patient, actor: Actor, at: datetime) -> FollowUps:
         try:
             return self.load(FollowUps, FollowUps.id_for(patient.id))
         except NotFound:
-            return FollowUps.open(patient.id, patient.center_id)
+            return FollowUps.open(patient.id, patient.center_id, actor, at)
 
     # --- organisations ---------------------------------------------------------------------
 
@@ -327,17 +327,23 @@ class CareCoordination(Application[UUID]):
         actor: Actor,
         household_id: UUID | None = None,
         at: datetime | None = None,
+        ids: list[UUID] | None = None,
     ) -> list[Outcome]:
-        """Several members of one household sign together: all of them, or none."""
+        """Several members of one household sign together: all of them, or none.
+
+        ``ids`` optionally names the new contracts, one per patient, in the same order.
+        """
         if len(set(patient_ids)) != len(patient_ids) or not patient_ids:
             raise InvalidValue("a household signs with distinct patients", field="patient_ids")
+        if ids is not None and len(set(ids)) != len(patient_ids):
+            raise InvalidValue("one distinct contract id per patient", field="ids")
         return self._sign(
             patient_ids,
             team_id,
             package,
             start,
             actor,
-            [None] * len(patient_ids),
+            list(ids) if ids is not None else [None] * len(patient_ids),
             household_id or uuid4(),
             at,
         )
@@ -372,7 +378,7 @@ class CareCoordination(Application[UUID]):
                 household_id=household_id,
             )
             patient.take_contract(contract.id, contract.start, contract.end, actor, when)
-            followups = self._followups(patient)
+            followups = self._followups(patient, actor, when)
             followups.schedule(
                 contract_obligations(contract.id, patient.tags, contract.start, contract.end),
                 actor,
@@ -393,7 +399,7 @@ class CareCoordination(Application[UUID]):
         old_end = contract.end
         new_end = contract.renew(years, actor, when)
         patient.extend_contract(contract.id, new_end, actor, when)
-        followups = self._followups(patient)
+        followups = self._followups(patient, actor, when)
         followups.schedule(
             contract_obligations(contract.id, patient.tags, old_end + timedelta(days=1), new_end),
             actor,
@@ -410,7 +416,7 @@ class CareCoordination(Application[UUID]):
         patient = self.load(Patient, contract.patient_id)
         contract.terminate(reason, actor, when)
         patient.release_contract(contract.id, actor, when)
-        followups = self._followups(patient)
+        followups = self._followups(patient, actor, when)
         followups.withdraw(contract.id, when.date(), "contract terminated", actor, when)
         return Outcome(contract.id, self.commit(contract, patient, followups))
 
@@ -479,7 +485,7 @@ class CareCoordination(Application[UUID]):
             when,
             team_speaks_for_actor=team.speaks_for(actor),
         )
-        followups = self._followups(patient)
+        followups = self._followups(patient, actor, when)
         followups.schedule(
             [
                 single_obligation(
@@ -563,7 +569,7 @@ class CareCoordination(Application[UUID]):
             summary, prescriptions, rehabilitation, follow_up_due, actor, when
         )
         patient = self.load(Patient, referral.patient_id)
-        followups = self._followups(patient)
+        followups = self._followups(patient, actor, when)
         followups.schedule(
             [
                 single_obligation(
@@ -606,7 +612,7 @@ class CareCoordination(Application[UUID]):
             actor,
             when,
         )
-        followups = self._followups(patient)
+        followups = self._followups(patient, actor, when)
         followups.schedule(
             [
                 single_obligation(
@@ -647,7 +653,7 @@ class CareCoordination(Application[UUID]):
         """Record a visit; when it fulfils a referral's follow-up, the referral records it too."""
         when = self.when(at)
         patient = self.load(Patient, patient_id)
-        followups = self._followups(patient)
+        followups = self._followups(patient, actor, when)
         visit_id = id or uuid4()
         fulfilled = followups.record_visit(
             visit_id,
@@ -726,7 +732,14 @@ class CareCoordination(Application[UUID]):
             team_id = self.load(Contract, patient.contract_id).team_id
         booking_id = id or uuid4()
         quota.book(
-            booking_id, patient.id, referral_id, actor, center.district, when, team_id=team_id
+            booking_id,
+            patient.id,
+            referral_id,
+            actor,
+            center.district,
+            when,
+            team_id=team_id,
+            booker_is_center=center.is_center,
         )
         return Outcome(booking_id, self.commit(quota))
 

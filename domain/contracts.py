@@ -94,10 +94,13 @@ class Contract(Aggregate):
         return self.status == ContractStatus.ACTIVE and self.start <= day <= self.end
 
     def renew(self, years: int, actor: Actor, at: datetime) -> date:
-        """Extend by 1-3 years from the current end; returns the new last day."""
+        """Extend by 1-3 years from the current end; returns the new last day.
+
+        A contract whose last day has passed is over: it is not renewed but signed anew.
+        """
         self._ensure_center(actor)
-        if self.status != ContractStatus.ACTIVE:
-            raise ContractNotActive(f"contract is {self.status}")
+        if self.status != ContractStatus.ACTIVE or at.date() > self.end:
+            raise ContractNotActive(f"contract is {self.status} and ran until {self.end}")
         if years not in RENEWAL_YEARS:
             raise InvalidValue("a renewal runs 1 to 3 years", field="years")
         new_end = add_years(self.end, years)

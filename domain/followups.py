@@ -166,7 +166,15 @@ class FollowUps(Aggregate):
     """A patient's follow-up obligations and visits (one stream per patient)."""
 
     @event("Opened")
-    def __init__(self, id: UUID, patient_id: UUID, center_id: UUID) -> None:
+    def __init__(
+        self,
+        id: UUID,
+        patient_id: UUID,
+        center_id: UUID,
+        actor: Actor | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        # ``actor`` and ``at`` are optional only so that early Opened events still load.
         self.patient_id = patient_id
         self.center_id = center_id
         self.obligations: dict[UUID, dict[str, Any]] = {}
@@ -177,8 +185,21 @@ class FollowUps(Aggregate):
         return stable_id("followups", patient_id)
 
     @classmethod
-    def open(cls, patient_id: UUID, center_id: UUID) -> FollowUps:
-        return cls(id=cls.id_for(patient_id), patient_id=patient_id, center_id=center_id)
+    def open(
+        cls,
+        patient_id: UUID,
+        center_id: UUID,
+        actor: Actor | None = None,
+        at: datetime | None = None,
+    ) -> FollowUps:
+        """The patient's follow-up stream, opened by whoever first gives it an obligation."""
+        return cls(
+            id=cls.id_for(patient_id),
+            patient_id=patient_id,
+            center_id=center_id,
+            actor=actor,
+            at=at,
+        )
 
     def schedule(self, obligations: list[Obligation], actor: Actor, at: datetime) -> None:
         """Add obligations; ones already scheduled (same id) are left as they are."""

@@ -35,6 +35,12 @@ class UnknownDepartment(NotFound):
     code = "unknown-department"
 
 
+class DepartmentExists(DomainError):
+    """A hospital has each department code once."""
+
+    code = "department-exists"
+
+
 class Organisation(Aggregate):
     """A community health center (社区卫生服务中心) or a 2nd/3rd-level hospital."""
 
@@ -100,7 +106,7 @@ class Organisation(Aggregate):
         if not code.strip():
             raise InvalidValue("a department needs a code", field="code")
         if code in self.departments:
-            raise DomainError(f"department {code!r} already exists", code=code)
+            raise DepartmentExists(f"department {code!r} already exists", department=code)
         self._department_added(
             code=code, name=name, referral_contact=referral_contact, actor=actor, at=at
         )

@@ -56,9 +56,15 @@ class ContractAlreadyActive(DomainError):
 
 
 class PatientMovedAway(DomainError):
-    """A patient who moved out of the area cannot sign a new contract."""
+    """A patient who moved out of the area cannot sign a new contract (nor move away twice)."""
 
     code = "patient-moved-away"
+
+
+class NotCurrentContract(DomainError):
+    """Only the patient's current contract can be extended."""
+
+    code = "not-current-contract"
 
 
 class Patient(Aggregate):
@@ -148,19 +154,17 @@ class Patient(Aggregate):
         self.tags.discard(tag)
 
     def age_on(self, day: date) -> int:
+        """Completed years on ``day`` (someone born on 29 February has birthdays on the 28th)."""
         years = day.year - self.birth_date.year
-        return (
-            years - 1
-            if (day.month, day.day) < (self.birth_date.month, self.birth_date.day)
-            else years
-        )
+        return years - 1 if day < add_years(self.birth_date, years) else years
 
     def key_populations(self, on: date) -> set[str]:
         """Recorded tags plus those derived from the birth date on ``on``."""
         found = set(self.tags)
-        if on >= add_years(self.birth_date, 65):
+        age = self.age_on(on)
+        if age >= 65:
             found.add(DerivedTag.AGED_65_PLUS)
-        if on < add_years(self.birth_date, 7):
+        if 0 <= age <= 6:
             found.add(DerivedTag.CHILD_0_6)
         return found
 
@@ -169,7 +173,7 @@ class Patient(Aggregate):
     def move_away(self, destination: str, actor: Actor, at: datetime) -> None:
         """Moving out of the area (a TB patient's move is reported upward)."""
         if self.moved_away:
-            raise DomainError("the patient has already moved away", code="patient-moved-away")
+            raise PatientMovedAway(f"{self.name} has already moved out of the area")
         self._moved_away(destination=destination, actor=actor, at=at)
 
     @event("MovedAway")
@@ -204,7 +208,9 @@ class Patient(Aggregate):
 
     def extend_contract(self, contract_id: UUID, until: date, actor: Actor, at: datetime) -> None:
         if contract_id != self.contract_id:
-            raise DomainError("not the patient's current contract", code="not-current-contract")
+            raise NotCurrentContract(
+                "not the patient's current contract", contract_id=str(contract_id)
+            )
         self._contract_extended(contract_id=contract_id, until=until, actor=actor, at=at)
 
     @event("ContractExtended")

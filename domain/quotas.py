@@ -184,8 +184,15 @@ class Quota(Aggregate):
         actor_district: str,
         at: datetime,
         team_id: UUID | None = None,
+        booker_is_center: bool = True,
     ) -> None:
-        """A family-doctor team books a slot for a patient, ideally tied to a referral."""
+        """A family-doctor team books a slot for a patient, ideally tied to a referral.
+
+        ``booker_is_center`` says whether the acting organisation is a community center:
+        a hospital in a reserved district does not book its own family-doctor quota.
+        """
+        if not booker_is_center:
+            raise NotReservedForYou("quotas are booked by community centers' teams")
         if self.reserved_for_center is not None and actor.org_id != self.reserved_for_center:
             raise NotReservedForYou("the quota is reserved for another community center")
         if self.reserved_for_district is not None and actor_district != self.reserved_for_district:
@@ -243,6 +250,8 @@ class Quota(Aggregate):
 
     def release(self, actor: Actor, at: datetime) -> int:
         """At the cutoff, unbooked slots go back to the hospital; returns how many."""
+        if actor.org_id != self.hospital_id:
+            raise NotPermitted("unbooked slots are released by the publishing hospital")
         if self.released:
             return 0
         if at < self.release_at:

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from uuid import UUID
 
 from domain.application import CareCoordination
-from domain.common import Actor, DomainError
+from domain.common import Actor, DomainError, stable_id
 from domain.followups import ObligationReason
 from domain.organisations import OrgKind
 from domain.patients import Tag
@@ -259,14 +259,16 @@ class CityBuilder:
                 )
             ]
         else:
+            household = self.uuid()
             outcomes = self.app.sign_household(
                 [m[0] for m in members],
                 team_id,
                 package,
                 start,
                 actor,
-                household_id=self.uuid(),
+                household_id=household,
                 at=at,
+                ids=[stable_id("contract", household, pid) for pid, _, _ in members],
             )
             self.count("households signed together")
         self.count("contracts signed", len(outcomes))

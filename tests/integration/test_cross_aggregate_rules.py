@@ -1,0 +1,194 @@
+"""Rules that span aggregates, through the application, on SQLite and on real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+
+from domain.application import CareCoordination
+from domain.common import Actor, NotPermitted
+from domain.contracts import Contract
+from domain.followups import FollowUps
+from domain.patients import ContractAlreadyActive, Patient, PatientMovedAway
+from domain.quotas import Quota, QuotaFull
+from domain.referrals import Referral
+from domain.teams import TeamCannotTakeContracts
+from tests.conftest import Clock
+from tests.world import build_world
+
+
+def topics(app: CareCoordination) -> Counter[str]:
+    """How many events of each kind the log holds."""
+    return Counter(
+        n.topic.rsplit(".", 1)[-1]
+        for n in app.recorder.select_notifications(start=1, limit=100_000)
+    )
+
+
+def test_a_household_signs_all_together_or_not_at_all(app: CareCoordination) -> None:
+    world = build_world(app)
+    husband = world.patient("王建国", serial=1)
+    wife = world.contracted_patient(serial=2)  # already signed on her own
+    child = world.patient("王小明", serial=3)
+    before = topics(app)
+
+    with pytest.raises(ContractAlreadyActive):
+        app.sign_household([husband, wife, child], world.team, "basic", world.today, world.gp)
+
+    assert topics(app) == before
+    assert app.load(Patient, husband).contract_id is None
+    assert app.load(Patient, child).contract_id is None
+
+
+def test_a_household_signs_with_one_act(app: CareCoordination) -> None:
+    world = build_world(app)
+    members = [world.patient(serial=i) for i in range(3)]
+    signed = app.sign_household(members, world.team, "basic", world.today, world.gp)
+    contracts = [app.load(Contract, o.id) for o in signed]
+    assert len({c.household_id for c in contracts}) == 1
+    assert len({o.position for o in signed}) == 1  # one atomic write
+    assert [app.load(Patient, p).contract_id for p in members] == [c.id for c in contracts]
+
+
+def test_a_team_without_a_general_practitioner_cannot_sign(app: CareCoordination) -> None:
+    world = build_world(app)
+    nurses_only = app.form_team(world.center, "护理团队", world.center_admin).id
+    app.add_team_member(nurses_only, "nurse-2", "赵护士", "nurse", world.center, world.center_admin)
+    patient = world.patient()
+    with pytest.raises(TeamCannotTakeContracts):
+        app.sign_contract(patient, nurses_only, "basic", world.today, world.center_admin)
+    assert app.load(Patient, patient).contract_id is None
+
+
+def test_when_the_last_gp_leaves_the_team_takes_no_new_contracts(app: CareCoordination) -> None:
+    world = build_world(app)
+    signed = world.contracted_patient(serial=1)
+    app.remove_team_member(world.team, "gp-1", world.center_admin)
+    with pytest.raises(TeamCannotTakeContracts):
+        app.sign_contract(world.patient(serial=2), world.team, "basic", world.today, world.gp)
+    assert app.load(Patient, signed).has_active_contract(world.today)  # existing ones stay
+
+
+def test_a_contract_moves_only_to_a_team_with_a_gp(app: CareCoordination) -> None:
+    world = build_world(app)
+    contract = app.load(Patient, world.contracted_patient()).contract_id
+    assert contract is not None
+    empty = app.form_team(world.center, "新团队", world.center_admin).id
+    with pytest.raises(TeamCannotTakeContracts):
+        app.change_contract_team(contract, empty, "调整", world.center_admin)
+    app.add_team_member(
+        empty, "gp-2", "周医生", "general_practitioner", world.center, world.center_admin
+    )
+    app.change_contract_team(contract, empty, "调整", world.center_admin)
+    assert app.load(Contract, contract).team_id == empty
+
+
+def test_a_patient_who_moved_away_cannot_sign(app: CareCoordination) -> None:
+    world = build_world(app)
+    patient = world.patient()
+    app.move_patient_away(patient, "上海市", world.center_admin)
+    with pytest.raises(PatientMovedAway):
+        app.sign_contract(patient, world.team, "basic", world.today, world.gp)
+    assert "Signed" not in topics(app)
+
+
+def test_an_expired_contract_frees_the_patient_for_a_new_one(
+    app: CareCoordination, clock: Clock
+) -> None:
+    world = build_world(app)
+    patient = world.contracted_patient()
+    contract = app.load(Patient, patient).contract_id
+    assert contract is not None
+    clock.advance(days=365)
+    app.expire_contract(contract, world.center_admin)
+    assert app.load(Contract, contract).status == "expired"
+    app.sign_contract(patient, world.team, "basic", world.today, world.gp)
+    assert app.load(Patient, patient).contract_id != contract
+
+
+def test_a_renewal_extends_the_patient_and_the_follow_ups_owed(
+    app: CareCoordination, clock: Clock
+) -> None:
+    world = build_world(app)
+    patient = world.contracted_patient(tags=("type2_diabetes",))
+    contract = app.load(Patient, patient).contract_id
+    assert contract is not None
+    clock.advance(days=300)
+    app.renew_contract(contract, 2, world.center_admin)
+    stored = app.load(Patient, patient)
+    assert stored.contract_until == app.load(Contract, contract).end
+    followups = app.load(FollowUps, FollowUps.id_for(patient))
+    assert len(followups.obligations) == 4 * 3
+
+
+def test_only_the_contracted_team_or_its_center_refers(app: CareCoordination) -> None:
+    world = build_world(app)
+    patient = world.contracted_patient()
+    other_center = Actor("gp-9", world.other_center)
+    with pytest.raises(NotPermitted):
+        app.request_referral(
+            patient, world.hospital, "cardiology", "r", "I10", "routine", other_center
+        )
+    world.referral(patient)  # the team's own GP may
+
+
+def test_a_direct_return_is_acknowledged_and_followed_up_by_the_community(
+    app: CareCoordination,
+) -> None:
+    world = build_world(app)
+    patient = world.patient()
+    due = world.today + timedelta(days=10)
+    rid = app.start_return(
+        patient,
+        world.hospital,
+        "cardiology",
+        "PCI 术后",
+        [{"drug": "阿司匹林"}],
+        "心脏康复",
+        due,
+        world.hospital_staff,
+    ).id
+    with pytest.raises(NotPermitted):
+        app.acknowledge_return(rid, Actor("gp-9", world.other_center))
+    app.acknowledge_return(rid, world.gp)
+    app.record_follow_up(patient, world.today, "phone", world.gp)
+    referral = app.load(Referral, rid)
+    assert (referral.status, referral.followed_up_on) == ("acknowledged", world.today)
+
+
+def test_concurrent_cancellations_and_bookings_keep_the_slots_consistent(
+    make_app: Callable[[], CareCoordination],
+) -> None:
+    world = build_world(make_app())
+    slots = 5
+    first = [world.contracted_patient(serial=i) for i in range(slots)]
+    later = [world.contracted_patient(serial=100 + i) for i in range(8)]
+    quota = world.quota(slots=slots)
+    bookings = [world.app.book_slot(quota, p, world.gp).id for p in first]
+    apps = [make_app() for _ in range(4)]
+
+    def act(i: int) -> str:
+        app = apps[i % len(apps)]
+        if i < 3:
+            app.cancel_booking(quota, bookings[i], "患者改期", world.gp)
+            return "cancelled"
+        try:
+            app.book_slot(quota, later[i - 3], world.gp)
+            return "booked"
+        except QuotaFull:
+            return "full"
+
+    with ThreadPoolExecutor(6) as pool:
+        results = Counter(pool.map(act, range(3 + len(later))))
+
+    stored = world.app.load(Quota, quota)
+    assert results["cancelled"] == 3
+    assert len(stored.active_bookings) == slots - 3 + results["booked"] <= slots
+    assert stored.slots_left == slots - len(stored.active_bookings)
+    assert not set(bookings[:3]) & set(stored.active_bookings)
+    log = topics(world.app)
+    assert log["Booked"] - log["BookingCancelled"] == len(stored.active_bookings)

@@ -1,0 +1,136 @@
+"""Contracts: a first term of one year, renewals of 1-3 years, expiry by date, termination
+with a reason, a change of team, households signing together."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from domain.common import Actor, InvalidValue, NotPermitted, stable_id
+from domain.contracts import Contract, ContractNotActive, ContractNotDue
+from tests.unit.story import (
+    CENTER,
+    GP,
+    OTHER_CENTER,
+    OTHER_CENTER_GP,
+    OTHER_TEAM,
+    PATIENT,
+    TEAM,
+    TODAY,
+    at,
+    days,
+    recorded,
+)
+
+CONTRACT = stable_id("unit", "contract")
+START = date(2026, 3, 1)
+
+
+def contract(start: date = START) -> Contract:
+    return Contract.sign(CONTRACT, PATIENT, TEAM, CENTER, "basic", start, GP, at(start))
+
+
+def test_the_first_term_is_one_year_to_the_day_before() -> None:
+    c = contract()
+    assert (c.start, c.end, c.status) == (START, date(2027, 2, 28), "active")
+    assert c.is_active_on(date(2027, 2, 28))
+    assert not c.is_active_on(date(2027, 3, 1))
+    assert recorded(c) == ["Signed"]
+
+
+def test_a_contract_is_signed_at_the_teams_own_center_for_a_known_package() -> None:
+    with pytest.raises(NotPermitted):
+        Contract.sign(CONTRACT, PATIENT, TEAM, CENTER, "basic", START, OTHER_CENTER_GP, at(START))
+    with pytest.raises(InvalidValue):
+        Contract.sign(CONTRACT, PATIENT, TEAM, CENTER, "platinum", START, GP, at(START))
+
+
+def test_household_members_contracts_carry_the_household() -> None:
+    household = stable_id("unit", "household")
+    signed = [
+        Contract.sign(
+            stable_id("c", p),
+            p,
+            TEAM,
+            CENTER,
+            "basic",
+            START,
+            GP,
+            at(START),
+            household_id=household,
+        )
+        for p in (stable_id("p", 1), stable_id("p", 2))
+    ]
+    assert {c.household_id for c in signed} == {household}
+
+
+@pytest.mark.parametrize(
+    ("years", "new_end"),
+    [(1, date(2028, 2, 28)), (2, date(2029, 2, 28)), (3, date(2030, 2, 28))],
+)
+def test_a_renewal_runs_one_to_three_years_from_the_current_end(years: int, new_end: date) -> None:
+    c = contract()
+    assert c.renew(years, GP, at(date(2027, 2, 1))) == new_end
+    assert (c.end, c.renewals) == (new_end, 1)
+    assert recorded(c) == ["Signed", "Renewed"]
+
+
+@pytest.mark.parametrize("years", [0, 4, -1])
+def test_a_renewal_of_other_lengths_is_refused(years: int) -> None:
+    with pytest.raises(InvalidValue):
+        contract().renew(years, GP, at(date(2027, 2, 1)))
+
+
+def test_a_contract_past_its_last_day_is_signed_anew_not_renewed() -> None:
+    c = contract()
+    c.renew(1, GP, at(date(2027, 2, 28)))  # the last day still counts
+    with pytest.raises(ContractNotActive):
+        c.renew(1, GP, at(date(2028, 2, 29)))
+
+
+def test_a_contract_expires_only_after_its_last_day() -> None:
+    c = contract()
+    with pytest.raises(ContractNotDue):
+        c.expire(date(2027, 2, 28), GP, at(date(2027, 2, 28)))
+    c.expire(date(2027, 3, 1), GP, at(date(2027, 3, 1)))
+    assert c.status == "expired"
+    with pytest.raises(ContractNotActive):
+        c.renew(1, GP, at(date(2027, 3, 1)))
+    assert recorded(c) == ["Signed", "Expired"]
+
+
+def test_termination_needs_a_reason_and_the_contracts_center() -> None:
+    c = contract()
+    with pytest.raises(InvalidValue):
+        c.terminate("  ", GP, at(TODAY))
+    with pytest.raises(NotPermitted):
+        c.terminate("居民迁出", OTHER_CENTER_GP, at(TODAY))
+    c.terminate("居民迁出", GP, at(TODAY))
+    assert c.status == "terminated"
+    with pytest.raises(ContractNotActive):
+        c.terminate("again", GP, at(TODAY))
+    with pytest.raises(ContractNotActive):
+        c.expire(date(2030, 1, 1), GP, at(TODAY))
+
+
+def test_a_contract_changes_team_by_the_old_or_the_new_center() -> None:
+    c = contract()
+    c.change_team(OTHER_TEAM, OTHER_CENTER, "居民搬家", OTHER_CENTER_GP, at(TODAY))
+    assert (c.team_id, c.center_id) == (OTHER_TEAM, OTHER_CENTER)
+    changed = c.collect_events()[-1]
+    assert changed.previous_team_id == TEAM  # type: ignore[attr-defined]
+    with pytest.raises(InvalidValue):
+        c.change_team(OTHER_TEAM, OTHER_CENTER, "again", OTHER_CENTER_GP, at(TODAY))
+    third_center = Actor("gp-3", stable_id("unit", "third center"))
+    with pytest.raises(NotPermitted):
+        c.change_team(TEAM, CENTER, "back", third_center, at(days(1)))
+    with pytest.raises(NotPermitted):
+        c.renew(1, GP, at(TODAY))  # the new center owns it now
+
+
+def test_an_ended_contract_does_not_change_team() -> None:
+    c = contract()
+    c.terminate("自愿解约", GP, at(TODAY))
+    with pytest.raises(ContractNotActive):
+        c.change_team(OTHER_TEAM, CENTER, "x", GP, at(TODAY))

@@ -1,0 +1,165 @@
+"""Patients: the registry, key populations (some derived from age on a day), moving away, and
+the contract slot that keeps at most one active contract per patient."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from domain.common import InvalidValue, stable_id
+from domain.patients import (
+    ContractAlreadyActive,
+    DerivedTag,
+    NotCurrentContract,
+    Patient,
+    PatientMovedAway,
+    valid_national_id,
+)
+from tests.unit.story import CENTER, CENTER_ADMIN, PATIENT, TODAY, at, days, recorded
+from tests.world import national_id
+
+CONTRACT = stable_id("unit", "contract", 1)
+NEXT_CONTRACT = stable_id("unit", "contract", 2)
+
+
+def patient(birth: date = date(1950, 3, 4), nid: str | None = None) -> Patient:
+    return Patient.register(
+        PATIENT,
+        "王秀英",
+        "F",
+        birth,
+        nid or national_id(birth),
+        "13800000000",
+        "鼓楼区",
+        CENTER,
+        CENTER_ADMIN,
+        at(),
+    )
+
+
+def test_a_resident_is_registered_with_name_sex_birth_date_national_id_phone_and_district() -> None:
+    p = patient()
+    assert (p.name, p.sex, p.birth_date, p.phone, p.district, p.center_id) == (
+        "王秀英",
+        "F",
+        date(1950, 3, 4),
+        "13800000000",
+        "鼓楼区",
+        CENTER,
+    )
+    assert recorded(p) == ["Registered"]
+
+
+def test_the_national_id_check_character_follows_iso_7064_mod_11_2() -> None:
+    assert valid_national_id("11010519491231002X")  # the standard's own example
+    assert not valid_national_id("110105194912310021")  # wrong check character
+    assert not valid_national_id("11010519491231002x")  # lower-case x
+    assert not valid_national_id("1101051949123100")  # too short
+    good = national_id(date(1950, 3, 4))
+    wrong = good[:17] + ("0" if good[17] != "0" else "1")
+    with pytest.raises(InvalidValue):
+        patient(nid=wrong)
+
+
+def test_a_birth_date_in_the_future_and_an_unknown_sex_are_refused() -> None:
+    with pytest.raises(InvalidValue):
+        patient(birth=days(1))
+    with pytest.raises(InvalidValue):
+        Patient.register(
+            PATIENT,
+            "王秀英",
+            "X",
+            date(1950, 3, 4),
+            national_id(date(1950, 3, 4)),
+            "1",
+            "鼓楼区",
+            CENTER,
+            CENTER_ADMIN,
+            at(),
+        )
+
+
+def test_key_population_tags_are_recorded_once_and_can_be_removed() -> None:
+    p = patient()
+    p.tag("type2_diabetes", CENTER_ADMIN, at())
+    p.tag("type2_diabetes", CENTER_ADMIN, at())
+    p.tag("registered_poor", CENTER_ADMIN, at())
+    p.untag("registered_poor", CENTER_ADMIN, at())
+    assert p.tags == {"type2_diabetes"}
+    assert recorded(p) == ["Registered", "Tagged", "Tagged", "Untagged"]
+    with pytest.raises(InvalidValue):
+        p.tag("aged_65_plus", CENTER_ADMIN, at())  # derived, never recorded
+
+
+def test_aged_65_plus_starts_on_the_65th_birthday() -> None:
+    p = patient(birth=date(1961, 6, 1))
+    assert DerivedTag.AGED_65_PLUS not in p.key_populations(date(2026, 5, 31))
+    assert DerivedTag.AGED_65_PLUS in p.key_populations(date(2026, 6, 1))
+    assert p.age_on(date(2026, 5, 31)) == 64
+    assert p.age_on(date(2026, 6, 1)) == 65
+
+
+def test_a_child_is_0_to_6_until_the_7th_birthday() -> None:
+    p = patient(birth=date(2019, 6, 1))
+    assert DerivedTag.CHILD_0_6 in p.key_populations(date(2019, 6, 1))  # the day of birth
+    assert DerivedTag.CHILD_0_6 in p.key_populations(date(2026, 5, 31))
+    assert DerivedTag.CHILD_0_6 not in p.key_populations(date(2026, 6, 1))
+
+
+def test_derived_tags_join_the_recorded_ones_and_are_not_stored() -> None:
+    p = patient(birth=date(1950, 3, 4))
+    p.tag("hypertension", CENTER_ADMIN, at())
+    assert p.key_populations(TODAY) == {"hypertension", DerivedTag.AGED_65_PLUS}
+    assert p.tags == {"hypertension"}
+
+
+def test_someone_born_on_29_february_has_the_same_age_and_tags_on_28_february() -> None:
+    p = patient(birth=date(1960, 2, 29))
+    assert p.age_on(date(2025, 2, 27)) == 64
+    assert p.age_on(date(2025, 2, 28)) == 65
+    assert DerivedTag.AGED_65_PLUS in p.key_populations(date(2025, 2, 28))
+
+
+def test_moving_out_of_the_area_is_an_event_and_happens_once() -> None:
+    p = patient()
+    p.move_away("上海市", CENTER_ADMIN, at())
+    assert p.moved_away
+    assert recorded(p) == ["Registered", "MovedAway"]
+    with pytest.raises(PatientMovedAway):
+        p.move_away("杭州市", CENTER_ADMIN, at())
+
+
+def test_a_patient_who_moved_away_cannot_take_a_contract() -> None:
+    p = patient()
+    p.move_away("上海市", CENTER_ADMIN, at())
+    with pytest.raises(PatientMovedAway):
+        p.take_contract(CONTRACT, TODAY, days(364), CENTER_ADMIN, at())
+
+
+def test_a_patient_holds_at_most_one_active_contract_at_any_moment() -> None:
+    p = patient()
+    p.take_contract(CONTRACT, TODAY, days(364), CENTER_ADMIN, at())
+    with pytest.raises(ContractAlreadyActive):
+        p.take_contract(NEXT_CONTRACT, days(364), days(728), CENTER_ADMIN, at())  # last day
+    with pytest.raises(ContractAlreadyActive):
+        p.take_contract(NEXT_CONTRACT, days(-30), days(334), CENTER_ADMIN, at())  # back-dated
+    p.take_contract(NEXT_CONTRACT, days(365), days(729), CENTER_ADMIN, at())  # the day after
+    assert p.contract_id == NEXT_CONTRACT
+
+
+def test_a_released_contract_frees_the_slot() -> None:
+    p = patient()
+    p.take_contract(CONTRACT, TODAY, days(364), CENTER_ADMIN, at())
+    p.release_contract(CONTRACT, CENTER_ADMIN, at(days(10)))
+    assert not p.has_active_contract(days(10))
+    p.take_contract(NEXT_CONTRACT, days(10), days(374), CENTER_ADMIN, at(days(10)))
+
+
+def test_only_the_current_contract_is_extended() -> None:
+    p = patient()
+    p.take_contract(CONTRACT, TODAY, days(364), CENTER_ADMIN, at())
+    p.extend_contract(CONTRACT, days(364 + 730), CENTER_ADMIN, at())
+    assert p.has_active_contract(days(1000))
+    with pytest.raises(NotCurrentContract):
+        p.extend_contract(NEXT_CONTRACT, days(2000), CENTER_ADMIN, at())
