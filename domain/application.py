@@ -29,7 +29,7 @@ from domain.common import (
     NotFound,
     NotPermitted,
 )
-from domain.contracts import Contract, ContractNotActive
+from domain.contracts import Contract, ContractNotActive, ContractStatus
 from domain.followups import (
     FollowUps,
     ObligationReason,
@@ -291,9 +291,20 @@ class CareCoordination(Application[UUID]):
     def move_patient_away(
         self, patient_id: UUID, destination: str, actor: Actor, at: datetime | None = None
     ) -> Outcome:
+        when = self.when(at)
         patient = self.load(Patient, patient_id)
         self._ensure_center_of(patient, actor)
-        patient.move_away(destination, actor, self.when(at))
+        patient.move_away(destination, actor, when)
+        # Moving out of the area ends the contract with the team here.
+        contract: Contract | None = None
+        if patient.contract_id is not None:
+            contract = self.load(Contract, patient.contract_id)
+            if contract.status == ContractStatus.ACTIVE:
+                contract.terminate(f"moved out of the area: {destination}", actor, when)
+            patient.release_contract(contract.id, actor, when)
+            followups = self._followups(patient, actor, when)
+            followups.withdraw(contract.id, when.date(), "moved out of the area", actor, when)
+            return Outcome(patient.id, self.commit(patient, contract, followups))
         return Outcome(patient.id, self.commit(patient))
 
     @staticmethod
@@ -440,11 +451,18 @@ class CareCoordination(Application[UUID]):
         actor: Actor,
         at: datetime | None = None,
     ) -> Outcome:
+        when = self.when(at)
         contract = self.load(Contract, contract_id)
         team = self.load(CareTeam, team_id)
         team.ensure_can_take_contracts()
-        contract.change_team(team.id, team.center_id, reason, actor, self.when(at))
-        return Outcome(contract.id, self.commit(contract))
+        contract.change_team(team.id, team.center_id, reason, actor, when)
+        # A team of another center takes over the patient's care and follow-ups with it.
+        patient = self.load(Patient, contract.patient_id)
+        center = self.load(Organisation, team.center_id)
+        patient.transfer(center.id, center.district, actor, when)
+        followups = self._followups(patient, actor, when)
+        followups.transfer(center.id, actor, when)
+        return Outcome(contract.id, self.commit(contract, patient, followups))
 
     # --- referrals -------------------------------------------------------------------------
 

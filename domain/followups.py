@@ -201,6 +201,15 @@ class FollowUps(Aggregate):
             at=at,
         )
 
+    def transfer(self, center_id: UUID, actor: Actor, at: datetime) -> None:
+        """Follow-ups move with the patient's contract to another community center."""
+        if center_id != self.center_id:
+            self._transferred(center_id=center_id, actor=actor, at=at)
+
+    @event("Transferred")
+    def _transferred(self, center_id: UUID, actor: Actor, at: datetime) -> None:
+        self.center_id = center_id
+
     def schedule(self, obligations: list[Obligation], actor: Actor, at: datetime) -> None:
         """Add obligations; ones already scheduled (same id) are left as they are."""
         new = [o.as_dict() for o in obligations if o.id not in self.obligations]

@@ -180,6 +180,16 @@ class Patient(Aggregate):
     def _moved_away(self, destination: str, actor: Actor, at: datetime) -> None:
         self.moved_away = True
 
+    def transfer(self, center_id: UUID, district: str, actor: Actor, at: datetime) -> None:
+        """The patient's care moves to another community center (their contract changed team)."""
+        if center_id != self.center_id:
+            self._transferred(center_id=center_id, district=district, actor=actor, at=at)
+
+    @event("Transferred")
+    def _transferred(self, center_id: UUID, district: str, actor: Actor, at: datetime) -> None:
+        self.center_id = center_id
+        self.district = district
+
     # --- the contract slot: one active contract at any moment ---------------------------
 
     def has_active_contract(self, on: date) -> bool:

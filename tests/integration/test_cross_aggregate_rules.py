@@ -192,3 +192,49 @@ def test_concurrent_cancellations_and_bookings_keep_the_slots_consistent(
     assert not set(bookings[:3]) & set(stored.active_bookings)
     log = topics(world.app)
     assert log["Booked"] - log["BookingCancelled"] == len(stored.active_bookings)
+
+
+def test_moving_away_ends_the_contract_and_withdraws_future_follow_ups(
+    app: CareCoordination, clock: Clock
+) -> None:
+    world = build_world(app)
+    pid = world.contracted_patient(tags=("type2_diabetes",))
+    contract_id = app.load(Patient, pid).contract_id
+    assert contract_id is not None
+    clock.advance(days=40)
+    app.move_patient_away(pid, "上海市", world.center_admin)
+
+    assert app.load(Contract, contract_id).status == "terminated"
+    assert app.load(Patient, pid).contract_id is None
+    still_open = app.load(FollowUps, FollowUps.id_for(pid)).open_obligations()
+    # only the quarter already under way stays owed; later quarters are withdrawn
+    assert [o["window_start"] <= clock.now.date() for o in still_open] == [True]
+
+
+def test_a_team_change_to_another_center_moves_the_patients_care_there(
+    app: CareCoordination,
+) -> None:
+    world = build_world(app)
+    pid = world.contracted_patient(tags=("hypertension",))
+    contract_id = app.load(Patient, pid).contract_id
+    assert contract_id is not None
+    other_admin = Actor("other-admin", world.other_center)
+    other_team = app.form_team(world.other_center, "江宁团队", other_admin).id
+    app.add_team_member(
+        other_team, "gp-9", "赵医生", "general_practitioner", world.other_center, other_admin
+    )
+
+    app.change_contract_team(contract_id, other_team, "moved within the city", world.gp)
+
+    assert app.load(Patient, pid).center_id == world.other_center
+    assert app.load(Patient, pid).district == "江宁区"
+    with pytest.raises(NotPermitted):  # the old center no longer records the follow-ups
+        app.record_follow_up(pid, world.today, "face_to_face", world.gp)
+    app.record_follow_up(
+        pid,
+        world.today,
+        "face_to_face",
+        Actor("gp-9", world.other_center),
+        measurements={"systolic_bp": 132, "diastolic_bp": 84},
+    )
+    assert len(app.load(FollowUps, FollowUps.id_for(pid)).visits) == 1
