@@ -6,10 +6,15 @@ Nothing is created at import time: callers build what they need from the setting
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from domain.application import CareCoordination
 from jiayi.settings import Settings
+from projections.events import LogReader
+from projections.location import Location
+from projections.runner import Runner, RunnerThread
+from projections.views import ViewQueries
 
 
 def event_store_env(settings: Settings) -> dict[str, str]:
@@ -81,3 +86,38 @@ def build_application(
 ) -> CareCoordination:
     ensure_schema(settings)
     return CareCoordination(env=event_store_env(settings), clock=clock)
+
+
+def view_location(settings: Settings) -> Location:
+    """Where the views live: beside the events (same SQLite file / PostgreSQL schema)."""
+    if settings.uses_postgres:
+        return Location(postgres_params=settings.postgres_params(), schema=settings.postgres_schema)
+    return Location(sqlite_path=settings.sqlite_path, replay_dir=settings.data_dir / "asof")
+
+
+@dataclass
+class Projections:
+    """The views of one deployment: the queries, and (when started) the in-process runner."""
+
+    location: Location
+    reader: LogReader
+    queries: ViewQueries
+    runner: RunnerThread | None = None
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.stop()
+        self.queries.close()
+
+
+def build_projections(
+    settings: Settings, app: CareCoordination, run: bool = True, poll: float = 0.05
+) -> Projections:
+    """Views and queries over ``app``'s log; with ``run`` the runner follows it in-process."""
+    location = view_location(settings)
+    reader = LogReader(app)
+    store = location.open()
+    Runner(store, reader)  # creates missing tables and tracking rows before readers arrive
+    store.close()
+    runner = RunnerThread(location.open, reader, poll=poll).start() if run else None
+    return Projections(location, reader, ViewQueries(location, reader), runner)

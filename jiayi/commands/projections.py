@@ -1,0 +1,52 @@
+"""``jiayi projections rebuild [VIEW ...]``: rebuild views from the log, with progress."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tqdm import tqdm
+
+from jiayi.bootstrap import build_application, view_location
+from jiayi.settings import Settings
+from projections.events import LogReader
+from projections.runner import PROJECTIONS, Runner, rebuild
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser("projections", help="rebuild or catch up views")
+    actions = p.add_subparsers(dest="action", required=True)
+    r = actions.add_parser("rebuild", help="rebuild all views (or the ones named) from the log")
+    r.add_argument("views", nargs="*", help=", ".join(c.name for c in PROJECTIONS))
+    r.set_defaults(func=run_rebuild)
+    c = actions.add_parser("catch-up", help="process the log up to its end and stop")
+    c.set_defaults(func=run_catch_up)
+
+
+def run_rebuild(args: argparse.Namespace) -> int:
+    settings = Settings()
+    app = build_application(settings)
+    reader = LogReader(app)
+    store = view_location(settings).open()
+    try:
+        with tqdm(total=reader.max_position(), unit="event", disable=None) as bar:
+            summary = rebuild(store, reader, args.views or None, progress=bar.update)
+        for line in summary.lines():
+            print(line)
+    finally:
+        store.close()
+        app.close()
+    return 0
+
+
+def run_catch_up(args: argparse.Namespace) -> int:
+    settings = Settings()
+    app = build_application(settings)
+    store = view_location(settings).open()
+    try:
+        n = Runner(store, LogReader(app)).catch_up()
+        print(f"processed {n:,} events")
+    finally:
+        store.close()
+        app.close()
+    return 0

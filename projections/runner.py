@@ -1,0 +1,257 @@
+"""The runner: follows the one ordered log and keeps every view up to date, in batches.
+
+Each batch is read once, decoded once and folded by every projection whose position is behind
+it; the changed rows of all projections and their new positions are written in ONE transaction.
+Positions are moved with compare-and-set (``UPDATE ... WHERE position = expected``), so a crash,
+a restart or a second runner never loses or double-applies an event.
+
+``rebuild`` drops and recreates views and bulk-loads them from the log (optionally only events
+recorded up to ``as_of``) in one transaction: readers see the old views until it commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from projections.base import Projection, Rows
+from projections.care import CareProjection
+from projections.directory import DirectoryProjection
+from projections.events import LogReader
+from projections.store import ViewStore
+from projections.timeline import TimelineProjection
+
+log = logging.getLogger(__name__)
+
+#: Every projection, in the order they fold a batch. Names are stable: they key the tracking.
+PROJECTIONS: tuple[type[Projection], ...] = (
+    DirectoryProjection,
+    TimelineProjection,
+    CareProjection,
+)
+BATCH = 2000
+REBUILD_PAGE = 5000
+#: Timeline rows kept in memory during a rebuild before they are streamed to the store.
+APPEND_FLUSH = 50_000
+
+
+class PositionMoved(Exception):
+    """Another writer moved a view's position meanwhile: this batch was not applied."""
+
+
+def select(names: Sequence[str] | None = None) -> list[Projection]:
+    known = {p.name: p for p in PROJECTIONS}
+    if names:
+        unknown = set(names) - set(known)
+        if unknown:
+            raise ValueError(f"unknown views: {', '.join(sorted(unknown))}")
+    return [cls() for name, cls in known.items() if not names or name in names]
+
+
+def setup(store: ViewStore, projections: Sequence[Projection]) -> None:
+    """Create the tracking table and any missing view tables (position 0 for new views)."""
+    store.ensure_tracking()
+    known = store.positions()
+    for p in projections:
+        if p.name not in known:
+            with store.transaction():
+                for table in p.tables:
+                    store.drop(table)
+                    store.create(table)
+                store.set_position(p.name, 0)
+
+
+class Runner:
+    """Folds batches of the log into the views of one store."""
+
+    def __init__(
+        self, store: ViewStore, reader: LogReader, projections: Sequence[Projection] | None = None
+    ) -> None:
+        self.store = store
+        self.reader = reader
+        self.projections = list(projections or select())
+        self.rows = {p.name: Rows(store, p.table_map()) for p in self.projections}
+        setup(store, self.projections)
+
+    def positions(self) -> dict[str, int]:
+        found = self.store.positions()
+        return {p.name: found.get(p.name, 0) for p in self.projections}
+
+    def position(self) -> int:
+        return min(self.positions().values(), default=0)
+
+    def run_once(self, limit: int = BATCH) -> int:
+        """Process the next batch; returns how many notifications it covered (0: caught up)."""
+        positions = self.positions()
+        start = min(positions.values())
+        page = self.reader.page(start, limit)
+        if not page:
+            return 0
+        events = self.reader.decode(page)
+        last = page[-1].id
+        try:
+            for p in self.projections:
+                rows, done = self.rows[p.name], positions[p.name]
+                for ev in events:
+                    if ev.position > done:
+                        p.apply(ev, rows)
+            with self.store.transaction():
+                for p in self.projections:
+                    if positions[p.name] >= last:
+                        continue
+                    self.rows[p.name].flush()
+                    if not self.store.advance(p.name, positions[p.name], last):
+                        raise PositionMoved(p.name)
+        except BaseException:
+            self.forget()
+            raise
+        for rows in self.rows.values():
+            rows.committed()
+        return len(page)
+
+    def catch_up(self, limit: int = BATCH) -> int:
+        total = 0
+        while n := self.run_once(limit):
+            total += n
+        return total
+
+    def forget(self) -> None:
+        for rows in self.rows.values():
+            rows.forget()
+
+
+@dataclass
+class RebuildSummary:
+    views: list[str]
+    events: int
+    position: int
+    seconds: float
+    rows: dict[str, int]
+
+    def lines(self) -> list[str]:
+        rate = self.events / self.seconds if self.seconds else 0.0
+        out = [
+            f"rebuilt {', '.join(self.views)} from {self.events:,} events up to position "
+            f"{self.position:,} in {self.seconds:.1f} s ({rate:,.0f} events/s)"
+        ]
+        out += [f"  {name}: {count:,} rows" for name, count in sorted(self.rows.items())]
+        return out
+
+
+def rebuild(
+    store: ViewStore,
+    reader: LogReader,
+    names: Sequence[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+    as_of: str | None = None,
+) -> RebuildSummary:
+    """Rebuild views from the log (events recorded up to ``as_of`` when given), atomically."""
+    began = time.perf_counter()
+    projections = select(names)
+    store.ensure_tracking()
+    rows = {p.name: Rows(store, p.table_map(), empty=True) for p in projections}
+    counts: dict[str, int] = {}
+    after = events = 0
+    with store.transaction():
+        for p in projections:
+            for table in p.tables:
+                store.drop(table)
+                store.create(table, with_keys=False)
+        while page := reader.page(after, REBUILD_PAGE):
+            batch = reader.decode(page)
+            if as_of is not None:
+                batch = [ev for ev in batch if ev.timestamp <= as_of]
+            for p in projections:
+                r, apply = rows[p.name], p.apply
+                for ev in batch:
+                    apply(ev, r)
+                if any(len(a) > APPEND_FLUSH for a in r.appended.values()):
+                    for table in p.tables:
+                        if r.appended[table.name]:
+                            store.bulk_insert(table, r.appended[table.name])
+                            counts[table.name] = counts.get(table.name, 0) + len(
+                                r.appended[table.name]
+                            )
+                            r.appended[table.name] = []
+            events += len(batch)
+            after = page[-1].id
+            if progress:
+                progress(len(page))
+        for p in projections:
+            r = rows[p.name]
+            for table in p.tables:
+                counts[table.name] = (
+                    counts.get(table.name, 0)
+                    + len(r.appended[table.name])
+                    + sum(1 for v in r.cache[table.name].values() if v is not None)
+                )
+            r.bulk_load()
+            for table in p.tables:
+                store.add_keys(table)
+            store.set_position(p.name, after)
+    return RebuildSummary(
+        [p.name for p in projections], events, after, time.perf_counter() - began, counts
+    )
+
+
+class RunnerThread:
+    """The runner in a background thread (the embedded default runs it in-process).
+
+    ``open_store`` makes a fresh connection: after any failure (a lost connection included)
+    the thread forgets its cache, reconnects and carries on from the stored positions.
+    """
+
+    def __init__(
+        self,
+        open_store: Callable[[], ViewStore],
+        reader: LogReader,
+        poll: float = 0.05,
+        name: str = "projections-runner",
+    ) -> None:
+        self.open_store = open_store
+        self.reader = reader
+        self.poll = poll
+        self.stopping = threading.Event()
+        self.nudged = threading.Event()
+        self.failures = 0
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def start(self) -> RunnerThread:
+        self.thread.start()
+        return self
+
+    def nudge(self) -> None:
+        """Something was written: look at the log now rather than at the next poll."""
+        self.nudged.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        self.nudged.set()
+        self.thread.join(timeout)
+
+    def _loop(self) -> None:
+        backoff = 0.1
+        while not self.stopping.is_set():
+            store: ViewStore | None = None
+            try:
+                store = self.open_store()
+                runner = Runner(store, self.reader)
+                while not self.stopping.is_set():
+                    if runner.run_once() == 0:
+                        self.nudged.wait(self.poll)
+                        self.nudged.clear()
+                    backoff = 0.1
+            except Exception:
+                self.failures += 1
+                log.exception("projection runner failed; restarting in %.1f s", backoff)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                if store is not None:
+                    try:
+                        store.close()
+                    except Exception:
+                        log.debug("closing the view store failed", exc_info=True)

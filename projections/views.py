@@ -1,0 +1,583 @@
+"""``ViewQueries``: the :class:`projections.queries.Queries` interface, read from the views.
+
+Ids go in as ``UUID`` and come out as ``str``; the views store them as hex. Scope rules: a
+community center sees its own patients, teams and worklists; a hospital sees the referrals,
+bookings and quotas addressed to it (and, in a timeline, only the entries linked to it); a
+district coordinator sees the centers and hospitals of the district; ``everything`` sees all.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from domain.common import add_years
+from projections import kpis as formulas
+from projections.events import LogReader, moment_text
+from projections.location import Location
+from projections.queries import Page, Scope
+from projections.runner import rebuild, select
+from projections.store import ViewStore
+
+ID_COLUMNS = {
+    "id", "patient_id", "center_id", "team_id", "hospital_id", "contract_id", "referral_id",
+    "booking_id", "quota_id", "org_id", "source_id", "obligation_id", "reserved_center",
+}  # fmt: skip
+
+
+def _out(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {
+        k: (str(UUID(hex=v)) if k in ID_COLUMNS and isinstance(v, str) and len(v) == 32 else v)
+        for k, v in row.items()
+    }
+
+
+def _outs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in map(_out, rows) if r is not None]
+
+
+def _in(marks: list[Any]) -> str:
+    return ", ".join("?" for _ in marks) or "NULL"
+
+
+class ViewQueries:
+    """Reads the live views, or views replayed as of a moment (built on first use, cached)."""
+
+    def __init__(self, location: Location, reader: LogReader) -> None:
+        self.location = location
+        self.reader = reader
+        self.store = location.open()
+        self._as_of: dict[str, ViewStore] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.store.close()
+        for s in self._as_of.values():
+            s.close()
+
+    # --- positions ----------------------------------------------------------------------
+
+    def position(self) -> int:
+        names = [p.name for p in select()]
+        try:
+            found = self.store.positions()
+        except Exception:
+            return 0
+        return min((found.get(n, 0) for n in names), default=0)
+
+    def wait_for(self, position: int, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.position() < position:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def _db(self, as_of: datetime | None) -> ViewStore:
+        if as_of is None:
+            return self.store
+        moment = moment_text(as_of)
+        with self._lock:
+            found = self._as_of.get(moment)
+            if found is None:
+                found = self.replay(moment)
+                self._as_of[moment] = found
+            return found
+
+    def replay(self, moment: str, progress: Callable[[int], None] | None = None) -> ViewStore:
+        """The views as of ``moment``: reused when already replayed, else rebuilt."""
+        store = self.location.as_of(moment).open()
+        store.ensure_tracking()
+        if set(store.positions()) < {p.name for p in select()}:
+            rebuild(store, self.reader, progress=progress, as_of=moment)
+        return store
+
+    # --- scope --------------------------------------------------------------------------
+
+    def _center_visible(self, db: ViewStore, scope: Scope, center_hex: str | None) -> bool:
+        if scope.everything:
+            return True
+        if scope.org_id is not None:
+            return center_hex == scope.org_id.hex
+        if scope.district is not None:
+            org = db.one("SELECT district FROM v_orgs WHERE id = ?", (center_hex,))
+            return org is not None and org["district"] == scope.district
+        return False
+
+    def _is_hospital(self, scope: Scope) -> bool:
+        return scope.org_id is not None and scope.org_kind == "hospital"
+
+    def _patient_visible(self, db: ViewStore, scope: Scope, p: dict[str, Any]) -> bool:
+        if scope.everything:
+            return True
+        if self._is_hospital(scope):
+            assert scope.org_id is not None
+            return (
+                db.one(
+                    "SELECT 1 AS x FROM v_timeline WHERE patient_id = ? AND hospital_id = ?",
+                    (p["id"], scope.org_id.hex),
+                )
+                is not None
+            )
+        if scope.org_id is not None:
+            return bool(p["center_id"] == scope.org_id.hex)
+        return scope.district is not None and p["district"] == scope.district
+
+    # --- patients -----------------------------------------------------------------------
+
+    def patient(
+        self, scope: Scope, patient_id: UUID, as_of: datetime | None = None
+    ) -> dict[str, Any] | None:
+        db = self._db(as_of)
+        p = db.one("SELECT * FROM v_patients WHERE id = ?", (patient_id.hex,))
+        if p is None or not self._patient_visible(db, scope, p):
+            return None
+        p["tags"] = p["tags"].split(",") if p["tags"] else []
+        p["moved_away"] = bool(p["moved_away"])
+        contract = None
+        if p["contract_id"]:
+            contract = _out(
+                db.one(
+                    "SELECT c.*, t.name AS team_name FROM v_contracts c "
+                    "LEFT JOIN v_teams t ON t.id = c.team_id WHERE c.id = ?",
+                    (p["contract_id"],),
+                )
+            )
+        out = _out(p)
+        assert out is not None
+        out["contract"] = contract
+        return out
+
+    def search_patients(self, scope: Scope, text: str, page: Page) -> list[dict[str, Any]]:
+        text = text.strip()
+        where, params = ["(name LIKE ? OR national_id = ? OR id = ?)"], [f"%{text}%", text]
+        try:
+            params.append(UUID(text).hex)
+        except ValueError:
+            params.append("")
+        if not scope.everything:
+            if self._is_hospital(scope):
+                assert scope.org_id is not None
+                where.append("id IN (SELECT patient_id FROM v_timeline_refs WHERE hospital_id = ?)")
+                params.append(scope.org_id.hex)
+            elif scope.org_id is not None:
+                where.append("center_id = ?")
+                params.append(scope.org_id.hex)
+            elif scope.district is not None:
+                where.append("district = ?")
+                params.append(scope.district)
+            else:
+                return []
+        rows = self.store.rows(
+            "SELECT id, name, sex, birth_date, district, center_id, contract_id FROM v_patients "
+            f"WHERE {' AND '.join(where)} ORDER BY name, id LIMIT ? OFFSET ?",
+            [*params, page.limit, page.offset],
+        )
+        return _outs(rows)
+
+    def timeline(
+        self,
+        scope: Scope,
+        patient_id: UUID,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        kinds: list[str] | None = None,
+        page: Page = Page(),
+        as_of: datetime | None = None,
+    ) -> list[dict[str, Any]] | None:
+        db = self._db(as_of)
+        p = db.one("SELECT id, center_id, district FROM v_patients WHERE id = ?", (patient_id.hex,))
+        if p is None or not self._patient_visible(db, scope, p):
+            return None
+        where, params = ["patient_id = ?"], [patient_id.hex]
+        if self._is_hospital(scope):
+            assert scope.org_id is not None
+            where.append("hospital_id = ?")
+            params.append(scope.org_id.hex)
+        if since is not None:
+            where.append("at >= ?")
+            params.append(moment_text(since))
+        if until is not None:
+            where.append("at <= ?")
+            params.append(moment_text(until))
+        if kinds:
+            where.append("(" + " OR ".join("kind = ? OR kind LIKE ?" for _ in kinds) + ")")
+            for k in kinds:
+                params += [k, f"{k}.%"]
+        rows = db.rows(
+            "SELECT at, recorded_at, kind, summary, org_id, org_name, staff_id, contract_id, "
+            f"referral_id, booking_id, hospital_id, position FROM v_timeline "
+            f"WHERE {' AND '.join(where)} ORDER BY at, position LIMIT ? OFFSET ?",
+            [*params, page.limit, page.offset],
+        )
+        return _outs(rows)
+
+    # --- referrals and quotas -----------------------------------------------------------
+
+    def referral(
+        self, scope: Scope, referral_id: UUID, as_of: datetime | None = None
+    ) -> dict[str, Any] | None:
+        db = self._db(as_of)
+        r = db.one("SELECT * FROM v_referrals WHERE id = ?", (referral_id.hex,))
+        if r is None:
+            return None
+        if not (
+            (self._is_hospital(scope) and scope.org_id and r["hospital_id"] == scope.org_id.hex)
+            or (not self._is_hospital(scope) and self._center_visible(db, scope, r["center_id"]))
+        ):
+            return None
+        r["green_channel"] = bool(r["green_channel"])
+        steps = db.rows(
+            "SELECT at, kind, summary, org_id, org_name, staff_id FROM v_timeline "
+            "WHERE referral_id = ? ORDER BY at, position",
+            (referral_id.hex,),
+        )
+        out = _out(r)
+        assert out is not None
+        out["steps"] = _outs(steps)
+        return out
+
+    def _quota_visible(self, scope: Scope, q: dict[str, Any]) -> bool:
+        if scope.everything:
+            return True
+        if scope.org_id is not None:
+            return scope.org_id.hex in (q["hospital_id"], q["reserved_center"])
+        if scope.district is not None:
+            return scope.district in (q["reserved_district"], q.get("center_district"))
+        return False
+
+    _QUOTA = (
+        "SELECT q.*, q.slots - q.booked AS slots_left, o.district AS center_district "
+        "FROM v_quotas q LEFT JOIN v_orgs o ON o.id = q.reserved_center"
+    )
+
+    def quota(self, scope: Scope, quota_id: UUID) -> dict[str, Any] | None:
+        q = self.store.one(f"{self._QUOTA} WHERE q.id = ?", (quota_id.hex,))
+        if q is None or not self._quota_visible(scope, q):
+            return None
+        q["released"] = bool(q["released"])
+        bookings = self.store.rows(
+            "SELECT id, patient_id, referral_id, team_id, center_id, staff_id, booked_at, status "
+            "FROM v_bookings WHERE quota_id = ? ORDER BY booked_at, id",
+            (quota_id.hex,),
+        )
+        out = _out(q)
+        assert out is not None
+        out["bookings"] = _outs(bookings)
+        return out
+
+    def open_quotas(self, scope: Scope, page: Page) -> list[dict[str, Any]]:
+        now = moment_text(datetime.now().astimezone())
+        rows = self.store.rows(
+            f"{self._QUOTA} WHERE q.released = 0 AND q.slots > q.booked AND q.release_at > ? "
+            "ORDER BY q.release_at, q.id",
+            (now,),
+        )
+        visible = [r for r in rows if self._quota_visible(scope, r)]
+        return _outs(visible[page.offset : page.offset + page.limit])
+
+    # --- teams --------------------------------------------------------------------------
+
+    def _team(self, db: ViewStore, scope: Scope, team_hex: str) -> dict[str, Any] | None:
+        t = db.one("SELECT * FROM v_teams WHERE id = ?", (team_hex,))
+        if t is None or self._is_hospital(scope):
+            return None
+        return t if self._center_visible(db, scope, t["center_id"]) else None
+
+    def team_workload(
+        self, scope: Scope, team_id: UUID, today: date, as_of: datetime | None = None
+    ) -> dict[str, Any] | None:
+        db = self._db(as_of)
+        team = self._team(db, scope, team_id.hex)
+        if team is None:
+            return None
+        return self._workload(db, team, today)
+
+    def _workload(self, db: ViewStore, team: dict[str, Any], today: date) -> dict[str, Any]:
+        tid = team["id"]
+        d = today.isoformat()
+        week = (today + timedelta(days=7)).isoformat()
+        month = today.replace(day=1).isoformat()
+        old, young = add_years(today, -65).isoformat(), add_years(today, -7).isoformat()
+        per: dict[str, dict[str, int]] = {}
+
+        def count(metric: str, sql: str, params: tuple[Any, ...], key: str | None = None) -> int:
+            total = 0
+            for r in db.rows(sql, params):
+                n = int(r["n"] or 0)
+                total += n
+                who = r.get("who")
+                if who is not None:
+                    per.setdefault(who, {}).setdefault(metric, 0)
+                    per[who][metric] += n
+            return total
+
+        key_sql = (
+            "CASE WHEN p.tags <> '' OR p.birth_date <= ? OR p.birth_date > ? THEN 1 ELSE 0 END"
+        )
+        contracts = db.rows(
+            f"SELECT c.signed_by AS who, COUNT(*) AS n, SUM({key_sql}) AS k FROM v_contracts c "
+            "JOIN v_care_patients p ON p.id = c.patient_id WHERE c.team_id = ? "
+            "AND c.status = 'active' AND c.start_date <= ? AND c.end_date >= ? GROUP BY c.signed_by",
+            (old, young, tid, d, d),
+        )
+        for r in contracts:
+            mine = per.setdefault(r["who"], {})
+            mine["active_contracts"] = int(r["n"])
+            mine["key_population_contracts"] = int(r["k"] or 0)
+        totals = {
+            "active_contracts": sum(int(r["n"]) for r in contracts),
+            "key_population_contracts": sum(int(r["k"] or 0) for r in contracts),
+            "referrals_sent_this_month": count(
+                "referrals_sent_this_month",
+                "SELECT requested_by AS who, COUNT(*) AS n FROM v_referrals WHERE team_id = ? "
+                "AND direction = 'up' AND requested_at >= ? GROUP BY requested_by",
+                (tid, month),
+            ),
+            "referrals_awaiting_decision": count(
+                "referrals_awaiting_decision",
+                "SELECT requested_by AS who, COUNT(*) AS n FROM v_referrals WHERE team_id = ? "
+                "AND status = 'requested' GROUP BY requested_by",
+                (tid,),
+            ),
+            "returns_awaiting_acknowledgement": count(
+                "returns_awaiting_acknowledgement",
+                "SELECT COUNT(*) AS n FROM v_referrals WHERE team_id = ? AND status = 'returned'",
+                (tid,),
+            ),
+            "follow_ups_due_7_days": count(
+                "follow_ups_due_7_days",
+                "SELECT COUNT(*) AS n FROM v_obligations o JOIN v_care_patients p "
+                "ON p.id = o.patient_id WHERE p.team_id = ? AND o.status = 'open' "
+                "AND o.due >= ? AND o.due <= ?",
+                (tid, d, week),
+            ),
+            "follow_ups_overdue": count(
+                "follow_ups_overdue",
+                "SELECT COUNT(*) AS n FROM v_obligations o JOIN v_care_patients p "
+                "ON p.id = o.patient_id WHERE p.team_id = ? AND o.status = 'open' AND o.due < ?",
+                (tid, d),
+            ),
+            "bookings_next_7_days": count(
+                "bookings_next_7_days",
+                "SELECT staff_id AS who, COUNT(*) AS n FROM v_bookings WHERE team_id = ? "
+                "AND status = 'booked' AND session_date >= ? AND session_date < ? GROUP BY staff_id",
+                (tid, d, week),
+            ),
+            "follow_ups_completed_this_month": count(
+                "follow_ups_completed_this_month",
+                "SELECT staff_id AS who, COUNT(*) AS n FROM v_visits WHERE team_id = ? "
+                "AND obligation_id IS NOT NULL AND on_date >= ? AND on_date <= ? GROUP BY staff_id",
+                (tid, month, d),
+            ),
+        }
+        members = db.rows(
+            "SELECT staff_id, name, role, org_id, active FROM v_members WHERE team_id = ? "
+            "ORDER BY staff_id",
+            (tid,),
+        )
+        out_members = []
+        for m in members:
+            figures = per.pop(m["staff_id"], {})
+            if m["active"] or figures:
+                out_members.append({**_out(m), "active": bool(m["active"]), **figures})  # type: ignore[dict-item]
+        out = _out(team)
+        assert out is not None
+        return {**out, "today": d, **totals, "members": out_members, "others": per}
+
+    def teams(self, scope: Scope, page: Page) -> list[dict[str, Any]]:
+        if self._is_hospital(scope):
+            return []
+        where, params = "", []
+        if scope.org_id is not None and not scope.everything:
+            where, params = "WHERE t.center_id = ?", [scope.org_id.hex]
+        elif scope.district is not None and not scope.everything:
+            where, params = "WHERE o.district = ?", [scope.district]
+        elif not scope.everything:
+            return []
+        teams = self.store.rows(
+            "SELECT t.* FROM v_teams t JOIN v_orgs o ON o.id = t.center_id "
+            f"{where} ORDER BY t.center_id, t.name, t.id LIMIT ? OFFSET ?",
+            [*params, page.limit, page.offset],
+        )
+        today = date.today()
+        keep = ("active_contracts", "referrals_awaiting_decision", "follow_ups_overdue")
+        out = []
+        for t in teams:
+            w = self._workload(self.store, t, today)
+            out.append({**(_out(t) or {}), **{k: w[k] for k in keep}})
+        return out
+
+    # --- worklists ----------------------------------------------------------------------
+
+    def hospital_worklist(
+        self, scope: Scope, hospital_id: UUID, page: Page
+    ) -> list[dict[str, Any]]:
+        h = hospital_id.hex
+        if not scope.everything:
+            if scope.org_id is not None and scope.org_id != hospital_id:
+                return []
+            if scope.org_id is None:
+                org = self.store.one("SELECT district FROM v_orgs WHERE id = ?", (h,))
+                if org is None or org["district"] != scope.district:
+                    return []
+        rows = self.store.rows(
+            "SELECT r.id, r.patient_id, p.name AS patient_name, r.center_id, r.team_id, "
+            "r.department, r.urgency, r.green_channel, r.requested_at, r.requested_by "
+            "FROM v_referrals r LEFT JOIN v_patients p ON p.id = r.patient_id "
+            "WHERE r.hospital_id = ? AND r.status = 'requested' "
+            "ORDER BY CASE WHEN r.urgency = 'emergency' THEN 0 WHEN r.urgency = 'urgent' THEN 1 "
+            "WHEN r.green_channel = 1 THEN 2 ELSE 3 END, r.requested_at, r.id LIMIT ? OFFSET ?",
+            (h, page.limit, page.offset),
+        )
+        for r in rows:
+            r["green_channel"] = bool(r["green_channel"])
+        return _outs(rows)
+
+    def center_worklist(
+        self, scope: Scope, center_id: UUID, today: date, page: Page
+    ) -> dict[str, list[dict[str, Any]]]:
+        c = center_id.hex
+        if self._is_hospital(scope) or not self._center_visible(self.store, scope, c):
+            return {"returns_awaiting_acknowledgement": [], "overdue_follow_ups": []}
+        returns = self.store.rows(
+            "SELECT r.id, r.patient_id, p.name AS patient_name, r.team_id, r.hospital_id, "
+            "r.department, r.returned_at, r.follow_up_due FROM v_referrals r "
+            "LEFT JOIN v_patients p ON p.id = r.patient_id "
+            "WHERE r.center_id = ? AND r.status = 'returned' ORDER BY r.returned_at, r.id "
+            "LIMIT ? OFFSET ?",
+            (c, page.limit, page.offset),
+        )
+        overdue = self.store.rows(
+            "SELECT o.id, o.patient_id, p.name AS patient_name, cp.team_id, o.reason, "
+            "o.source_id, o.window_start, o.due FROM v_obligations o "
+            "LEFT JOIN v_patients p ON p.id = o.patient_id "
+            "LEFT JOIN v_care_patients cp ON cp.id = o.patient_id "
+            "WHERE o.center_id = ? AND o.status = 'open' AND o.due < ? ORDER BY o.due, o.id "
+            "LIMIT ? OFFSET ?",
+            (c, today.isoformat(), page.limit, page.offset),
+        )
+        return {
+            "returns_awaiting_acknowledgement": _outs(returns),
+            "overdue_follow_ups": _outs(overdue),
+        }
+
+    # --- KPIs ---------------------------------------------------------------------------
+
+    def kpis(
+        self,
+        scope: Scope,
+        start: date,
+        end: date,
+        center_id: UUID | None = None,
+        district: str | None = None,
+        as_of: datetime | None = None,
+    ) -> dict[str, Any]:
+        db = self._db(as_of)
+        where, params = ["kind = 'community_center'"], []
+        if center_id is not None:
+            where.append("id = ?")
+            params.append(center_id.hex)
+        if district is not None:
+            where.append("district = ?")
+            params.append(district)
+        centers = [
+            r["id"]
+            for r in db.rows(f"SELECT id FROM v_orgs WHERE {' AND '.join(where)}", params)
+            if not self._is_hospital(scope) and self._center_visible(db, scope, r["id"])
+        ]
+        figures = formulas.compute(self._kpi_inputs(db, centers, start, end))
+        return {
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "center_id": str(center_id) if center_id else None,
+            "district": district,
+            "centers": len(centers),
+            **figures,
+        }
+
+    def _kpi_inputs(
+        self, db: ViewStore, centers: list[str], start: date, end: date
+    ) -> formulas.KpiInputs:
+        i = formulas.KpiInputs()
+        if not centers:
+            return i
+        s, e, marks = start.isoformat(), end.isoformat(), _in(centers)
+        for c in centers:
+            found = db.one(
+                "SELECT total, key_population FROM v_residents WHERE center_id = ? AND as_of <= ? "
+                "ORDER BY as_of DESC LIMIT 1",
+                (c, e),
+            ) or db.one(
+                "SELECT total, key_population FROM v_residents WHERE center_id = ? "
+                "ORDER BY as_of LIMIT 1",
+                (c,),
+            )
+            if found:
+                i.residents += int(found["total"])
+                i.residents_key += int(found["key_population"])
+        old, young = add_years(end, -65).isoformat(), add_years(end, -7).isoformat()
+        signed = db.one(
+            "SELECT COUNT(DISTINCT c.patient_id) AS n, COUNT(DISTINCT CASE WHEN p.tags <> '' "
+            "OR p.birth_date <= ? OR p.birth_date > ? THEN c.patient_id END) AS k "
+            "FROM v_contracts c JOIN v_care_patients p ON p.id = c.patient_id "
+            f"WHERE c.center_id IN ({marks}) AND c.start_date <= ? AND c.end_date >= ? "
+            "AND (c.ended_on IS NULL OR c.ended_on > ?)",
+            [old, young, *centers, e, e, e],
+        )
+        if signed:
+            i.signed, i.signed_key = int(signed["n"] or 0), int(signed["k"] or 0)
+        due = db.one(
+            "SELECT COUNT(*) AS n, SUM(CASE WHEN status = 'done' THEN 1 ELSE 0 END) AS k "
+            f"FROM v_obligations WHERE center_id IN ({marks}) AND status <> 'withdrawn' "
+            "AND due >= ? AND due <= ?",
+            [*centers, s, e],
+        )
+        if due:
+            i.obligations_due, i.obligations_done = int(due["n"] or 0), int(due["k"] or 0)
+        for r in db.rows(
+            "SELECT requested_at, decided_at FROM v_referrals WHERE direction = 'up' "
+            f"AND center_id IN ({marks}) AND decided_at IS NOT NULL "
+            "AND requested_at >= ? AND requested_at < ?",
+            [*centers, s, (end + timedelta(days=1)).isoformat()],
+        ):
+            hours = (
+                datetime.fromisoformat(r["decided_at"]) - datetime.fromisoformat(r["requested_at"])
+            ).total_seconds() / 3600
+            i.turnaround_hours.append(hours)
+        loop = db.one(
+            "SELECT COUNT(*) AS n, SUM(CASE WHEN followed_up_on IS NOT NULL "
+            "AND followed_up_on <= follow_up_due THEN 1 ELSE 0 END) AS k FROM v_referrals "
+            f"WHERE center_id IN ({marks}) AND returned_at >= ? AND returned_at < ? "
+            "AND follow_up_due <= ?",
+            [*centers, s, (end + timedelta(days=1)).isoformat(), e],
+        )
+        if loop:
+            i.returns_due, i.returns_closed = int(loop["n"] or 0), int(loop["k"] or 0)
+        districts = [
+            r["district"]
+            for r in db.rows(f"SELECT DISTINCT district FROM v_orgs WHERE id IN ({marks})", centers)
+        ]
+        quota = db.one(
+            "SELECT COALESCE(SUM(slots), 0) AS n, COALESCE(SUM(booked), 0) AS k FROM v_quotas "
+            f"WHERE (reserved_center IN ({marks}) OR reserved_district IN ({_in(districts)})) "
+            "AND session_date >= ? AND session_date <= ?",
+            [*centers, *districts, s, e],
+        )
+        if quota:
+            i.quota_slots, i.quota_booked = int(quota["n"]), int(quota["k"])
+        shows = db.one(
+            "SELECT SUM(CASE WHEN status IN ('attended', 'no_show') THEN 1 ELSE 0 END) AS n, "
+            "SUM(CASE WHEN status = 'no_show' THEN 1 ELSE 0 END) AS k FROM v_bookings "
+            f"WHERE center_id IN ({marks}) AND session_date >= ? AND session_date <= ?",
+            [*centers, s, e],
+        )
+        if shows:
+            i.attendance_recorded, i.no_shows = int(shows["n"] or 0), int(shows["k"] or 0)
+        return i
