@@ -204,10 +204,14 @@ class FollowUps(Aggregate):
     def transfer(self, center_id: UUID, actor: Actor, at: datetime) -> None:
         """Follow-ups move with the patient's contract to another community center."""
         if center_id != self.center_id:
-            self._transferred(center_id=center_id, actor=actor, at=at)
+            open_ids = [o["id"] for o in self.open_obligations()]
+            self._transferred(center_id=center_id, obligation_ids=open_ids, actor=actor, at=at)
 
     @event("Transferred")
-    def _transferred(self, center_id: UUID, actor: Actor, at: datetime) -> None:
+    def _transferred(
+        self, center_id: UUID, obligation_ids: list[UUID], actor: Actor, at: datetime
+    ) -> None:
+        """The stream and its open obligations (``obligation_ids``) now belong to the center."""
         self.center_id = center_id
 
     def schedule(self, obligations: list[Obligation], actor: Actor, at: datetime) -> None:

@@ -79,6 +79,8 @@ class CareProjection(Projection):
         "Patient.Registered": "patient_registered",
         "Patient.Tagged": "tags_changed",
         "Patient.Untagged": "tags_changed",
+        "Patient.Transferred": "patient_transferred",
+        "FollowUps.Transferred": "followups_transferred",
         "FollowUps.Opened": "followups_opened",
         "FollowUps.Scheduled": "scheduled",
         "FollowUps.Withdrawn": "withdrawn",
@@ -133,6 +135,21 @@ class CareProjection(Projection):
             tags.discard(ev.d["tag"])
         row["tags"] = ",".join(sorted(tags))
         rows.put("v_care_patients", row)
+
+    def patient_transferred(self, ev: Ev, rows: Rows) -> None:
+        row = rows.get("v_care_patients", ev.oid)
+        if row is not None:
+            rows.put("v_care_patients", {**row, "center_id": ev.d["center_id"]})
+
+    def followups_transferred(self, ev: Ev, rows: Rows) -> None:
+        center = ev.d["center_id"]
+        stream = rows.get("v_care_followups", ev.oid)
+        if stream is not None:
+            rows.put("v_care_followups", {**stream, "center_id": center})
+        for oid in ev.d["obligation_ids"]:
+            row = rows.get("v_obligations", oid)
+            if row is not None:
+                rows.put("v_obligations", {**row, "center_id": center})
 
     def followups_opened(self, ev: Ev, rows: Rows) -> None:
         rows.put(

@@ -82,6 +82,7 @@ class DirectoryProjection(Projection):
         "Patient.Tagged": "tagged",
         "Patient.Untagged": "untagged",
         "Patient.MovedAway": "moved_away",
+        "Patient.Transferred": "transferred",
         "Patient.ContractTaken": "contract_taken",
         "Patient.ContractExtended": "contract_extended",
         "Patient.ContractReleased": "contract_released",
@@ -173,6 +174,9 @@ class DirectoryProjection(Projection):
 
     def moved_away(self, ev: Ev, rows: Rows) -> None:
         self._patient(ev, rows, moved_away=1)
+
+    def transferred(self, ev: Ev, rows: Rows) -> None:
+        self._patient(ev, rows, center_id=ev.d["center_id"], district=ev.d["district"])
 
     def contract_taken(self, ev: Ev, rows: Rows) -> None:
         self._patient(ev, rows, contract_id=ev.d["contract_id"], contract_until=ev.d["until"])

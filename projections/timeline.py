@@ -64,6 +64,7 @@ class TimelineProjection(Projection):
         "Patient.Tagged": "tagged",
         "Patient.Untagged": "untagged",
         "Patient.MovedAway": "moved_away",
+        "Patient.Transferred": "transferred",
         "Contract.Signed": "signed",
         "Contract.Renewed": "renewed",
         "Contract.Terminated": "terminated",
@@ -167,6 +168,15 @@ class TimelineProjection(Projection):
 
     def moved_away(self, ev: Ev, rows: Rows) -> None:
         self._entry(ev, rows, ev.oid, "registry.moved_away", f"Moved away to {ev.d['destination']}")
+
+    def transferred(self, ev: Ev, rows: Rows) -> None:
+        center = ev.d["center_id"]
+        self._ref(
+            rows, ev.oid, "patient", patient_id=ev.oid, center_id=center, name=ev.d["district"]
+        )
+        self._entry(
+            ev, rows, ev.oid, "registry.transferred", f"Care moved to {self._name(rows, center)}"
+        )
 
     # --- contracts ----------------------------------------------------------------------
 

@@ -164,3 +164,30 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([1, 2, 3, 4], 0.5) == 2
     assert percentile([5.0], 0.9) == 5.0
     assert percentile([], 0.5) is None
+
+
+def test_a_team_change_to_another_center_moves_the_patient_in_the_views(
+    world: World, views: Projections
+) -> None:
+    from domain.common import Actor
+    from domain.patients import Patient
+
+    app = world.app
+    pid = world.contracted_patient(tags=("hypertension",))
+    contract_id = app.load(Patient, pid).contract_id
+    assert contract_id is not None
+    other_admin = Actor("other-admin", world.other_center)
+    other_team = app.form_team(world.other_center, "江宁团队", other_admin).id
+    app.add_team_member(
+        other_team, "gp-9", "赵医生", "general_practitioner", world.other_center, other_admin
+    )
+    done = app.change_contract_team(contract_id, other_team, "moved within the city", world.gp)
+    assert views.queries.wait_for(done.position, timeout=10)
+
+    old = Scope(org_id=world.center, org_kind="community_center")
+    new = Scope(org_id=world.other_center, org_kind="community_center")
+    assert views.queries.patient(old, pid) is None
+    moved = views.queries.patient(new, pid)
+    assert moved is not None and moved["district"] == "江宁区"
+    kinds = [e["kind"] for e in views.queries.timeline(new, pid, page=Page(limit=100)) or []]
+    assert "registry.transferred" in kinds
