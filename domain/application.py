@@ -7,10 +7,12 @@ from the start, so rules hold under concurrent requests.
 
 from __future__ import annotations
 
+import copy
 import functools
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, cast
@@ -92,6 +94,10 @@ class CareCoordination(Application[UUID]):
     ) -> None:
         super().__init__(env=dict(env or {}))
         self.clock = clock or (lambda: datetime.now(UTC))
+        #: In bulk mode (:meth:`bulk`), aggregates changed since the last flush.
+        self._unsaved: dict[UUID, Aggregate] | None = None
+        self._pending: list[Any] = []
+        self._flush_at = 0
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -102,10 +108,14 @@ class CareCoordination(Application[UUID]):
 
     def load(self, cls: type[A], id: UUID) -> A:
         """The aggregate ``id`` of type ``cls``, or :class:`NotFound`."""
-        try:
-            found: Aggregate = self.repository.get(id)
-        except AggregateNotFoundError:
-            raise NotFound(f"no {cls.__name__.lower()} {id}", kind=cls.__name__) from None
+        if self._unsaved is not None and id in self._unsaved:
+            # A copy, so that a use case that fails half-way leaves the bulk as it was.
+            found: Aggregate = copy.deepcopy(self._unsaved[id])
+        else:
+            try:
+                found = self.repository.get(id)
+            except AggregateNotFoundError:
+                raise NotFound(f"no {cls.__name__.lower()} {id}", kind=cls.__name__) from None
         if not isinstance(found, cls):
             raise NotFound(f"no {cls.__name__.lower()} {id}", kind=cls.__name__)
         return found
@@ -128,8 +138,46 @@ class CareCoordination(Application[UUID]):
         return at
 
     def commit(self, *aggregates: Aggregate | None) -> int:
+        """Save what a use case changed, atomically; returns the log position reached.
+
+        In bulk mode the changes are kept until the next flush and the position is 0.
+        """
+        if self._unsaved is not None:
+            for aggregate in aggregates:
+                if aggregate is not None:
+                    self._pending.extend(aggregate.collect_events())
+                    self._unsaved[aggregate.id] = aggregate
+            if len(self._pending) >= self._flush_at:
+                self._flush()
+            return 0
         recordings = self.save(*aggregates)
         return max((r.notification.id for r in recordings), default=self.max_position())
+
+    @contextmanager
+    def bulk(self, flush_every: int = 1000) -> Iterator[None]:
+        """Single-writer bulk mode for generating histories (the demo, benchmarks).
+
+        Use cases run exactly as usual (same rules, same events), but their changes are
+        written about ``flush_every`` events at a time, in one transaction each and in the
+        order they were decided, instead of one transaction per use case. Not for serving concurrent requests: a concurrent writer
+        would make a flush fail.
+        """
+        if self._unsaved is not None:
+            raise RuntimeError("already in bulk mode")
+        self._unsaved, self._flush_at = {}, flush_every
+        try:
+            yield
+            self._flush()
+        finally:
+            self._unsaved = None
+
+    def _flush(self) -> None:
+        """Write the pending events in the order the use cases decided them."""
+        if self._pending:
+            self.save(*self._pending)
+        self._pending = []
+        if self._unsaved is not None:
+            self._unsaved.clear()
 
     def max_position(self) -> int:
         return self.recorder.max_notification_id() or 0

@@ -7,6 +7,7 @@ referral and return pathways); every step is a real command, so every rule appli
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -16,7 +17,6 @@ from uuid import UUID
 
 from domain.application import CareCoordination
 from domain.common import Actor, DomainError, stable_id
-from domain.followups import ObligationReason
 from domain.organisations import OrgKind
 from domain.patients import Tag
 from domain.referrals import RejectionReason, Urgency
@@ -525,22 +525,26 @@ def generate(
     seed: int,
     today: date | None = None,
     progress: Callable[[int], None] | None = None,
+    bulk: bool = True,
 ) -> DemoSummary:
-    """Build a city of ``patients`` residents through ``app``; return what was recorded."""
+    """Build a city of ``patients`` residents through ``app``; return what was recorded.
+
+    With ``bulk`` (the default) the use cases' changes are written a few hundred aggregates
+    per transaction (:meth:`CareCoordination.bulk`); the events are the same either way."""
     import time as clock
 
     began = clock.perf_counter()
     start_position = app.max_position()
     city = CityBuilder(app, seed, today or datetime.now(UTC).date())
-    city.organisations(patients)
-    batch = 500
-    for done in range(0, patients, batch):
-        city.patients(min(batch, patients - done))
-        if progress:
-            progress(min(batch, patients - done))
-    city.direct_returns(max(1, patients // 500))
-    city.release_quotas()
+    with app.bulk() if bulk else contextlib.nullcontext():
+        city.organisations(patients)
+        batch = 500
+        for done in range(0, patients, batch):
+            city.patients(min(batch, patients - done))
+            if progress:
+                progress(min(batch, patients - done))
+        city.direct_returns(max(1, patients // 500))
+        city.release_quotas()
     city.summary.events = _count_events(app, start_position)
     city.summary.seconds = clock.perf_counter() - began
-    _ = ObligationReason
     return city.summary

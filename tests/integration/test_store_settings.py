@@ -72,3 +72,25 @@ def test_the_demo_city_is_the_same_for_the_same_seed_and_day(
     assert one.counts["contracts signed"] > 50
     assert (one.patients, one.teams) == (two.patients, two.teams)
     assert log_one == log_two
+
+
+def test_bulk_mode_writes_the_same_log_as_one_transaction_per_use_case(
+    make_app: Callable[[], CareCoordination], other_store: Settings, clock: Clock
+) -> None:
+    today = clock.now.date() - timedelta(days=1)
+    bulk = make_app()
+    single = build_application(other_store, clock=clock)
+    try:
+        generate(bulk, patients=80, seed=5, today=today, bulk=True)
+        generate(single, patients=80, seed=5, today=today, bulk=False)
+        logs = [
+            [
+                (n.originator_id, n.originator_version, n.topic)
+                for n in app.recorder.select_notifications(start=1, limit=100_000)
+            ]
+            for app in (bulk, single)
+        ]
+    finally:
+        single.close()
+    assert len(logs[0]) > 300
+    assert logs[0] == logs[1]
