@@ -94,7 +94,7 @@ class CareCoordination(Application[UUID]):
     ) -> None:
         super().__init__(env=dict(env or {}))
         self.clock = clock or (lambda: datetime.now(UTC))
-        #: In bulk mode (:meth:`bulk`), aggregates changed since the last flush.
+        #: In bulk mode (:meth:`bulk`): the aggregates the use cases changed, as they now are.
         self._unsaved: dict[UUID, Aggregate] | None = None
         self._pending: list[Any] = []
         self._flush_at = 0
@@ -176,7 +176,9 @@ class CareCoordination(Application[UUID]):
         if self._pending:
             self.save(*self._pending)
         self._pending = []
-        if self._unsaved is not None:
+        # After the flush the kept aggregates equal the stored ones: keep them as a cache
+        # (this is the only writer), bounded.
+        if self._unsaved is not None and len(self._unsaved) > 200_000:
             self._unsaved.clear()
 
     def max_position(self) -> int:
