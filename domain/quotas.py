@@ -243,6 +243,8 @@ class Quota(Aggregate):
 
     def release(self, actor: Actor, at: datetime) -> int:
         """At the cutoff, unbooked slots go back to the hospital; returns how many."""
+        if actor.org_id != self.hospital_id:
+            raise NotPermitted("a quota is released by its hospital")
         if self.released:
             return 0
         if at < self.release_at:
