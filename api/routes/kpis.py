@@ -25,8 +25,8 @@ router = APIRouter(prefix="/kpis", tags=["kpis"])
 )
 def kpis(
     who: CenterReader,
-    queries: QueriesDep,
     as_of: AsOfDep,
+    queries: QueriesDep,
     start: Annotated[Day, Query(description="first day of the period")],
     end: Annotated[Day, Query(description="last day of the period")],
     center_id: Annotated[UUID | None, Query()] = None,

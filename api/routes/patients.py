@@ -112,7 +112,7 @@ def search_patients(
 
 
 @router.get("/{patient_id}", responses={**QUERY_ERRORS, **example_response(PATIENT_EXAMPLE)})
-def patient(patient_id: UUID, who: Reader, queries: QueriesDep, as_of: AsOfDep) -> dict[str, Any]:
+def patient(patient_id: UUID, who: Reader, as_of: AsOfDep, queries: QueriesDep) -> dict[str, Any]:
     """One registry entry with the current contract."""
     found = queries.patient(who.scope, patient_id, as_of=as_of)
     if found is None:
@@ -124,9 +124,9 @@ def patient(patient_id: UUID, who: Reader, queries: QueriesDep, as_of: AsOfDep) 
 def timeline(
     patient_id: UUID,
     who: Reader,
+    as_of: AsOfDep,
     queries: QueriesDep,
     page: PageDep,
-    as_of: AsOfDep,
     since: Annotated[Moment | None, Query(description="entries at or after")] = None,
     until: Annotated[Moment | None, Query(description="entries before")] = None,
     kinds: Annotated[

@@ -146,7 +146,7 @@ REFERRAL_EXAMPLE = {
 
 
 @router.get("/{referral_id}", responses={**QUERY_ERRORS, **example_response(REFERRAL_EXAMPLE)})
-def referral(referral_id: UUID, who: Reader, queries: QueriesDep, as_of: AsOfDep) -> dict[str, Any]:
+def referral(referral_id: UUID, who: Reader, as_of: AsOfDep, queries: QueriesDep) -> dict[str, Any]:
     """One referral with its steps and due dates."""
     found = queries.referral(who.scope, referral_id, as_of=as_of)
     if found is None:

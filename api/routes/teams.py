@@ -73,8 +73,8 @@ def teams(who: CenterReader, queries: QueriesDep, page: PageDep) -> ItemsPage:
 def team_workload(
     team_id: UUID,
     who: CenterReader,
-    queries: QueriesDep,
     as_of: AsOfDep,
+    queries: QueriesDep,
     today: Annotated[date | None, Query(description="default: today")] = None,
 ) -> dict[str, Any]:
     """Per team and per member: contracts, referrals and follow-ups (issue 3's counts)."""
