@@ -19,6 +19,9 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/jiayi demo --patients $${PATIENTS:-10000} --seed $${SEED:-7}
 
+bench-api: $(STAMP)
+	$(BIN)/python bench/api.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
