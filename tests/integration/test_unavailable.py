@@ -21,7 +21,16 @@ from api.tokens import Role
 from jiayi.settings import Settings
 from tests.e2e.server import Served, bearer, free_port
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+def _pg_bin() -> Path:
+    """PostgreSQL server binaries: JIAYI_PG_BIN, else Debian's newest (as infra/postgres does)."""
+    if os.environ.get("JIAYI_PG_BIN"):
+        return Path(os.environ["JIAYI_PG_BIN"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    return found[-1] if found else Path("initdb-not-found")
+
+
+PG_BIN = _pg_bin()
 
 
 def test_an_unreachable_database_answers_503_with_retry_after(tmp_path: Path) -> None:
@@ -53,7 +62,7 @@ def _as_postgres(*args: str) -> None:
 @pytest.fixture
 def private_cluster() -> Iterator[tuple[str, Path, int]]:
     if not (PG_BIN / "initdb").exists() or os.geteuid() != 0 or not shutil.which("runuser"):
-        pytest.skip("needs PostgreSQL 15 binaries and root (to run a private cluster)")
+        pytest.skip("needs PostgreSQL server binaries and root (to run a private cluster)")
     # Outside pytest's tmp tree, which the postgres user cannot enter.
     data = Path(tempfile.mkdtemp(prefix="jiayi-pg-"))
     shutil.chown(data, "postgres")
