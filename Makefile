@@ -14,10 +14,13 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/jiayi demo --patients 2000 --seed 7
+	$(BIN)/jiayi serve --demo-patients 2000 --seed 7
 
 demo: $(STAMP)
 	$(BIN)/jiayi demo --patients $${PATIENTS:-10000} --seed $${SEED:-7}
+
+bench-api: $(STAMP)
+	$(BIN)/python bench/api.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -303,6 +303,7 @@ class CareCoordination(Application[UUID]):
         center = self.load(Organisation, center_id)
         if not center.is_center:
             raise NotACommunityCenter("patients register at a community center")
+        self._ensure_own(center.id, actor)
         when = self.when(at)
         patient = Patient.register(
             id or uuid4(),
@@ -796,8 +797,12 @@ class CareCoordination(Application[UUID]):
             if referral.patient_id != patient.id:
                 raise InvalidValue("the referral is for another patient", field="referral_id")
         team_id = None
+        centers = {patient.center_id}
         if patient.contract_id is not None:
-            team_id = self.load(Contract, patient.contract_id).team_id
+            contract = self.load(Contract, patient.contract_id)
+            team_id, centers = contract.team_id, centers | {contract.center_id}
+        if actor.org_id not in centers:
+            raise NotPermitted("a center books slots for its own patients")
         booking_id = id or uuid4()
         quota.book(
             booking_id,

@@ -126,6 +126,7 @@ class Contract(Aggregate):
 
     def expire(self, on: date, actor: Actor, at: datetime) -> None:
         """Record expiry after the last day of the term."""
+        self._ensure_center(actor)
         if self.status != ContractStatus.ACTIVE:
             raise ContractNotActive(f"contract is {self.status}")
         if on <= self.end:

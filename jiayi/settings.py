@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     postgres_max_overflow: int = 10
     #: AES key (base64, 16/24/32 bytes) to encrypt stored events; personal data at rest.
     cipher_key: SecretStr | None = None
+    #: Where ``jiayi serve`` listens.
+    #: Run the projection runner inside the serving process (the embedded default). With
+    #: several API processes on PostgreSQL, turn it off and run ``jiayi projections run``.
+    projections_in_process: bool = True
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
 
     @property
     def uses_postgres(self) -> bool:

@@ -10,7 +10,7 @@ from tqdm import tqdm
 from jiayi.bootstrap import build_application, view_location
 from jiayi.settings import Settings
 from projections.events import LogReader
-from projections.runner import PROJECTIONS, Runner, rebuild
+from projections.runner import PROJECTIONS, Runner, RunnerThread, rebuild
 
 
 def register(sub: Any) -> None:
@@ -21,6 +21,9 @@ def register(sub: Any) -> None:
     r.set_defaults(func=run_rebuild)
     c = actions.add_parser("catch-up", help="process the log up to its end and stop")
     c.set_defaults(func=run_catch_up)
+    f = actions.add_parser("run", help="follow the log and keep the views current (a process)")
+    f.add_argument("--poll", type=float, default=0.2, help="seconds between looks at the log")
+    f.set_defaults(func=run_follow)
 
 
 def run_rebuild(args: argparse.Namespace) -> int:
@@ -49,4 +52,23 @@ def run_catch_up(args: argparse.Namespace) -> int:
     finally:
         store.close()
         app.close()
+    return 0
+
+
+def run_follow(args: argparse.Namespace) -> int:
+    """The projection runner as its own process; restarts itself after failures."""
+    import signal
+    import threading
+
+    settings = Settings()
+    app = build_application(settings)
+    location = view_location(settings)
+    runner = RunnerThread(location.open, LogReader(app), poll=args.poll).start()
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    print("following the log; SIGTERM or Ctrl-C stops")
+    done.wait()
+    runner.stop()
+    app.close()
     return 0

@@ -1,0 +1,167 @@
+"""RFC 9457 problem details for every failure, from one place.
+
+- validation (request or domain ``InvalidValue``) -> 422 naming the field
+- a broken domain rule -> 409 with its stable ``code``
+- absent, or not visible to the caller's organisation (``NotFound``/``NotPermitted``) -> 404,
+  the same answer in both cases so existence does not leak
+- no or unknown token -> 401; a role the endpoint does not allow -> 403
+- the database unreachable -> 503 with ``Retry-After``
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from http import HTTPStatus
+from typing import Any
+
+import psycopg
+from eventsourcing.persistence import InterfaceError as ESInterfaceError
+from eventsourcing.persistence import OperationalError as ESOperationalError
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from domain.common import DomainError, InvalidValue
+
+log = logging.getLogger("jiayi.api")
+
+PROBLEM_JSON = "application/problem+json"
+RETRY_AFTER_SECONDS = 5
+
+#: Exceptions meaning "the database cannot be reached right now".
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    ESOperationalError,
+    ESInterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    sqlite3.OperationalError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+class ApiProblem(Exception):
+    """A problem the API itself raises (authentication, roles, read side)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str | None = None,
+    headers: dict[str, str] | None = None,
+    instance: str | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"/problems/{code}",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "code": code,
+    }
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def unavailable(detail: str = "the database is unavailable; retry shortly") -> JSONResponse:
+    return problem(
+        503, "service-unavailable", detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+    )
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        head, rest = parts[0], parts[1:]
+        return f"{head}.{'.'.join(rest)}" if rest else head
+    return ".".join(parts)
+
+
+async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [
+        {"field": _field(e.get("loc", ())), "message": str(e.get("msg", "")), "type": e.get("type")}
+        for e in exc.errors()
+    ]
+    first = errors[0]["field"] if errors else "request"
+    return problem(
+        422,
+        "validation-failed",
+        f"invalid value for {first}",
+        instance=request.url.path,
+        field=first,
+        errors=errors,
+    )
+
+
+async def on_domain(request: Request, exc: DomainError) -> JSONResponse:
+    if exc.not_found or exc.forbidden:
+        # Absent and "not yours" read the same: nothing with that id is visible to you.
+        code = exc.code if exc.not_found else "not-found"
+        detail = exc.message if exc.not_found else "nothing with that id is visible to you"
+        return problem(404, code, detail, instance=request.url.path)
+    if isinstance(exc, InvalidValue):
+        field = exc.details.get("field")
+        return problem(422, exc.code, exc.message, instance=request.url.path, field=field)
+    return problem(409, exc.code, exc.message, instance=request.url.path)
+
+
+async def on_api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
+    return problem(
+        exc.status,
+        exc.code,
+        exc.detail,
+        headers=exc.headers,
+        instance=request.url.path,
+        **exc.extra,
+    )
+
+
+async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "-")
+    return problem(
+        exc.status_code,
+        code,
+        str(exc.detail) if exc.detail else None,
+        headers=dict(exc.headers or {}),
+        instance=request.url.path,
+    )
+
+
+async def on_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable: %s", exc)
+    return unavailable()
+
+
+async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return problem(500, "internal-error", "an unexpected error occurred")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, on_validation)  # type: ignore[arg-type]
+    app.add_exception_handler(DomainError, on_domain)  # type: ignore[arg-type]
+    app.add_exception_handler(ApiProblem, on_api_problem)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, on_http)  # type: ignore[arg-type]
+    for exc_type in UNAVAILABLE:
+        app.add_exception_handler(exc_type, on_unavailable)
+    app.add_exception_handler(Exception, on_unexpected)

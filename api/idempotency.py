@@ -1,0 +1,173 @@
+"""``Idempotency-Key`` on POST commands: a retried request returns the first answer.
+
+Stored per caller (the token's hash), key, method and path with a hash of the request. The
+first request claims the key before it runs; a concurrent duplicate gets 409 until the first
+finishes; the same key with another request body gets 422. Answers the client should retry
+(401, 5xx) are not kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.database import SideStore
+from api.errors import UNAVAILABLE, problem, unavailable
+from api.tokens import token_hash
+
+HEADER = "Idempotency-Key"
+_VALID_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+@dataclass(frozen=True)
+class Stored:
+    request_hash: str
+    status: int | None
+    body: str | None
+
+
+class IdempotencyStore:
+    def __init__(self, store: SideStore) -> None:
+        self.store = store
+
+    def claim(
+        self, principal: str, key: str, method: str, path: str, request_hash: str
+    ) -> Stored | None:
+        """Claim ``key`` for this request; None when claimed, else what is already there."""
+        with self.store.cursor() as cur:
+            if self.store.is_postgres:
+                cur.execute(
+                    "INSERT INTO api_idempotency (principal, idem_key, method, path,"
+                    " request_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (principal, idem_key) DO NOTHING",
+                    (principal, key, method, path, request_hash, datetime.now(UTC).isoformat()),
+                )
+            else:
+                cur.execute(
+                    "INSERT OR IGNORE INTO api_idempotency (principal, idem_key, method, path,"
+                    " request_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (principal, key, method, path, request_hash, datetime.now(UTC).isoformat()),
+                )
+            if cur.rowcount == 1:
+                return None
+            cur.execute(
+                "SELECT request_hash, status, body FROM api_idempotency"
+                " WHERE principal = ? AND idem_key = ?",
+                (principal, key),
+            )
+            row = cur.fetchone()
+        return Stored(row[0], row[1], row[2]) if row else None
+
+    def complete(self, principal: str, key: str, status: int, body: str) -> None:
+        with self.store.cursor() as cur:
+            cur.execute(
+                "UPDATE api_idempotency SET status = ?, body = ? WHERE principal = ? AND idem_key = ?",
+                (status, body, principal, key),
+            )
+
+    def release(self, principal: str, key: str) -> None:
+        with self.store.cursor() as cur:
+            cur.execute(
+                "DELETE FROM api_idempotency WHERE principal = ? AND idem_key = ? AND status IS NULL",
+                (principal, key),
+            )
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+class IdempotencyMiddleware(BaseHTTPMiddleware):
+    """Applies to POST requests that carry a bearer token and an ``Idempotency-Key``."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], store: IdempotencyStore) -> None:
+        super().__init__(app)
+        self.idempotency = store
+
+    async def dispatch(
+        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        key = request.headers.get(HEADER)
+        token = _bearer(request)
+        if request.method != "POST" or key is None or token is None:
+            return await call_next(request)
+        if not _VALID_KEY.match(key):
+            return problem(
+                422,
+                "validation-failed",
+                f"invalid value for header.{HEADER}: 1-200 visible ASCII characters",
+                field=f"header.{HEADER}",
+            )
+        body = await request.body()
+        path = request.url.path
+        digest = hashlib.sha256(
+            b"\0".join([request.method.encode(), path.encode(), request.url.query.encode(), body])
+        ).hexdigest()
+        principal = token_hash(token)
+        try:
+            stored = await run_in_threadpool(
+                self.idempotency.claim, principal, key, request.method, path, digest
+            )
+        except UNAVAILABLE:
+            return unavailable()
+        if stored is not None:
+            return self._replay(stored, digest)
+        try:
+            response = await call_next(request)
+        except BaseException:
+            await self._release(principal, key)
+            raise
+        chunks = [chunk async for chunk in response.body_iterator]  # type: ignore[attr-defined]
+        content = b"".join(c if isinstance(c, bytes) else c.encode() for c in chunks)
+        if response.status_code == 401 or response.status_code >= 500:
+            await self._release(principal, key)
+        else:
+            # If this fails the command still ran; a retry runs it again and meets the rules.
+            with contextlib.suppress(*UNAVAILABLE):
+                await run_in_threadpool(
+                    self.idempotency.complete,
+                    principal,
+                    key,
+                    response.status_code,
+                    content.decode("utf-8", "replace"),
+                )
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+        return Response(content, response.status_code, headers=headers)
+
+    async def _release(self, principal: str, key: str) -> None:
+        with contextlib.suppress(*UNAVAILABLE):
+            await run_in_threadpool(self.idempotency.release, principal, key)
+
+    @staticmethod
+    def _replay(stored: Stored, digest: str) -> Response:
+        if stored.request_hash != digest:
+            return problem(
+                422,
+                "idempotency-key-reused",
+                f"this {HEADER} was used for a different request",
+                field=f"header.{HEADER}",
+            )
+        if stored.status is None:
+            return problem(
+                409,
+                "idempotency-request-in-progress",
+                "the first request with this key is still running",
+                headers={"Retry-After": "1"},
+            )
+        media = "application/problem+json" if stored.status >= 400 else "application/json"
+        return Response(
+            stored.body or "",
+            stored.status,
+            media_type=media,
+            headers={"Idempotent-Replayed": "true"},
+        )

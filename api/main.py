@@ -1,0 +1,59 @@
+"""The app factory: one FastAPI application from :class:`Settings` (nothing at import time)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import errors
+from api.idempotency import IdempotencyMiddleware
+from api.routes import MODULES
+from api.services import Services
+from domain.application import CareCoordination
+from jiayi.settings import Settings
+from projections.queries import Queries
+
+DESCRIPTION = """\
+Commands for every step of the family-doctor contract and two-way referral journey, and
+queries over the read models.
+
+**Access.** Send `Authorization: Bearer <token>` (issue one with `jiayi tokens issue`). Each
+endpoint admits some roles (`center_staff`, `hospital_staff`, `coordinator`, `auditor`,
+`administrator`); another role gets 403. What your organisation may act on or see is decided
+by the domain and your scope: anything else reads as 404, the same as if it did not exist.
+
+**Writes** answer `{id, position}`; pass `wait_for_position=<position>` to a query to read
+your own write. POST commands accept an `Idempotency-Key` header: a retry returns the first
+answer.
+
+**Errors** are RFC 9457 problem details (`application/problem+json`) with a stable `code`.
+"""
+
+
+def create_app(
+    settings: Settings | None = None,
+    app: CareCoordination | None = None,
+    queries: Queries | None = None,
+) -> FastAPI:
+    """The HTTP API on ``settings``; ``app``/``queries`` may be given (tests, one process)."""
+    services = Services(settings or Settings(), application=app, queries=queries)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        services.close()
+
+    api = FastAPI(
+        title="jiayi (家医) care coordination API",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    api.state.services = services
+    errors.install(api)
+    api.add_middleware(IdempotencyMiddleware, store=services.idempotency)
+    for module in MODULES:
+        api.include_router(module.router)
+    return api

@@ -1,0 +1,17 @@
+"""One module per resource; each exposes ``router``."""
+
+from __future__ import annotations
+
+from api.routes import (
+    contracts,
+    health,
+    kpis,
+    organisations,
+    patients,
+    quotas,
+    referrals,
+    teams,
+    worklists,
+)
+
+MODULES = (health, organisations, teams, patients, contracts, referrals, quotas, worklists, kpis)

@@ -1,0 +1,149 @@
+"""Patients: registry commands, follow-up visits; the registry entry, search and timeline."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+
+from api.deps import ApplicationDep, AsOfDep, CenterStaff, PageDep, QueriesDep, Reader
+from api.errors import ApiProblem
+from api.openapi import COMMAND_ERRORS, QUERY_ERRORS, done, example_response, paged
+from api.schemas import (
+    CENTER_ID,
+    PATIENT_ID,
+    CommandResult,
+    ItemsPage,
+    Moment,
+    MoveAway,
+    RecordFollowUp,
+    RegisterPatient,
+    TagPatient,
+)
+
+router = APIRouter(prefix="/patients", tags=["patients"])
+
+NOT_VISIBLE = "nothing with that id is visible to you"
+
+
+@router.post("", status_code=201, response_model=CommandResult, responses=COMMAND_ERRORS)
+def register_patient(body: RegisterPatient, who: CenterStaff, app: ApplicationDep) -> CommandResult:
+    """Register a resident at your community center (with key-population tags)."""
+    return done(
+        app.register_patient(
+            body.name,
+            body.sex,
+            body.birth_date,
+            body.national_id,
+            body.phone,
+            who.actor.org_id,
+            who.actor,
+            tags=tuple(body.tags),
+            id=body.id,
+            at=body.at,
+        )
+    )
+
+
+@router.post("/{patient_id}/tags", response_model=CommandResult, responses=COMMAND_ERRORS)
+def tag_patient(
+    patient_id: UUID, body: TagPatient, who: CenterStaff, app: ApplicationDep
+) -> CommandResult:
+    """Add (or, with ``present: false``, remove) a key-population tag."""
+    return done(app.tag_patient(patient_id, body.tag, who.actor, present=body.present, at=body.at))
+
+
+@router.post("/{patient_id}/move-away", response_model=CommandResult, responses=COMMAND_ERRORS)
+def move_away(
+    patient_id: UUID, body: MoveAway, who: CenterStaff, app: ApplicationDep
+) -> CommandResult:
+    """The patient moved out of the area."""
+    return done(app.move_patient_away(patient_id, body.destination, who.actor, at=body.at))
+
+
+@router.post(
+    "/{patient_id}/follow-ups",
+    status_code=201,
+    response_model=CommandResult,
+    responses=COMMAND_ERRORS,
+)
+def record_follow_up(
+    patient_id: UUID, body: RecordFollowUp, who: CenterStaff, app: ApplicationDep
+) -> CommandResult:
+    """Record a follow-up visit; it fulfils the obligation named or the earliest it can meet."""
+    return done(
+        app.record_follow_up(
+            patient_id,
+            body.on,
+            body.kind,
+            who.actor,
+            measurements=dict(body.measurements),
+            risk_level=body.risk_level,
+            note=body.note,
+            obligation_id=body.obligation_id,
+            id=body.id,
+            at=body.at,
+        )
+    )
+
+
+PATIENT_EXAMPLE = {
+    "id": PATIENT_ID,
+    "name": "王秀英",
+    "sex": "F",
+    "birth_date": "1950-03-04",
+    "center_id": CENTER_ID,
+    "district": "鼓楼区",
+    "tags": ["hypertension"],
+    "contract": None,
+}
+
+
+@router.get("", response_model=ItemsPage, responses=QUERY_ERRORS)
+def search_patients(
+    who: Reader,
+    queries: QueriesDep,
+    page: PageDep,
+    q: Annotated[str, Query(min_length=1, max_length=100, description="name, id or national id")],
+) -> ItemsPage:
+    """Patients you may see, by name (substring) or id / national id (exact)."""
+    return paged(queries.search_patients(who.scope, q, page), page.limit, page.offset)
+
+
+@router.get("/{patient_id}", responses={**QUERY_ERRORS, **example_response(PATIENT_EXAMPLE)})
+def patient(patient_id: UUID, who: Reader, as_of: AsOfDep, queries: QueriesDep) -> dict[str, Any]:
+    """One registry entry with the current contract."""
+    found = queries.patient(who.scope, patient_id, as_of=as_of)
+    if found is None:
+        raise ApiProblem(404, "not-found", NOT_VISIBLE)
+    return found
+
+
+@router.get("/{patient_id}/timeline", response_model=ItemsPage, responses=QUERY_ERRORS)
+def timeline(
+    patient_id: UUID,
+    who: Reader,
+    as_of: AsOfDep,
+    queries: QueriesDep,
+    page: PageDep,
+    since: Annotated[Moment | None, Query(description="entries at or after")] = None,
+    until: Annotated[Moment | None, Query(description="entries before")] = None,
+    kinds: Annotated[
+        list[Annotated[str, Query(max_length=64)]] | None,
+        Query(max_length=50, description="only these kinds (repeat the parameter)"),
+    ] = None,
+) -> ItemsPage:
+    """The patient's journey, ordered by when things happened."""
+    entries = queries.timeline(
+        who.scope,
+        patient_id,
+        since=since,
+        until=until,
+        kinds=kinds,
+        page=page,
+        as_of=as_of,
+    )
+    if entries is None:
+        raise ApiProblem(404, "not-found", NOT_VISIBLE)
+    return paged(entries, page.limit, page.offset)

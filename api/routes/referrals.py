@@ -1,0 +1,154 @@
+"""Two-way referrals (双向转诊): up to a hospital, the hospital's steps, back to the community."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter
+
+from api.deps import ApplicationDep, AsOfDep, HospitalStaff, QueriesDep, Reader, TeamStaff
+from api.errors import ApiProblem
+from api.openapi import COMMAND_ERRORS, QUERY_ERRORS, done, example_response
+from api.schemas import (
+    EXAMPLE_ID,
+    HOSPITAL_ID,
+    PATIENT_ID,
+    Accept,
+    AcknowledgeReturn,
+    CancelReferral,
+    CommandResult,
+    RecordAdmission,
+    RecordArrival,
+    Reject,
+    RequestReferral,
+    ReturnPlan,
+    StartReturn,
+)
+
+router = APIRouter(prefix="/referrals", tags=["referrals"])
+
+
+@router.post("", status_code=201, response_model=CommandResult, responses=COMMAND_ERRORS)
+def request_referral(body: RequestReferral, who: TeamStaff, app: ApplicationDep) -> CommandResult:
+    """The patient's contracted team (its center or a specialist member) refers up (上转)."""
+    return done(
+        app.request_referral(
+            body.patient_id,
+            body.hospital_id,
+            body.department,
+            body.reason,
+            body.diagnosis,
+            body.urgency,
+            who.actor,
+            id=body.id,
+            at=body.at,
+        )
+    )
+
+
+@router.post("/returns", status_code=201, response_model=CommandResult, responses=COMMAND_ERRORS)
+def start_return(body: StartReturn, who: HospitalStaff, app: ApplicationDep) -> CommandResult:
+    """Your hospital returns a patient it treated without an upward referral (下转)."""
+    return done(
+        app.start_return(
+            body.patient_id,
+            who.actor.org_id,
+            body.department,
+            body.summary,
+            body.prescription_dicts(),
+            body.rehabilitation,
+            body.follow_up_due,
+            who.actor,
+            id=body.id,
+            at=body.at,
+        )
+    )
+
+
+@router.post("/{referral_id}/accept", response_model=CommandResult, responses=COMMAND_ERRORS)
+def accept(
+    referral_id: UUID, body: Accept, who: HospitalStaff, app: ApplicationDep
+) -> CommandResult:
+    """The hospital addressed accepts the referral."""
+    return done(app.accept_referral(referral_id, who.actor, note=body.note, at=body.at))
+
+
+@router.post("/{referral_id}/reject", response_model=CommandResult, responses=COMMAND_ERRORS)
+def reject(
+    referral_id: UUID, body: Reject, who: HospitalStaff, app: ApplicationDep
+) -> CommandResult:
+    """The hospital addressed rejects a referral it has not accepted."""
+    return done(
+        app.reject_referral(referral_id, body.reason_code, who.actor, note=body.note, at=body.at)
+    )
+
+
+@router.post("/{referral_id}/cancel", response_model=CommandResult, responses=COMMAND_ERRORS)
+def cancel(
+    referral_id: UUID, body: CancelReferral, who: TeamStaff, app: ApplicationDep
+) -> CommandResult:
+    """The sending center (or its team) cancels before the patient arrives."""
+    return done(app.cancel_referral(referral_id, body.reason, who.actor, at=body.at))
+
+
+@router.post("/{referral_id}/arrival", response_model=CommandResult, responses=COMMAND_ERRORS)
+def arrive(
+    referral_id: UUID, body: RecordArrival, who: HospitalStaff, app: ApplicationDep
+) -> CommandResult:
+    """The referred patient arrived at the hospital."""
+    return done(app.record_arrival(referral_id, who.actor, at=body.at))
+
+
+@router.post("/{referral_id}/admission", response_model=CommandResult, responses=COMMAND_ERRORS)
+def admit(
+    referral_id: UUID, body: RecordAdmission, who: HospitalStaff, app: ApplicationDep
+) -> CommandResult:
+    """The patient was admitted to a ward."""
+    return done(app.record_admission(referral_id, body.ward, who.actor, at=body.at))
+
+
+@router.post("/{referral_id}/return", response_model=CommandResult, responses=COMMAND_ERRORS)
+def return_to_community(
+    referral_id: UUID, body: ReturnPlan, who: HospitalStaff, app: ApplicationDep
+) -> CommandResult:
+    """Discharge back to the community with a summary, continued prescriptions and a plan."""
+    return done(
+        app.return_to_community(
+            referral_id,
+            body.summary,
+            body.prescription_dicts(),
+            body.rehabilitation,
+            body.follow_up_due,
+            who.actor,
+            at=body.at,
+        )
+    )
+
+
+@router.post("/{referral_id}/acknowledge", response_model=CommandResult, responses=COMMAND_ERRORS)
+def acknowledge(
+    referral_id: UUID, body: AcknowledgeReturn, who: TeamStaff, app: ApplicationDep
+) -> CommandResult:
+    """The patient's community center acknowledges the return."""
+    return done(app.acknowledge_return(referral_id, who.actor, at=body.at))
+
+
+REFERRAL_EXAMPLE = {
+    "id": EXAMPLE_ID,
+    "patient_id": PATIENT_ID,
+    "hospital_id": HOSPITAL_ID,
+    "department": "cardiology",
+    "status": "accepted",
+    "steps": [{"kind": "requested", "at": "2026-05-20T09:30:00+08:00"}],
+    "follow_up_due": "2026-06-03",
+}
+
+
+@router.get("/{referral_id}", responses={**QUERY_ERRORS, **example_response(REFERRAL_EXAMPLE)})
+def referral(referral_id: UUID, who: Reader, as_of: AsOfDep, queries: QueriesDep) -> dict[str, Any]:
+    """One referral with its steps and due dates."""
+    found = queries.referral(who.scope, referral_id, as_of=as_of)
+    if found is None:
+        raise ApiProblem(404, "not-found", "nothing with that id is visible to you")
+    return found

@@ -1,0 +1,46 @@
+"""Worklists: a hospital's referrals awaiting decision; a center's returns and overdue visits."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+
+from api.deps import CenterReader, HospitalReader, PageDep, QueriesDep
+from api.openapi import QUERY_ERRORS, example_response, paged
+from api.schemas import EXAMPLE_ID, PATIENT_ID, ItemsPage
+
+router = APIRouter(prefix="/worklists", tags=["worklists"])
+
+
+@router.get("/hospitals/{hospital_id}", response_model=ItemsPage, responses=QUERY_ERRORS)
+def hospital_worklist(
+    hospital_id: UUID, who: HospitalReader, queries: QueriesDep, page: PageDep
+) -> ItemsPage:
+    """Referrals awaiting decision: urgent and green-channel first, then oldest."""
+    return paged(queries.hospital_worklist(who.scope, hospital_id, page), page.limit, page.offset)
+
+
+@router.get(
+    "/centers/{center_id}",
+    responses={
+        **QUERY_ERRORS,
+        **example_response(
+            {
+                "returns_awaiting_acknowledgement": [{"referral_id": EXAMPLE_ID}],
+                "overdue_follow_ups": [{"patient_id": PATIENT_ID, "due": "2026-05-01"}],
+            }
+        ),
+    },
+)
+def center_worklist(
+    center_id: UUID,
+    who: CenterReader,
+    queries: QueriesDep,
+    page: PageDep,
+    today: Annotated[date | None, Query(description="default: today")] = None,
+) -> dict[str, Any]:
+    """Returns awaiting acknowledgement and overdue follow-ups of a community center."""
+    return queries.center_worklist(who.scope, center_id, today or date.today(), page)

@@ -1,0 +1,408 @@
+"""Request and response bodies. Values are checked here and handed to the domain as its own
+types (dates, UUIDs, enum values); the domain's rules still decide."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from domain.contracts import PACKAGES
+from domain.followups import MEASUREMENTS, RiskLevel, VisitKind
+from domain.organisations import OrgKind
+from domain.patients import Tag
+from domain.quotas import HalfDay, QuotaKind
+from domain.referrals import RejectionReason, Urgency
+from domain.teams import Role as TeamRole
+
+# Dates the domain can compute with (terms add years): keep them well inside date's range.
+Day = Annotated[date, Field(ge=date(1900, 1, 1), le=date(2200, 12, 31))]
+Moment = Annotated[AwareDatetime, Field(description="timezone-aware ISO 8601")]
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+LongText = Annotated[str, Field(max_length=4000)]
+Package = Literal[PACKAGES]  # type: ignore[valid-type]
+Measurement = Annotated[str, Field(max_length=32, description="one of: " + ", ".join(MEASUREMENTS))]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+EXAMPLE_ID = "0b6f1c8e-5d2a-4c1e-9a37-2f5e8d9b4a10"
+CENTER_ID = "7d3e0f5a-9b1c-4d2e-8f6a-1c2b3d4e5f60"
+HOSPITAL_ID = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"
+PATIENT_ID = "3f2504e0-4f89-41d3-9a0c-0305e82c3301"
+TEAM_ID = "9c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5"
+
+
+class Command(BaseModel):
+    """Every command may be back-dated with ``at`` (when it happened); never in the future."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    at: Moment | None = Field(
+        default=None,
+        description="when the step happened (default: now)",
+        examples=["2026-05-20T09:30:00+08:00"],
+    )
+
+
+def _example(**values: Any) -> ConfigDict:
+    return ConfigDict(extra="forbid", json_schema_extra={"examples": [values]})
+
+
+# --- answers ----------------------------------------------------------------------------------
+
+
+class CommandResult(BaseModel):
+    """The aggregate the command created or changed, and the log position it reached."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"id": EXAMPLE_ID, "position": 4182}]}
+    )
+
+    id: UUID
+    position: int = Field(description="pass as wait_for_position to read your own write")
+
+
+class HouseholdResult(CommandResult):
+    contracts: list[UUID]
+
+
+class ItemsPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"items": [{"id": EXAMPLE_ID}], "limit": 50, "offset": 0, "next_offset": None}
+            ]
+        }
+    )
+
+    items: list[dict[str, Any]]
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+# --- organisations ----------------------------------------------------------------------------
+
+
+class RegisterOrganisation(Command):
+    model_config = _example(kind="hospital", name="鼓楼医院", district="鼓楼区", level=3)
+
+    kind: OrgKind
+    name: Text
+    district: Text
+    level: Literal[2, 3] | None = Field(default=None, description="hospitals: 2nd or 3rd level")
+    id: UUID | None = None
+
+
+class AddDepartment(Command):
+    model_config = _example(code="cardiology", name="心内科", referral_contact="李护士长")
+
+    code: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_\-]+$")]
+    name: Text
+    referral_contact: Text | None = None
+
+
+class RecordResidents(Command):
+    model_config = _example(total=52000, key_population=15600, as_of="2026-01-01")
+
+    total: Annotated[int, Field(ge=0, le=100_000_000)]
+    key_population: Annotated[int, Field(ge=0, le=100_000_000)]
+    as_of: Day
+
+
+# --- teams --------------------------------------------------------------------------------------
+
+
+class FormTeam(Command):
+    model_config = _example(name="家庭医生团队一")
+
+    name: Text
+    id: UUID | None = None
+
+
+class AddMember(Command):
+    model_config = _example(staff_id="gp-0042", name="李医生", role="general_practitioner")
+
+    staff_id: Text
+    name: Text
+    role: TeamRole
+    org_id: UUID | None = Field(
+        default=None, description="the member's employer (default: your organisation)"
+    )
+
+
+class RemoveMember(Command):
+    model_config = _example()
+
+
+# --- patients -------------------------------------------------------------------------------
+
+
+class RegisterPatient(Command):
+    model_config = _example(
+        name="王秀英",
+        sex="F",
+        birth_date="1950-03-04",
+        national_id="320106195003041236",
+        phone="13800000000",
+        tags=["hypertension"],
+    )
+
+    name: Text
+    sex: Literal["F", "M"]
+    birth_date: Day
+    national_id: Annotated[str, Field(pattern=r"^\d{17}[\dX]$")]
+    phone: Annotated[str, Field(max_length=32)]
+    tags: list[Tag] = Field(default_factory=list, max_length=len(Tag))
+    id: UUID | None = None
+
+
+class TagPatient(Command):
+    model_config = _example(tag="type2_diabetes", present=True)
+
+    tag: Tag
+    present: bool = True
+
+
+class MoveAway(Command):
+    model_config = _example(destination="上海市")
+
+    destination: Text
+
+
+class RecordFollowUp(Command):
+    model_config = _example(
+        on="2026-05-20",
+        kind="face_to_face",
+        measurements={"systolic_bp": 138, "diastolic_bp": 86},
+        note="血压控制可",
+    )
+
+    on: Day
+    kind: VisitKind
+    measurements: dict[Measurement, FiniteFloat] = Field(default_factory=dict)
+    risk_level: RiskLevel | None = None
+    note: LongText = ""
+    obligation_id: UUID | None = None
+    id: UUID | None = None
+
+
+# --- contracts ------------------------------------------------------------------------------
+
+
+class SignContract(Command):
+    model_config = _example(
+        patient_id=PATIENT_ID, team_id=TEAM_ID, package="basic", start="2026-06-01"
+    )
+
+    patient_id: UUID
+    team_id: UUID
+    package: Package
+    start: Day
+    id: UUID | None = None
+
+
+class SignHousehold(Command):
+    model_config = _example(
+        patient_ids=[PATIENT_ID, EXAMPLE_ID], team_id=TEAM_ID, package="basic", start="2026-06-01"
+    )
+
+    patient_ids: Annotated[list[UUID], Field(min_length=1, max_length=20)]
+    team_id: UUID
+    package: Package
+    start: Day
+    household_id: UUID | None = None
+
+
+class RenewContract(Command):
+    model_config = _example(years=2)
+
+    years: Literal[1, 2, 3]
+
+
+class TerminateContract(Command):
+    model_config = _example(reason="moved to another city")
+
+    reason: Text
+
+
+class ExpireContract(Command):
+    model_config = _example()
+
+
+class ChangeTeam(Command):
+    model_config = _example(team_id=TEAM_ID, reason="patient asked for a doctor nearer home")
+
+    team_id: UUID
+    reason: Text
+
+
+# --- referrals ------------------------------------------------------------------------------
+
+
+class Prescription(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    drug: Text
+    dose: Annotated[str, Field(max_length=200)] = ""
+    frequency: Annotated[str, Field(max_length=200)] = ""
+    days: Annotated[int, Field(ge=1, le=366)] | None = None
+
+
+class RequestReferral(Command):
+    model_config = _example(
+        patient_id=PATIENT_ID,
+        hospital_id=HOSPITAL_ID,
+        department="cardiology",
+        reason="血压控制不佳，疑继发性高血压",
+        diagnosis="I10",
+        urgency="routine",
+    )
+
+    patient_id: UUID
+    hospital_id: UUID
+    department: Text
+    reason: Text
+    diagnosis: Text
+    urgency: Urgency = Urgency.ROUTINE
+    id: UUID | None = None
+
+
+class Accept(Command):
+    model_config = _example(note="请携带既往检查资料")
+
+    note: LongText = ""
+
+
+class Reject(Command):
+    model_config = _example(reason_code="no_capacity", note="本周专家号已满")
+
+    reason_code: RejectionReason
+    note: LongText = ""
+
+
+class CancelReferral(Command):
+    model_config = _example(reason="patient declined")
+
+    reason: Text
+
+
+class RecordArrival(Command):
+    model_config = _example()
+
+
+class RecordAdmission(Command):
+    model_config = _example(ward="心内科一病区")
+
+    ward: Text
+
+
+class ReturnPlan(Command):
+    model_config = _example(
+        summary="血压控制平稳出院",
+        prescriptions=[{"drug": "氨氯地平", "dose": "5mg", "frequency": "qd", "days": 30}],
+        rehabilitation="低盐饮食，每日监测血压",
+        follow_up_due="2026-06-15",
+    )
+
+    summary: Annotated[str, Field(min_length=1, max_length=4000)]
+    prescriptions: list[Prescription] = Field(default_factory=list, max_length=50)
+    rehabilitation: LongText = ""
+    follow_up_due: Day
+
+    def prescription_dicts(self) -> list[dict[str, Any]]:
+        return [p.model_dump(exclude_none=True) for p in self.prescriptions]
+
+
+class StartReturn(ReturnPlan):
+    model_config = _example(
+        patient_id=PATIENT_ID,
+        department="cardiology",
+        summary="急诊收治后病情稳定",
+        prescriptions=[{"drug": "阿司匹林", "dose": "100mg", "frequency": "qd"}],
+        rehabilitation="社区随访",
+        follow_up_due="2026-06-15",
+    )
+
+    patient_id: UUID
+    department: Text
+    id: UUID | None = None
+
+
+class AcknowledgeReturn(Command):
+    model_config = _example()
+
+
+# --- quotas ----------------------------------------------------------------------------------
+
+
+class PublishQuota(Command):
+    model_config = _example(
+        kind="expert",
+        department="cardiology",
+        session_date="2026-06-10",
+        half_day="am",
+        expert="周主任",
+        slots=10,
+        release_at="2026-06-09T12:00:00+08:00",
+        reserved_for_center=CENTER_ID,
+    )
+
+    kind: QuotaKind
+    department: Text
+    session_date: Day
+    slots: Annotated[int, Field(ge=1, le=10_000)]
+    release_at: Moment
+    expert: Text | None = None
+    ward: Text | None = None
+    half_day: HalfDay | None = None
+    end_date: Day | None = None
+    reserved_for_center: UUID | None = None
+    reserved_for_district: Text | None = None
+    id: UUID | None = None
+
+
+class BookSlot(Command):
+    model_config = _example(patient_id=PATIENT_ID, referral_id=EXAMPLE_ID)
+
+    patient_id: UUID
+    referral_id: UUID | None = None
+    id: UUID | None = None
+
+
+class CancelBooking(Command):
+    model_config = _example(reason="patient recovered")
+
+    reason: Text
+
+
+class RecordAttendance(Command):
+    model_config = _example(attended=True)
+
+    attended: bool
+
+
+class ReleaseQuota(Command):
+    model_config = _example()
+
+
+# --- operations ----------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+
+    status: str
+
+
+class Readiness(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"status": "ready", "database": "postgresql", "views_position": 4182}]
+        }
+    )
+
+    status: str
+    database: str
+    views_position: int | None = None

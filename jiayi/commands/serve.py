@@ -1,0 +1,88 @@
+"""``jiayi serve``: the HTTP API under uvicorn. On the embedded default with an empty store it
+builds the demo city first and prints how to get a token and where the docs are."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from domain.application import CareCoordination
+from jiayi.bootstrap import Projections, build_application, build_projections
+from jiayi.settings import Settings
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser("serve", help="run the HTTP API")
+    p.add_argument("--host", default=None, help="default: JIAYI_HTTP_HOST or 127.0.0.1")
+    p.add_argument("--port", type=int, default=None, help="default: JIAYI_HTTP_PORT or 8000")
+    p.add_argument(
+        "--demo-patients",
+        type=int,
+        default=2000,
+        help="on the embedded default, build a demo city of this size when the store is empty "
+        "(0: never)",
+    )
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=run)
+
+
+def build_read_side(settings: Settings, app: CareCoordination) -> Projections:
+    """The views and their queries; the runner follows the log in-process unless the
+    settings say a separate ``jiayi projections run`` does it."""
+    return build_projections(settings, app, run=settings.projections_in_process)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.main import create_app
+
+    settings = Settings()
+    host = args.host or settings.http_host
+    port = args.port or settings.http_port
+    app = build_application(settings)
+    if not settings.uses_postgres and args.demo_patients > 0 and app.max_position() == 0:
+        from jiayi.demo import generate
+
+        print(f"empty store: building a demo city of {args.demo_patients} residents ...")
+        summary = generate(app, args.demo_patients, args.seed)
+        for line in summary.lines():
+            print("  " + line)
+    views = build_read_side(settings, app)
+    _print_help(host, port)
+    _print_organisations(app)
+    try:
+        uvicorn.run(create_app(settings, app=app, queries=views.queries), host=host, port=port)
+    finally:
+        views.close()
+        app.close()
+    return 0
+
+
+def _print_help(host: str, port: int) -> None:
+    base = f"http://{host}:{port}"
+    print(
+        "\n".join(
+            [
+                f"jiayi API on {base}",
+                f"  docs (OpenAPI):  {base}/docs   ({base}/openapi.json)",
+                f"  health / ready:  {base}/health  {base}/ready",
+                "  get a token (in another shell, same environment):",
+                "    jiayi tokens issue --role auditor --staff me",
+                "    jiayi tokens issue --role center_staff --staff gp-1 --org <center id>",
+                "  then: curl -H 'Authorization: Bearer <token>' " + base + "/patients?q=王",
+            ]
+        )
+    )
+
+
+def _print_organisations(app: CareCoordination, limit: int = 6) -> None:
+    """A few organisation ids to issue center or hospital staff tokens for."""
+    topic = "domain.organisations:Organisation.Registered"
+    found = app.recorder.select_notifications(start=1, limit=limit, topics=[topic])
+    if found:
+        print("  organisations (for --org):")
+    for notification in found:
+        event = app.mapper.to_domain_event(notification)
+        kind = getattr(event, "kind", "?")
+        print(f"    {event.originator_id}  {kind:<16} {getattr(event, 'name', '')}")

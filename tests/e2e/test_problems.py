@@ -1,0 +1,88 @@
+"""Problem details (401/403/404/422), token revocation, and Idempotency-Key replays."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.e2e.server import HttpWorld, bearer
+
+
+def test_problem_shapes(world: HttpWorld) -> None:
+    r = world.http.post("/teams", json={"name": "x"})
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["code"] == "unauthenticated"
+
+    r = world.http.post("/teams", json={"name": "x"}, headers=bearer("jy_nope_nope"))
+    assert (r.status_code, r.json()["code"]) == (401, "invalid-token")
+
+    r = world.post("/teams", world.auditor, {"name": "x"})
+    assert (r.status_code, r.json()["code"]) == (403, "role-not-allowed")
+
+    r = world.post(f"/referrals/{uuid.uuid4()}/accept", world.hospital.token)
+    assert (r.status_code, r.json()["code"]) == (404, "not-found")
+
+    r = world.post("/quotas", world.hospital.token, {"kind": "expert", "slots": 0})
+    problem = r.json()
+    assert r.status_code == 422 and problem["code"] == "validation-failed"
+    assert problem["field"].startswith("body.")
+    assert {"body.slots", "body.department"} <= {e["field"] for e in problem["errors"]}
+
+    r = world.post(f"/contracts/{uuid.uuid4()}/renew", world.center.token, {"years": 5})
+    assert (r.status_code, r.json()["field"]) == (422, "body.years")
+
+    r = world.http.get("/nowhere")
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem")
+
+
+def test_a_revoked_token_is_refused(world: HttpWorld) -> None:
+    from api.tokens import Role
+
+    token, principal = world.served.services.tokens.issue("temp", Role.AUDITOR)
+    assert world.post("/teams", token, {"name": "x"}).status_code == 403
+    assert world.served.services.tokens.revoke(principal.token_id)
+    assert world.post("/teams", token, {"name": "x"}).status_code == 401
+
+
+def test_a_retried_command_returns_the_first_answer(world: HttpWorld) -> None:
+    pid, _ = world.contracted()
+    rid = world.referral(pid)
+    headers = bearer(world.hospital.token, **{"Idempotency-Key": "accept-" + str(rid)})
+    first = world.http.post(f"/referrals/{rid}/accept", json={}, headers=headers)
+    again = world.http.post(f"/referrals/{rid}/accept", json={}, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert first.json() == again.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    # without the key, the second accept is a broken rule
+    plain = world.post(f"/referrals/{rid}/accept", world.hospital.token)
+    assert (plain.status_code, plain.json()["code"]) == (409, "referral-step-out-of-order")
+
+
+def test_a_created_thing_is_created_once_and_a_reused_key_is_refused(world: HttpWorld) -> None:
+    headers = bearer(world.center.token, **{"Idempotency-Key": "team-once"})
+    first = world.http.post("/teams", json={"name": "团队三"}, headers=headers)
+    again = world.http.post("/teams", json={"name": "团队三"}, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.json()["id"] == again.json()["id"]
+    other = world.http.post("/teams", json={"name": "团队四"}, headers=headers)
+    assert (other.status_code, other.json()["code"]) == (422, "idempotency-key-reused")
+    # the same key from another caller is another request
+    mine = world.http.post(
+        "/teams",
+        json={"name": "团队三"},
+        headers=bearer(world.other_center.token, **{"Idempotency-Key": "team-once"}),
+    )
+    assert mine.status_code == 201 and mine.json()["id"] != first.json()["id"]
+
+
+def test_a_refused_command_is_replayed_as_refused(world: HttpWorld) -> None:
+    headers = bearer(world.auditor, **{"Idempotency-Key": "k-403"})
+    r1 = world.http.post("/teams", json={"name": "x"}, headers=headers)
+    r2 = world.http.post("/teams", json={"name": "x"}, headers=headers)
+    assert r1.status_code == r2.status_code == 403
+    bad = world.http.post(
+        "/teams",
+        json={"name": "x"},
+        headers=bearer(world.auditor, **{"Idempotency-Key": "has space"}),
+    )
+    assert bad.status_code in (400, 422)
