@@ -8,13 +8,13 @@ in their stored text form instead of building ``UUID``/``datetime`` objects.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
 from eventsourcing.application import Application
 from eventsourcing.persistence import Notification
 
@@ -36,17 +36,29 @@ def moment_text(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def _hook(d: dict[str, Any]) -> Any:
-    kind = d.get("_type_")
-    if kind is None:
-        return d
-    data = d["_data_"]
-    if kind == "datetime_iso":
-        return norm_moment(data)
-    return data
+def _plain(value: Any) -> Any:
+    """A decoded value with eventsourcing's transcoded forms (``{"_type_", "_data_"}``)
+    replaced by their stored data; moments normalised by :func:`norm_moment`."""
+    kind = type(value)
+    if kind is dict:
+        tag = value.get("_type_")
+        if tag is not None:
+            data = value["_data_"]
+            return norm_moment(data) if tag == "datetime_iso" else _plain(data)
+        return {k: _plain(v) for k, v in value.items()}
+    if kind is list:
+        return [_plain(v) for v in value]
+    return value
 
 
-_decode = json.JSONDecoder(object_hook=_hook).decode
+def _decode(state: bytes) -> dict[str, Any]:
+    """The stored JSON of one event (orjson is several times faster than json here)."""
+    d: dict[str, Any] = orjson.loads(state)
+    for key, value in d.items():
+        kind = type(value)
+        if kind is dict or kind is list:
+            d[key] = _plain(value)
+    return d
 
 
 @dataclass(slots=True)
@@ -118,7 +130,7 @@ class LogReader:
                     topic[topic.index(":") + 1 :],
                     oid.hex if isinstance(oid, UUID) else UUID(str(oid)).hex,
                     n.originator_version,
-                    _decode(state.decode("utf-8")),
+                    _decode(state),
                 )
             )
         return out
