@@ -21,11 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jiayi.bootstrap import build_application, view_location
+from jiayi.bootstrap import build_application, rebuild_views
 from jiayi.demo import generate
 from jiayi.settings import Settings
 from projections.events import LogReader
-from projections.runner import rebuild
 
 EVENTS_PER_PATIENT = 6.3
 TODAY = date(2026, 5, 30)
@@ -49,7 +48,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--schema", default="bench_replay")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="processes generating the history")
+    ap.add_argument(
+        "--rebuild-workers",
+        type=int,
+        default=None,
+        help="processes rebuilding (default: one a view)",
+    )
     args = ap.parse_args()
     settings = _settings(args.schema)
     app = build_application(settings)
@@ -81,9 +86,7 @@ def main() -> int:
         after = page[-1].id
     read_only = n / (time.perf_counter() - began)
 
-    store = view_location(settings).open()
-    summary = rebuild(store, reader)
-    store.close()
+    summary = rebuild_views(settings, workers=args.rebuild_workers)
     rate = summary.events / summary.seconds
     print(f"log: {total:,} events")
     print(f"read only:            {read_only:>10,.0f} events/s")

@@ -5,7 +5,9 @@ Nothing is created at import time: callers build what they need from the setting
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,7 +15,8 @@ from domain.application import CareCoordination
 from jiayi.settings import Settings
 from projections.events import LogReader
 from projections.location import Location
-from projections.runner import Runner, RunnerThread
+from projections.runner import RebuildSummary, Runner, RunnerThread, rebuild
+from projections.runner import select as select_projections
 from projections.views import ViewQueries
 
 
@@ -121,3 +124,48 @@ def build_projections(
     store.close()
     runner = RunnerThread(location.open, reader, poll=poll).start() if run else None
     return Projections(location, reader, ViewQueries(location, reader), runner)
+
+
+def _rebuild_one(settings: Settings, name: str, as_of: str | None) -> RebuildSummary:
+    app = build_application(settings)
+    store = view_location(settings).open()
+    try:
+        return rebuild(store, LogReader(app), [name], as_of=as_of)
+    finally:
+        store.close()
+        app.close()
+
+
+def rebuild_views(
+    settings: Settings,
+    names: Sequence[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
+) -> RebuildSummary:
+    """Rebuild views from the log. On PostgreSQL each view is rebuilt by its own process in
+    its own transaction (views have positions of their own, so they need not commit together);
+    on SQLite, which has one writer at a time, they are rebuilt together in one."""
+    chosen = [p.name for p in select_projections(names)]
+    if not settings.uses_postgres or workers == 1 or len(chosen) == 1:
+        app = build_application(settings)
+        store = view_location(settings).open()
+        try:
+            return rebuild(store, LogReader(app), chosen, progress=progress)
+        finally:
+            store.close()
+            app.close()
+    began = time.perf_counter()
+    with ProcessPoolExecutor(workers or len(chosen)) as pool:
+        parts = list(pool.map(_rebuild_one, [settings] * len(chosen), chosen, [None] * len(chosen)))
+    if progress:
+        progress(max(p.events for p in parts))
+    rows: dict[str, int] = {}
+    for part in parts:
+        rows.update(part.rows)
+    return RebuildSummary(
+        chosen,
+        max(p.events for p in parts),
+        min(p.position for p in parts),
+        time.perf_counter() - began,
+        rows,
+    )

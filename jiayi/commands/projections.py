@@ -7,10 +7,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from jiayi.bootstrap import build_application, view_location
+from jiayi.bootstrap import build_application, rebuild_views, view_location
 from jiayi.settings import Settings
 from projections.events import LogReader
-from projections.runner import PROJECTIONS, Runner, RunnerThread, rebuild
+from projections.runner import PROJECTIONS, Runner, RunnerThread
 
 
 def register(sub: Any) -> None:
@@ -29,16 +29,12 @@ def register(sub: Any) -> None:
 def run_rebuild(args: argparse.Namespace) -> int:
     settings = Settings()
     app = build_application(settings)
-    reader = LogReader(app)
-    store = view_location(settings).open()
-    try:
-        with tqdm(total=reader.max_position(), unit="event", disable=None) as bar:
-            summary = rebuild(store, reader, args.views or None, progress=bar.update)
-        for line in summary.lines():
-            print(line)
-    finally:
-        store.close()
-        app.close()
+    total = LogReader(app).max_position()
+    app.close()
+    with tqdm(total=total, unit="event", disable=None) as bar:
+        summary = rebuild_views(settings, args.views or None, progress=bar.update)
+    for line in summary.lines():
+        print(line)
     return 0
 
 

@@ -1,0 +1,1 @@
+"""Kafka exchange: inbound partner events, outbound relay of domain events, dead letters."""
