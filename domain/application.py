@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import functools
 import random
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, cast
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, JSONTranscoder
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, ProcessRecorder, Tracking
 
 from domain.common import (
     Actor,
@@ -65,6 +67,32 @@ class Outcome:
     position: int
 
 
+class Batch:
+    """What use cases run inside :meth:`CareCoordination.batch` decided, not yet recorded.
+
+    Aggregates loaded or changed in the batch are kept (an identity map), so a later use case in
+    the same batch sees the changes of an earlier one.
+    """
+
+    def __init__(self) -> None:
+        self.processing: ProcessingEvent[UUID] = ProcessingEvent()
+        self.aggregates: dict[UUID, Aggregate] = {}
+
+    def seed(self, aggregate: Aggregate) -> None:
+        """Offer an aggregate loaded elsewhere (in bulk) so the use cases need not load it."""
+        self.aggregates.setdefault(aggregate.id, aggregate)
+
+    @property
+    def size(self) -> int:
+        """How many events the batch holds."""
+        return len(self.processing.events)
+
+    @property
+    def dirty(self) -> bool:
+        """A use case changed an aggregate and failed before committing it: the batch is spoilt."""
+        return any(a.pending_events for a in self.aggregates.values())
+
+
 def retrying(func: Callable[P, R]) -> Callable[P, R]:
     """Re-run a use case from the start when an optimistic-concurrency conflict occurs."""
 
@@ -92,6 +120,7 @@ class CareCoordination(Application[UUID]):
     ) -> None:
         super().__init__(env=dict(env or {}))
         self.clock = clock or (lambda: datetime.now(UTC))
+        self._local = threading.local()
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -102,10 +131,15 @@ class CareCoordination(Application[UUID]):
 
     def load(self, cls: type[A], id: UUID) -> A:
         """The aggregate ``id`` of type ``cls``, or :class:`NotFound`."""
-        try:
-            found: Aggregate = self.repository.get(id)
-        except AggregateNotFoundError:
-            raise NotFound(f"no {cls.__name__.lower()} {id}", kind=cls.__name__) from None
+        batch = self._batch()
+        found: Aggregate | None = batch.aggregates.get(id) if batch else None
+        if found is None:
+            try:
+                found = self.repository.get(id)
+            except AggregateNotFoundError:
+                raise NotFound(f"no {cls.__name__.lower()} {id}", kind=cls.__name__) from None
+            if batch is not None:
+                batch.aggregates[id] = found
         if not isinstance(found, cls):
             raise NotFound(f"no {cls.__name__.lower()} {id}", kind=cls.__name__)
         return found
@@ -128,8 +162,55 @@ class CareCoordination(Application[UUID]):
         return at
 
     def commit(self, *aggregates: Aggregate | None) -> int:
+        """Record what the aggregates decided, atomically; the log position reached.
+
+        Inside :meth:`batch` nothing is written yet: the events join the batch and the position
+        is 0 (unknown until :meth:`record_batch`).
+        """
+        batch = self._batch()
+        if batch is not None:
+            batch.processing.collect_events(*aggregates)
+            batch.aggregates.update((a.id, a) for a in aggregates if a is not None)
+            return 0
         recordings = self.save(*aggregates)
         return max((r.notification.id for r in recordings), default=self.max_position())
+
+    # --- batches: several use cases, one transaction (for consumers of other systems) ------
+
+    def _batch(self) -> Batch | None:
+        batch: Batch | None = getattr(self._local, "batch", None)
+        return batch
+
+    @contextmanager
+    def batch(self) -> Iterator[Batch]:
+        """Run use cases in this thread without writing; :meth:`record_batch` writes them.
+
+        Use cases keep their signatures and rules. One that raises leaves the batch as it was,
+        unless it changed an aggregate before failing (:attr:`Batch.dirty`): then discard the
+        batch and run its commands again without that one.
+        """
+        if self._batch() is not None:
+            raise RuntimeError("batches do not nest")
+        self._local.batch = batch = Batch()
+        try:
+            yield batch
+        finally:
+            self._local.batch = None
+
+    def record_batch(self, batch: Batch, tracking: Tracking | None = None, **kwargs: Any) -> int:
+        """Write a batch's events and ``tracking`` (a position in another system's log) in one
+        transaction; ``kwargs`` go to the recorder. Raises ``IntegrityError`` on a conflict (an
+        aggregate changed meanwhile, or the tracked position was already recorded)."""
+        if batch.dirty:
+            raise RuntimeError("a failed use case left uncommitted changes in the batch")
+        if tracking is not None and not isinstance(self.recorder, ProcessRecorder):
+            raise RuntimeError("tracking needs a process recorder (APPLICATION_RECORDER_TOPIC)")
+        batch.processing.tracking = tracking
+        batch.processing.saved_kwargs.update(kwargs)
+        recordings = self._record(batch.processing)
+        self._take_snapshots(batch.processing)
+        self._notify(recordings)
+        return max((r.notification.id for r in recordings), default=0)
 
     def max_position(self) -> int:
         return self.recorder.max_notification_id() or 0

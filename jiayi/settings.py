@@ -25,6 +25,22 @@ class Settings(BaseSettings):
     #: AES key (base64, 16/24/32 bytes) to encrypt stored events; personal data at rest.
     cipher_key: SecretStr | None = None
 
+    # --- the Kafka exchange (off when kafka_bootstrap is unset) -------------------------------
+    #: ``host:port[,host:port]`` of the Kafka brokers.
+    kafka_bootstrap: str | None = None
+    #: What partner systems publish (CloudEvents); consumed by ``jiayi consume``.
+    partner_topic: str = "jiayi.partner-events"
+    #: Every domain event as an integration event, keyed by patient; ``jiayi publish``.
+    domain_topic: str = "jiayi.domain-events"
+    #: Partner messages that could not be applied, with the reason in headers.
+    dead_letter_topic: str = "jiayi.dead-letters"
+    #: Consumer group of ``jiayi consume`` (positions live in the event store, not the group).
+    consumer_group: str = "jiayi-inbound"
+    #: Partitions of the topics ``jiayi consume`` / ``jiayi publish`` create when missing.
+    kafka_partitions: int = 6
+    #: Most records one poll (and so one event-store transaction per partition) handles.
+    kafka_batch: int = 2000
+
     @property
     def uses_postgres(self) -> bool:
         return bool(self.postgres_url)

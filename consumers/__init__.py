@@ -1,0 +1,1 @@
+"""Apache Kafka exchange: partner events in (commands), domain events out, dead letters."""
