@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     idle_since = time.monotonic()
     print(f"consuming {settings.partner_topic} as group {settings.consumer_group}", flush=True)
     while not stop.is_set():
-        if inbound.poll_once():
+        if inbound.poll_once() or not inbound.positions:  # idle counts once assigned
             idle_since = time.monotonic()
         elif args.idle_exit is not None and time.monotonic() - idle_since > args.idle_exit:
             break
