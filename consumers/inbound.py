@@ -240,7 +240,9 @@ class InboundConsumer:
         ids: set[UUID] = {m.org_id for m in messages}
         for m in messages:
             ids.update(m.command.touches())
-        stored = self.recorder.select_events_of(ids - batch.aggregates.keys())
+        wanted = ids - batch.aggregates.keys()
+        stored = self.recorder.select_events_of(wanted)
+        batch.seed_absent(wanted - {s.originator_id for s in stored})
         for _, group in groupby(stored, key=lambda s: s.originator_id):
             events = [self.app.mapper.to_domain_event(s) for s in group]
             aggregate = project_aggregate(None, events)

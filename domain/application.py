@@ -77,10 +77,15 @@ class Batch:
     def __init__(self) -> None:
         self.processing: ProcessingEvent[UUID] = ProcessingEvent()
         self.aggregates: dict[UUID, Aggregate] = {}
+        self.absent: set[UUID] = set()
 
     def seed(self, aggregate: Aggregate) -> None:
         """Offer an aggregate loaded elsewhere (in bulk) so the use cases need not load it."""
         self.aggregates.setdefault(aggregate.id, aggregate)
+
+    def seed_absent(self, ids: set[UUID]) -> None:
+        """Say that these aggregates do not exist (a bulk read found nothing for them)."""
+        self.absent |= ids - self.aggregates.keys()
 
     @property
     def size(self) -> int:
@@ -133,6 +138,8 @@ class CareCoordination(Application[UUID]):
         """The aggregate ``id`` of type ``cls``, or :class:`NotFound`."""
         batch = self._batch()
         found: Aggregate | None = batch.aggregates.get(id) if batch else None
+        if found is None and batch is not None and id in batch.absent:
+            raise NotFound(f"no {cls.__name__.lower()} {id}", kind=cls.__name__)
         if found is None:
             try:
                 found = self.repository.get(id)

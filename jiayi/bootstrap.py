@@ -159,6 +159,7 @@ def build_inbound_consumer(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=settings.kafka_batch,
+        check_crcs=settings.kafka_check_crcs,
         fetch_max_bytes=64 * 1024 * 1024,
         max_partition_fetch_bytes=8 * 1024 * 1024,
         reconnect_backoff_max_ms=2000,

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     kafka_partitions: int = 6
     #: Most records one poll (and so one event-store transaction per partition) handles.
     kafka_batch: int = 2000
+    #: Whether the consumer re-checks record CRCs (kafka-python computes CRC32C in pure Python
+    #: unless the ``crc32c`` package is installed: about a quarter of the consumer's time).
+    kafka_check_crcs: bool = True
 
     @property
     def uses_postgres(self) -> bool:
