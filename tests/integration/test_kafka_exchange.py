@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from consumers.inbound import InboundConsumer
 from consumers.messages import partner_event
@@ -25,6 +28,7 @@ from tests.kafka_helpers import as_json, drain, exchange_settings, headers, prod
 from tests.world import World, build_world
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+ROOT = Path(__file__).resolve().parents[2]
 
 ACCEPTED = "cn.jiayi.partner.referral.accepted.v1"
 REJECTED = "cn.jiayi.partner.referral.rejected.v1"
@@ -139,6 +143,9 @@ def test_a_hospital_accepts_and_discharges_and_the_patients_events_go_out_in_ord
         "cn.jiayi.referral.returned-to-community.v1"
     )
     assert {m["id"] for m in mine} == {f"carecoordination:{p}" for p in positions}
+    schema = json.loads((ROOT / "consumers/schemas/outbound/domain-event.json").read_text())
+    for m in mine:
+        Draft202012Validator(schema).validate(m)
     assert {str(h) for h in headers(records[0])} >= {"content-type"}
 
 
