@@ -49,3 +49,9 @@ stop-services:
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
+
+# Partner events -> event store through the consumer, vs kafka-python + COPY (see consumers/README.md).
+bench-ingest: $(STAMP)
+	JIAYI_POSTGRES_URL=$${JIAYI_POSTGRES_URL:-$$(infra/postgres/ensure.sh)} \
+	JIAYI_KAFKA_BOOTSTRAP=$${JIAYI_KAFKA_BOOTSTRAP:-$$(infra/kafka/ensure.sh)} \
+	$(BIN)/python bench/ingest.py --messages $${MESSAGES:-200000} --patients $${PATIENTS:-20000} $(BENCH_ARGS)

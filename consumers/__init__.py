@@ -1,1 +1,1 @@
-"""Kafka exchange: inbound partner events, outbound relay of domain events, dead letters."""
+"""Apache Kafka exchange: partner events in (commands), domain events out, dead letters."""

@@ -7,9 +7,9 @@ from the start, so rules hold under concurrent requests.
 
 from __future__ import annotations
 
-import copy
 import functools
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -18,9 +18,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, cast
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, JSONTranscoder
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, ProcessRecorder, Tracking
 
 from domain.common import (
     Actor,
@@ -67,6 +67,39 @@ class Outcome:
     position: int
 
 
+class Batch:
+    """What use cases run inside :meth:`CareCoordination.batch` decided, not yet recorded.
+
+    Aggregates loaded or changed in the batch are kept (an identity map), so a later use case in
+    the same batch sees the changes of an earlier one.
+    """
+
+    def __init__(self, autoflush: int | None = None) -> None:
+        self.processing: ProcessingEvent[UUID] = ProcessingEvent()
+        self.aggregates: dict[UUID, Aggregate] = {}
+        self.absent: set[UUID] = set()
+        #: Write the events collected so far whenever there are this many (bulk mode).
+        self.autoflush = autoflush
+
+    def seed(self, aggregate: Aggregate) -> None:
+        """Offer an aggregate loaded elsewhere (in bulk) so the use cases need not load it."""
+        self.aggregates.setdefault(aggregate.id, aggregate)
+
+    def seed_absent(self, ids: set[UUID]) -> None:
+        """Say that these aggregates do not exist (a bulk read found nothing for them)."""
+        self.absent |= ids - self.aggregates.keys()
+
+    @property
+    def size(self) -> int:
+        """How many events the batch holds."""
+        return len(self.processing.events)
+
+    @property
+    def dirty(self) -> bool:
+        """A use case changed an aggregate and failed before committing it: the batch is spoilt."""
+        return any(a.pending_events for a in self.aggregates.values())
+
+
 def retrying(func: Callable[P, R]) -> Callable[P, R]:
     """Re-run a use case from the start when an optimistic-concurrency conflict occurs."""
 
@@ -94,10 +127,7 @@ class CareCoordination(Application[UUID]):
     ) -> None:
         super().__init__(env=dict(env or {}))
         self.clock = clock or (lambda: datetime.now(UTC))
-        #: In bulk mode (:meth:`bulk`): the aggregates the use cases changed, as they now are.
-        self._unsaved: dict[UUID, Aggregate] | None = None
-        self._pending: list[Any] = []
-        self._flush_at = 0
+        self._local = threading.local()
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -108,14 +138,17 @@ class CareCoordination(Application[UUID]):
 
     def load(self, cls: type[A], id: UUID) -> A:
         """The aggregate ``id`` of type ``cls``, or :class:`NotFound`."""
-        if self._unsaved is not None and id in self._unsaved:
-            # A copy, so that a use case that fails half-way leaves the bulk as it was.
-            found: Aggregate = copy.deepcopy(self._unsaved[id])
-        else:
+        batch = self._batch()
+        found: Aggregate | None = batch.aggregates.get(id) if batch else None
+        if found is None and batch is not None and id in batch.absent:
+            raise NotFound(f"no {cls.__name__.lower()} {id}", kind=cls.__name__)
+        if found is None:
             try:
                 found = self.repository.get(id)
             except AggregateNotFoundError:
                 raise NotFound(f"no {cls.__name__.lower()} {id}", kind=cls.__name__) from None
+            if batch is not None:
+                batch.aggregates[id] = found
         if not isinstance(found, cls):
             raise NotFound(f"no {cls.__name__.lower()} {id}", kind=cls.__name__)
         return found
@@ -138,48 +171,68 @@ class CareCoordination(Application[UUID]):
         return at
 
     def commit(self, *aggregates: Aggregate | None) -> int:
-        """Save what a use case changed, atomically; returns the log position reached.
+        """Record what the aggregates decided, atomically; the log position reached.
 
-        In bulk mode the changes are kept until the next flush and the position is 0.
+        Inside :meth:`batch` nothing is written yet: the events join the batch and the position
+        is 0 (unknown until :meth:`record_batch`).
         """
-        if self._unsaved is not None:
-            for aggregate in aggregates:
-                if aggregate is not None:
-                    self._pending.extend(aggregate.collect_events())
-                    self._unsaved[aggregate.id] = aggregate
-            if len(self._pending) >= self._flush_at:
-                self._flush()
+        batch = self._batch()
+        if batch is not None:
+            batch.processing.collect_events(*aggregates)
+            batch.aggregates.update((a.id, a) for a in aggregates if a is not None)
+            if batch.autoflush is not None and batch.size >= batch.autoflush:
+                self.record_batch(batch)
             return 0
         recordings = self.save(*aggregates)
         return max((r.notification.id for r in recordings), default=self.max_position())
 
+    # --- batches: several use cases, one transaction (for consumers of other systems) ------
+
+    def _batch(self) -> Batch | None:
+        batch: Batch | None = getattr(self._local, "batch", None)
+        return batch
+
     @contextmanager
-    def bulk(self, flush_every: int = 1000) -> Iterator[None]:
-        """Single-writer bulk mode for generating histories (the demo, benchmarks).
+    def bulk(self, flush_every: int = 1000) -> Iterator[Batch]:
+        """Single-writer bulk mode for generating histories (the demo, benchmarks): a batch
+        written about ``flush_every`` events at a time, in the order the use cases decided them,
+        instead of one transaction per use case. The aggregates stay in the batch as a cache,
+        which is only right while nothing else writes."""
+        with self.batch(autoflush=flush_every) as batch:
+            yield batch
+            self.record_batch(batch)
 
-        Use cases run exactly as usual (same rules, same events), but their changes are
-        written about ``flush_every`` events at a time, in one transaction each and in the
-        order they were decided, instead of one transaction per use case. Not for serving concurrent requests: a concurrent writer
-        would make a flush fail.
+    @contextmanager
+    def batch(self, autoflush: int | None = None) -> Iterator[Batch]:
+        """Run use cases in this thread without writing; :meth:`record_batch` writes them.
+
+        Use cases keep their signatures and rules. One that raises leaves the batch as it was,
+        unless it changed an aggregate before failing (:attr:`Batch.dirty`): then discard the
+        batch and run its commands again without that one.
         """
-        if self._unsaved is not None:
-            raise RuntimeError("already in bulk mode")
-        self._unsaved, self._flush_at = {}, flush_every
+        if self._batch() is not None:
+            raise RuntimeError("batches do not nest")
+        self._local.batch = batch = Batch(autoflush)
         try:
-            yield
-            self._flush()
+            yield batch
         finally:
-            self._unsaved = None
+            self._local.batch = None
 
-    def _flush(self) -> None:
-        """Write the pending events in the order the use cases decided them."""
-        if self._pending:
-            self.save(*self._pending)
-        self._pending = []
-        # After the flush the kept aggregates equal the stored ones: keep them as a cache
-        # (this is the only writer), bounded.
-        if self._unsaved is not None and len(self._unsaved) > 200_000:
-            self._unsaved.clear()
+    def record_batch(self, batch: Batch, tracking: Tracking | None = None, **kwargs: Any) -> int:
+        """Write a batch's events and ``tracking`` (a position in another system's log) in one
+        transaction; ``kwargs`` go to the recorder. Raises ``IntegrityError`` on a conflict (an
+        aggregate changed meanwhile, or the tracked position was already recorded)."""
+        if batch.dirty:
+            raise RuntimeError("a failed use case left uncommitted changes in the batch")
+        if tracking is not None and not isinstance(self.recorder, ProcessRecorder):
+            raise RuntimeError("tracking needs a process recorder (APPLICATION_RECORDER_TOPIC)")
+        batch.processing.tracking = tracking
+        batch.processing.saved_kwargs.update(kwargs)
+        recordings = self._record(batch.processing) if batch.processing.events or tracking else []
+        self._take_snapshots(batch.processing)
+        self._notify(recordings)
+        batch.processing = ProcessingEvent()
+        return max((r.notification.id for r in recordings), default=0)
 
     def max_position(self) -> int:
         return self.recorder.max_notification_id() or 0

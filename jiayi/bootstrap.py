@@ -5,11 +5,13 @@ Nothing is created at import time: callers build what they need from the setting
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from domain.application import CareCoordination
 from jiayi.settings import Settings
@@ -18,6 +20,10 @@ from projections.location import Location
 from projections.runner import RebuildSummary, Runner, RunnerThread, rebuild
 from projections.runner import select as select_projections
 from projections.views import ViewQueries
+
+if TYPE_CHECKING:
+    from consumers.inbound import InboundConsumer
+    from consumers.outbound import Relay
 
 
 def event_store_env(settings: Settings) -> dict[str, str]:
@@ -168,4 +174,101 @@ def rebuild_views(
         min(p.position for p in parts),
         time.perf_counter() - began,
         rows,
+    )
+
+
+# --- the Kafka exchange -------------------------------------------------------------------
+
+
+def build_exchange_application(
+    settings: Settings, clock: Callable[[], datetime] | None = None
+) -> CareCoordination:
+    """The application with the exchange's recorder: tracking positions and the inbox."""
+    from consumers.store import exchange_recorder_topic
+
+    ensure_schema(settings)
+    env = event_store_env(settings)
+    topic = exchange_recorder_topic(settings.uses_postgres)
+    env["APPLICATION_RECORDER_TOPIC"] = topic
+    env[f"{CareCoordination.name.upper()}_APPLICATION_RECORDER_TOPIC"] = topic
+    return CareCoordination(env=env, clock=clock)
+
+
+def _bootstrap(settings: Settings) -> list[str]:
+    if not settings.kafka_bootstrap:
+        raise ValueError("no Kafka configured (set JIAYI_KAFKA_BOOTSTRAP)")
+    return settings.kafka_bootstrap.split(",")
+
+
+def ensure_topics(settings: Settings) -> None:
+    """Create the exchange's topics if missing (the broker does not auto-create them)."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=_bootstrap(settings), client_id="jiayi-admin")
+    try:
+        existing = set(admin.list_topics())
+        for name in (settings.partner_topic, settings.domain_topic, settings.dead_letter_topic):
+            if name in existing:
+                continue
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics([NewTopic(name, settings.kafka_partitions, 1)])
+    finally:
+        admin.close()
+
+
+def build_producer(settings: Settings, client_id: str) -> Any:
+    from kafka import KafkaProducer
+
+    return KafkaProducer(
+        bootstrap_servers=_bootstrap(settings),
+        client_id=client_id,
+        acks="all",
+        linger_ms=5,
+        batch_size=256 * 1024,
+        delivery_timeout_ms=120_000,
+        reconnect_backoff_max_ms=2000,
+    )
+
+
+def build_inbound_consumer(
+    settings: Settings, app: CareCoordination | None = None
+) -> InboundConsumer:
+    from kafka import KafkaConsumer
+
+    from consumers.deadletter import DeadLetters
+    from consumers.inbound import InboundConsumer
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=_bootstrap(settings),
+        group_id=settings.consumer_group,
+        client_id="jiayi-consume",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=settings.kafka_batch,
+        check_crcs=settings.kafka_check_crcs,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        reconnect_backoff_max_ms=2000,
+    )
+    dead_letters = DeadLetters(
+        build_producer(settings, "jiayi-dead-letters"), settings.dead_letter_topic
+    )
+    return InboundConsumer(
+        app or build_exchange_application(settings),
+        consumer,
+        dead_letters,
+        settings.partner_topic,
+        max_records=settings.kafka_batch,
+    )
+
+
+def build_relay(settings: Settings, app: CareCoordination | None = None) -> Relay:
+    from consumers.outbound import Relay
+
+    return Relay(
+        app or build_exchange_application(settings),
+        lambda: build_producer(settings, "jiayi-publish"),
+        settings.domain_topic,
     )

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 #: Modules under ``jiayi.commands`` with ``register(subparsers)``; each sets ``func``.
-COMMANDS = ("demo", "projections", "replay", "serve", "tokens")
+COMMANDS = ("demo", "projections", "replay", "serve", "tokens", "consume", "publish")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,25 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
 
+    # --- the Kafka exchange (off when kafka_bootstrap is unset) -------------------------------
+    #: ``host:port[,host:port]`` of the Kafka brokers.
+    kafka_bootstrap: str | None = None
+    #: What partner systems publish (CloudEvents); consumed by ``jiayi consume``.
+    partner_topic: str = "jiayi.partner-events"
+    #: Every domain event as an integration event, keyed by patient; ``jiayi publish``.
+    domain_topic: str = "jiayi.domain-events"
+    #: Partner messages that could not be applied, with the reason in headers.
+    dead_letter_topic: str = "jiayi.dead-letters"
+    #: Consumer group of ``jiayi consume`` (positions live in the event store, not the group).
+    consumer_group: str = "jiayi-inbound"
+    #: Partitions of the topics ``jiayi consume`` / ``jiayi publish`` create when missing.
+    kafka_partitions: int = 6
+    #: Most records one poll (and so one event-store transaction per partition) handles.
+    kafka_batch: int = 2000
+    #: Whether the consumer re-checks record CRCs (kafka-python computes CRC32C in pure Python
+    #: unless the ``crc32c`` package is installed: about a quarter of the consumer's time).
+    kafka_check_crcs: bool = True
+
     @property
     def uses_postgres(self) -> bool:
         return bool(self.postgres_url)

@@ -1,8 +1,9 @@
-"""Shared fixtures: real PostgreSQL (started by the test command) and SQLite stores.
+"""Shared fixtures: real PostgreSQL and Apache Kafka (started by the test command), SQLite.
 
 ``JIAYI_TEST_POSTGRES_URL`` names the server (``make test`` starts one and sets it). Each test
-that uses PostgreSQL gets a schema of its own, dropped afterwards. With ``CI=true`` a test that
-needs PostgreSQL fails when none is reachable instead of skipping.
+that uses PostgreSQL gets a schema of its own, dropped afterwards. ``JIAYI_TEST_KAFKA`` names
+the broker; tests use topics of their own. With ``CI=true`` a test that needs PostgreSQL or
+Kafka fails when none is reachable instead of skipping.
 """
 
 from __future__ import annotations
@@ -42,6 +43,23 @@ def postgres_url() -> str:
     except psycopg.OperationalError as exc:
         _require("PostgreSQL", str(exc))
     return url
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """A real Apache Kafka broker (``JIAYI_TEST_KAFKA``; ``make test`` starts one)."""
+    address = os.environ.get("JIAYI_TEST_KAFKA")
+    if not address:
+        _require("Kafka", "JIAYI_TEST_KAFKA is not set (run `make test`)")
+    assert address is not None
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        KafkaAdminClient(bootstrap_servers=address.split(","), request_timeout_ms=5000).close()
+    except KafkaError as exc:
+        _require("Kafka", f"{address}: {exc}")
+    return address
 
 
 @pytest.fixture

@@ -1,0 +1,193 @@
+"""Partner events -> PostgreSQL event store through ``jiayi consume``'s consumer, vs. a raw pipeline.
+
+    JIAYI_POSTGRES_URL=postgresql://jiayi@127.0.0.1:55432/jiayi \\
+    JIAYI_KAFKA_BOOTSTRAP=$(infra/kafka/ensure.sh) \\
+    .venv/bin/python bench/ingest.py --messages 200000 --patients 20000
+
+Prepares a population (one community center, ``--patients`` residents, saved in bulk) in a fresh
+PostgreSQL schema, puts ``--messages`` follow-up-recorded CloudEvents on a fresh 6-partition
+topic, then times the real consumer (validation, authorisation, commands through the
+application's use cases, inbox + offsets + events in one transaction per partition batch)
+until every message is applied. The raw pipeline reads the same messages with kafka-python and
+COPYs their values into a table; the ratio says what the exchange's work costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psycopg
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from psycopg import sql
+
+from consumers.messages import partner_event
+from domain.common import Actor
+from domain.patients import Patient
+from jiayi.bootstrap import build_exchange_application, build_inbound_consumer, ensure_topics
+from jiayi.settings import Settings
+
+FOLLOWUP = "cn.jiayi.partner.followup.recorded.v1"
+
+
+def national_id(serial: int) -> str:
+    body = f"320106{date(1950, 1, 1) + timedelta(days=serial % 20000):%Y%m%d}{serial % 1000:03d}"
+    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+    return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, weights, strict=True)) % 11]
+
+
+def count_events(url: str, schema: str) -> int:
+    with psycopg.connect(url) as conn:
+        q = sql.SQL("SELECT count(*) FROM {}.carecoordination_events").format(
+            sql.Identifier(schema)
+        )
+        row = conn.execute(q).fetchone()
+    return int(row[0]) if row else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--patients", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument(
+        "--no-crc-check", action="store_true", help="both pipelines skip client CRC checks"
+    )
+    args = parser.parse_args()
+    url = os.environ.get("JIAYI_POSTGRES_URL") or "postgresql://jiayi@127.0.0.1:55432/jiayi"
+    bootstrap = os.environ.get("JIAYI_KAFKA_BOOTSTRAP") or "127.0.0.1:59092"
+    tag = uuid.uuid4().hex[:8]
+    schema = f"bench_ingest_{tag}"
+    settings = Settings(
+        postgres_url=url,
+        postgres_schema=schema,
+        kafka_bootstrap=bootstrap,
+        partner_topic=f"bench.{tag}.partner",
+        domain_topic=f"bench.{tag}.domain",
+        dead_letter_topic=f"bench.{tag}.dead",
+        consumer_group=f"bench.{tag}",
+        kafka_partitions=6,
+        kafka_batch=args.batch,
+        kafka_check_crcs=not args.no_crc_check,
+    )
+    ensure_topics(settings)
+    app = build_exchange_application(settings)
+    try:
+        today = datetime.now(UTC)
+        center = app.register_organisation(
+            "community_center", "鼓楼社区卫生服务中心", "鼓楼区", Actor("setup", uuid.UUID(int=0))
+        ).id
+        admin = Actor("registry", center)
+        t0 = time.perf_counter()
+        patients = []
+        for start in range(0, args.patients, 500):
+            chunk = [
+                Patient.register(
+                    uuid.uuid4(),
+                    "王秀英",
+                    "F",
+                    date(1950, 3, 4),
+                    national_id(i),
+                    "13800000000",
+                    "鼓楼区",
+                    center,
+                    admin,
+                    today,
+                )
+                for i in range(start, min(start + 500, args.patients))
+            ]
+            app.save(*chunk)
+            patients += [p.id for p in chunk]
+        print(f"population: {len(patients)} patients in {time.perf_counter() - t0:.1f} s")
+
+        t0 = time.perf_counter()
+        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024)
+        day = today.date().isoformat()
+        for i in range(args.messages):
+            p = patients[i % len(patients)]
+            data = {
+                "patient_id": str(p),
+                "on": day,
+                "kind": "face_to_face" if i % 3 else "phone",
+                "measurements": {"systolic_bp": 120 + i % 40, "diastolic_bp": 80 + i % 15},
+                "staff_id": f"gp-{i % 40}",
+            }
+            value = partner_event(FOLLOWUP, center, f"his-{tag}-{i}", data, today)
+            producer.send(settings.partner_topic, key=str(p).encode(), value=value)
+        producer.flush()
+        producer.close()
+        print(f"produced: {args.messages} partner events in {time.perf_counter() - t0:.1f} s")
+
+        before = count_events(url, schema)
+        inbound = build_inbound_consumer(settings, app=app)
+        inbound.subscribe()
+        t0 = time.perf_counter()
+        while inbound.applied + inbound.dead < args.messages:
+            inbound.poll_once(timeout_ms=200)
+        jiayi_s = time.perf_counter() - t0
+        inbound.consumer.close()
+        events = count_events(url, schema) - before
+        print(
+            f"jiayi consume: {args.messages} messages -> {events} events in {jiayi_s:.1f} s: "
+            f"{events / jiayi_s:,.0f} events/s ({args.messages / jiayi_s:,.0f} messages/s), "
+            f"dead letters: {inbound.dead}"
+        )
+
+        raw_s = raw_pipeline(settings, url, schema, args.messages)
+        print(
+            f"raw pipeline (kafka-python + COPY): {args.messages} rows in {raw_s:.1f} s: "
+            f"{args.messages / raw_s:,.0f} rows/s"
+        )
+        print(
+            f"ratio jiayi/raw (messages/s): {(args.messages / jiayi_s) / (args.messages / raw_s):.2f}"
+        )
+    finally:
+        app.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    return 0
+
+
+def raw_pipeline(settings: Settings, url: str, schema: str, n: int) -> float:
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        check_crcs=settings.kafka_check_crcs,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    parts = [TopicPartition(settings.partner_topic, p) for p in range(settings.kafka_partitions)]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    table = sql.Identifier(schema, "raw_ingest")
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE {} (topic text, part int, off bigint, key bytea, value bytea)"
+            ).format(table)
+        )
+        conn.commit()
+        t0 = time.perf_counter()
+        done = 0
+        while done < n:
+            polled = consumer.poll(timeout_ms=200, max_records=settings.kafka_batch)
+            with conn.cursor() as cur, cur.copy(sql.SQL("COPY {} FROM STDIN").format(table)) as cp:
+                for records in polled.values():
+                    for r in records:
+                        cp.write_row((r.topic, r.partition, r.offset, r.key, r.value))
+                        done += 1
+            conn.commit()
+        elapsed = time.perf_counter() - t0
+    consumer.close()
+    return elapsed
+
+
+if __name__ == "__main__":
+    sys.exit(main())

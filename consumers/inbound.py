@@ -1,0 +1,250 @@
+"""``jiayi consume``: partner events in, as application commands, effects exactly once.
+
+Per polled partition batch, one event-store transaction holds the events of every message
+applied, the inbox rows of those messages (CloudEvent source + id) and the partition's next
+offset (``Tracking("kafka:<topic>:<partition>", offset + 1)``). On assignment the consumer
+seeks to the stored offset; Kafka's committed offsets are not used. A message already in the
+inbox (redelivered, or re-published by the partner) is skipped. A message that fails
+validation, authorisation or a domain rule is sent to the dead-letter topic (and acknowledged
+by the broker) before the batch's transaction commits, so it is never lost; after a crash
+between the two it may be dead-lettered twice.
+
+A use case that fails after changing an aggregate spoils the batch (``Batch.dirty``): the batch
+is then split around the failing message, and the good messages still apply.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from itertools import groupby
+from typing import Any, Protocol
+from uuid import UUID
+
+from eventsourcing.application import project_aggregate
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StoredEvent,
+    Tracking,
+)
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
+
+from consumers.deadletter import DeadLetters, Failure
+from consumers.messages import MessageRejected, PartnerMessage, decode
+from consumers.store import MessageKey
+from domain.application import Batch, CareCoordination
+from domain.common import DomainError, NotFound
+from domain.organisations import Organisation
+
+log = logging.getLogger(__name__)
+
+Item = tuple[ConsumerRecord, PartnerMessage | Failure]
+RETRIES = 10
+
+
+class ExchangeRecorder(Protocol):
+    def received(self, keys: Any) -> set[MessageKey]: ...
+    def select_events_of(self, ids: Any) -> list[StoredEvent]: ...
+    def max_tracking_id(self, application_name: str) -> int | None: ...
+
+
+class _Spoilt(Exception):
+    def __init__(self, index: int, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.index = index
+        self.failure = failure
+
+
+def tracking_name(tp: TopicPartition) -> str:
+    return f"kafka:{tp.topic}:{tp.partition}"
+
+
+def _failure(exc: Exception) -> Failure:
+    cls = type(exc)
+    code = getattr(exc, "code", "domain-rule-broken")
+    return Failure(code, getattr(exc, "message", str(exc)), f"{cls.__module__}.{cls.__qualname__}")
+
+
+class InboundConsumer:
+    """A member of the partner-topic consumer group; positions live in the event store."""
+
+    def __init__(
+        self,
+        app: CareCoordination,
+        consumer: KafkaConsumer,
+        dead_letters: DeadLetters,
+        topic: str,
+        max_records: int = 2000,
+    ) -> None:
+        self.app = app
+        self.recorder: ExchangeRecorder = app.recorder  # type: ignore[assignment]
+        self.consumer = consumer
+        self.dead_letters = dead_letters
+        self.topic = topic
+        self.max_records = max_records
+        #: Next offset per assigned partition, as stored.
+        self.positions: dict[TopicPartition, int | None] = {}
+        self.applied = 0
+        self.dead = 0
+
+    # --- positions ----------------------------------------------------------------------
+
+    def positions_total(self) -> int:
+        """Messages handled so far over the assigned partitions (offsets start at 0)."""
+        return sum(p or 0 for p in self.positions.values())
+
+    def stored(self, tp: TopicPartition) -> int | None:
+        return self.recorder.max_tracking_id(tracking_name(tp))
+
+    def seek_to_stored(self, tp: TopicPartition) -> None:
+        position = self.positions[tp] = self.stored(tp)
+        if position is None:
+            self.consumer.seek_to_beginning(tp)
+        else:
+            self.consumer.seek(tp, position)
+
+    def subscribe(self) -> None:
+        consumer = self
+
+        class SeekToStored(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                for tp in revoked:
+                    consumer.positions.pop(tp, None)
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                for tp in assigned:
+                    consumer.seek_to_stored(tp)
+                log.info("assigned %s", sorted(f"{t.topic}:{t.partition}" for t in assigned))
+
+        self.consumer.subscribe([self.topic], listener=SeekToStored())
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        self.subscribe()
+        while not stop.is_set():
+            self.poll_once()
+
+    def poll_once(self, timeout_ms: int = 500) -> int:
+        try:
+            polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
+        except KafkaError as exc:  # the client reconnects by itself; wait and poll again
+            log.warning("poll failed: %s", exc)
+            time.sleep(1)
+            return 0
+        handled = 0
+        for tp, records in polled.items():
+            try:
+                handled += self.handle(tp, records)
+            except (OperationalError, InterfaceError, IntegrityError, KafkaError) as exc:
+                log.warning("partition %s: %s; going back to the stored position", tp, exc)
+                time.sleep(1)
+                self._rewind(tp)
+        return handled
+
+    def _rewind(self, tp: TopicPartition) -> None:
+        try:
+            self.seek_to_stored(tp)
+        except Exception as exc:  # database still away: the next failure rewinds again
+            log.warning("could not rewind %s: %s", tp, exc)
+            self.positions.pop(tp, None)
+            self.consumer.seek(tp, self.consumer.position(tp))
+
+    # --- one partition's batch ------------------------------------------------------------
+
+    def handle(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> int:
+        start = self.positions.get(tp)
+        items: list[Item] = [
+            (r, self._decode(r)) for r in records if start is None or r.offset >= start
+        ]
+        for attempt in range(RETRIES):
+            if not items:
+                return 0
+            try:
+                self._apply_split(tp, items)
+                self.positions[tp] = items[-1][0].offset + 1
+                return len(items)
+            except IntegrityError:
+                # An aggregate changed meanwhile, or another member applied some of these.
+                stored = self.stored(tp)
+                if stored is not None:
+                    items = [i for i in items if i[0].offset >= stored]
+                time.sleep(0.05 * (attempt + 1))
+        raise IntegrityError(f"{tp}: kept conflicting")
+
+    @staticmethod
+    def _decode(record: ConsumerRecord) -> PartnerMessage | Failure:
+        try:
+            return decode(record.value)
+        except MessageRejected as exc:
+            return _failure(exc)
+
+    def _apply_split(self, tp: TopicPartition, items: list[Item]) -> None:
+        try:
+            self._apply(tp, items)
+        except _Spoilt as spoilt:
+            i = spoilt.index
+            if i:
+                self._apply_split(tp, items[:i])
+            self._apply(tp, [(items[i][0], spoilt.failure)])
+            if items[i + 1 :]:
+                self._apply_split(tp, items[i + 1 :])
+
+    def _apply(self, tp: TopicPartition, items: list[Item]) -> None:
+        messages = [m for _, m in items if isinstance(m, PartnerMessage)]
+        seen = self.recorder.received({m.key for m in messages})
+        failed: list[tuple[ConsumerRecord, Failure]] = []
+        received: list[MessageKey] = []
+        with self.app.batch() as batch:
+            self._prefetch(batch, messages)
+            for index, (record, message) in enumerate(items):
+                if isinstance(message, Failure):
+                    failed.append((record, message))
+                    continue
+                if message.key in seen:
+                    continue  # applied before: redelivered or re-published
+                try:
+                    self._authorise(message)
+                    message.command.run(self.app, message.actor, message.at)
+                except (DomainError, MessageRejected) as exc:
+                    if batch.dirty:
+                        raise _Spoilt(index, _failure(exc)) from exc
+                    failed.append((record, _failure(exc)))
+                    continue
+                seen.add(message.key)
+                received.append(message.key)
+            self.dead_letters.send(failed)
+            self.app.record_batch(
+                batch, Tracking(tracking_name(tp), items[-1][0].offset + 1), received=received
+            )
+        self.applied += len(received)
+        self.dead += len(failed)
+
+    def _authorise(self, message: PartnerMessage) -> None:
+        """The source names a registered organisation; the domain decides what it may do."""
+        try:
+            self.app.load(Organisation, message.org_id)
+        except NotFound:
+            raise MessageRejected(
+                "unknown-source", f"{message.source} is not a registered organisation"
+            ) from None
+
+    def _prefetch(self, batch: Batch, messages: list[PartnerMessage]) -> None:
+        """Read every aggregate the batch will need in one query."""
+        ids: set[UUID] = {m.org_id for m in messages}
+        for m in messages:
+            ids.update(m.command.touches())
+        wanted = ids - batch.aggregates.keys()
+        stored = self.recorder.select_events_of(wanted)
+        batch.seed_absent(wanted - {s.originator_id for s in stored})
+        for _, group in groupby(stored, key=lambda s: s.originator_id):
+            events = [self.app.mapper.to_domain_event(s) for s in group]
+            aggregate = project_aggregate(None, events)
+            if aggregate is not None:
+                batch.seed(aggregate)

@@ -1,0 +1,383 @@
+"""The message contract: CloudEvents 1.0 in structured mode, and inbound commands.
+
+Structured mode (``content-type: application/cloudevents+json``, the whole envelope in the
+value) because a message is then one self-contained document: partners validate it with the
+published JSON Schema, a dead letter keeps it whole, and it survives bridges that drop headers.
+
+Inbound: each partner type becomes one immutable command; ``run`` calls one use case of the
+application with the partner organisation as the actor. The rules stay in the domain.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import Enum
+from functools import cache
+from importlib import resources
+from typing import Any, ClassVar
+from uuid import UUID
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from domain.application import CareCoordination
+from domain.common import Actor, stable_id
+from domain.followups import FollowUps
+
+CONTENT_TYPE = "application/cloudevents+json"
+PARTNER_STAFF = "partner-system"
+_SOURCE = re.compile(r"^urn:jiayi:org:([0-9a-fA-F-]{32,36})$")
+
+
+class MessageRejected(Exception):
+    """A message the consumer cannot apply; ``code`` is stable (the dead letter's reason)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# --- inbound commands -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    """What a partner message asks the application to do."""
+
+    type: ClassVar[str]
+
+    def touches(self) -> Iterator[UUID]:
+        """Aggregates the command will load (read in bulk before a batch)."""
+        return iter(())
+
+    def run(self, app: CareCoordination, actor: Actor, at: datetime | None) -> None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class RequestReferral(Command):
+    type = "cn.jiayi.partner.referral.requested.v1"
+    referral_id: UUID
+    patient_id: UUID
+    hospital_id: UUID
+    department: str
+    reason: str
+    diagnosis: str
+    urgency: str
+
+    def touches(self) -> Iterator[UUID]:
+        yield from (self.patient_id, self.hospital_id, FollowUps.id_for(self.patient_id))
+
+    def run(self, app: CareCoordination, actor: Actor, at: datetime | None) -> None:
+        app.request_referral(
+            self.patient_id,
+            self.hospital_id,
+            self.department,
+            self.reason,
+            self.diagnosis,
+            self.urgency,
+            actor,
+            id=self.referral_id,
+            at=at,
+        )
+
+
+@dataclass(frozen=True)
+class ReferralStep(Command):
+    referral_id: UUID
+
+    def touches(self) -> Iterator[UUID]:
+        yield self.referral_id
+
+
+@dataclass(frozen=True)
+class AcceptReferral(ReferralStep):
+    type = "cn.jiayi.partner.referral.accepted.v1"
+    note: str = ""
+
+    def run(self, app: CareCoordination, actor: Actor, at: datetime | None) -> None:
+        app.accept_referral(self.referral_id, actor, note=self.note, at=at)
+
+
+@dataclass(frozen=True)
+class RejectReferral(ReferralStep):
+    type = "cn.jiayi.partner.referral.rejected.v1"
+    reason_code: str = ""
+    note: str = ""
+
+    def run(self, app: CareCoordination, actor: Actor, at: datetime | None) -> None:
+        app.reject_referral(self.referral_id, self.reason_code, actor, note=self.note, at=at)
+
+
+@dataclass(frozen=True)
+class RecordArrival(ReferralStep):
+    type = "cn.jiayi.partner.patient.arrived.v1"
+
+    def run(self, app: CareCoordination, actor: Actor, at: datetime | None) -> None:
+        app.record_arrival(self.referral_id, actor, at=at)
+
+
+@dataclass(frozen=True)
+class ReturnToCommunity(ReferralStep):
+    type = "cn.jiayi.partner.patient.discharged.v1"
+    summary: str = ""
+    prescriptions: tuple[dict[str, Any], ...] = ()
+    rehabilitation: str = ""
+    follow_up_due: date = date.min
+
+    def run(self, app: CareCoordination, actor: Actor, at: datetime | None) -> None:
+        app.return_to_community(
+            self.referral_id,
+            self.summary,
+            [dict(p) for p in self.prescriptions],
+            self.rehabilitation,
+            self.follow_up_due,
+            actor,
+            at=at,
+        )
+
+
+@dataclass(frozen=True)
+class RecordAttendance(Command):
+    type = "cn.jiayi.partner.booking.attended.v1"
+    quota_id: UUID
+    booking_id: UUID
+    attended: bool = True
+
+    def touches(self) -> Iterator[UUID]:
+        yield self.quota_id
+
+    def run(self, app: CareCoordination, actor: Actor, at: datetime | None) -> None:
+        app.record_attendance(self.quota_id, self.booking_id, self.attended, actor, at=at)
+
+
+@dataclass(frozen=True)
+class RecordNoShow(RecordAttendance):
+    type = "cn.jiayi.partner.booking.no-show.v1"
+    attended: bool = False
+
+
+@dataclass(frozen=True)
+class RecordFollowUp(Command):
+    type = "cn.jiayi.partner.followup.recorded.v1"
+    visit_id: UUID
+    patient_id: UUID
+    on: date
+    kind: str
+    measurements: dict[str, float] = field(default_factory=dict)
+    risk_level: str | None = None
+    note: str = ""
+    obligation_id: UUID | None = None
+
+    def touches(self) -> Iterator[UUID]:
+        yield from (self.patient_id, FollowUps.id_for(self.patient_id))
+
+    def run(self, app: CareCoordination, actor: Actor, at: datetime | None) -> None:
+        app.record_follow_up(
+            self.patient_id,
+            self.on,
+            self.kind,
+            actor,
+            measurements=dict(self.measurements),
+            risk_level=self.risk_level,
+            note=self.note,
+            obligation_id=self.obligation_id,
+            id=self.visit_id,
+            at=at,
+        )
+
+
+def _referral(d: dict[str, Any], source: str, id: str) -> RequestReferral:
+    return RequestReferral(
+        referral_id=stable_id(source, id),  # a re-published request names the same referral
+        patient_id=UUID(d["patient_id"]),
+        hospital_id=UUID(d["hospital_id"]),
+        department=d["department"],
+        reason=d["reason"],
+        diagnosis=d["diagnosis"],
+        urgency=d["urgency"],
+    )
+
+
+def _followup(d: dict[str, Any], source: str, id: str) -> RecordFollowUp:
+    return RecordFollowUp(
+        visit_id=stable_id(source, id),
+        patient_id=UUID(d["patient_id"]),
+        on=date.fromisoformat(d["on"]),
+        kind=d["kind"],
+        measurements={k: float(v) for k, v in d.get("measurements", {}).items()},
+        risk_level=d.get("risk_level"),
+        note=d.get("note", ""),
+        obligation_id=UUID(d["obligation_id"]) if d.get("obligation_id") else None,
+    )
+
+
+_TRANSLATE: dict[str, Any] = {
+    RequestReferral.type: _referral,
+    AcceptReferral.type: lambda d, s, i: AcceptReferral(
+        UUID(d["referral_id"]), note=d.get("note", "")
+    ),
+    RejectReferral.type: lambda d, s, i: RejectReferral(
+        UUID(d["referral_id"]), reason_code=d["reason_code"], note=d.get("note", "")
+    ),
+    RecordArrival.type: lambda d, s, i: RecordArrival(UUID(d["referral_id"])),
+    ReturnToCommunity.type: lambda d, s, i: ReturnToCommunity(
+        UUID(d["referral_id"]),
+        summary=d["summary"],
+        prescriptions=tuple(d["prescriptions"]),
+        rehabilitation=d.get("rehabilitation", ""),
+        follow_up_due=date.fromisoformat(d["follow_up_due"]),
+    ),
+    RecordAttendance.type: lambda d, s, i: RecordAttendance(
+        UUID(d["quota_id"]), UUID(d["booking_id"])
+    ),
+    RecordNoShow.type: lambda d, s, i: RecordNoShow(UUID(d["quota_id"]), UUID(d["booking_id"])),
+    RecordFollowUp.type: _followup,
+}
+INBOUND_TYPES = tuple(sorted(_TRANSLATE))
+
+
+@cache
+def validator(type: str) -> Draft202012Validator:
+    text = resources.files("consumers").joinpath(f"schemas/inbound/{type}.json").read_text()
+    # Formats (date, date-time) are checked where they are parsed, below: cheaper.
+    return Draft202012Validator(json.loads(text))
+
+
+@dataclass(frozen=True)
+class PartnerMessage:
+    """A valid partner CloudEvent: who sent it, its identity, and the command it carries."""
+
+    source: str
+    id: str
+    type: str
+    org_id: UUID
+    staff_id: str
+    at: datetime | None
+    command: Command
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.source, self.id)
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.staff_id, self.org_id)
+
+
+def decode(value: bytes | None) -> PartnerMessage:
+    """Parse, validate and translate one message, or raise :class:`MessageRejected`."""
+    try:
+        envelope = json.loads(value or b"")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MessageRejected("malformed-message", f"not JSON: {exc}") from None
+    if not isinstance(envelope, dict):
+        raise MessageRejected("malformed-message", "a CloudEvent is a JSON object")
+    type = envelope.get("type")
+    if type not in _TRANSLATE:
+        raise MessageRejected("unknown-type", f"unknown message type {type!r}")
+    check = validator(type)
+    error = None if check.is_valid(envelope) else best_match(check.iter_errors(envelope))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        raise MessageRejected("schema-violation", f"{where}: {error.message}")
+    source: str = envelope["source"]
+    match = _SOURCE.match(source)
+    if match is None:  # pragma: no cover - the schema's pattern already says so
+        raise MessageRejected("unknown-source", f"source {source!r} names no organisation")
+    data = envelope["data"]
+    try:
+        at = datetime.fromisoformat(envelope["time"]) if "time" in envelope else None
+        if at is not None and at.tzinfo is None:
+            raise ValueError("time needs a timezone")
+        command = _TRANSLATE[type](data, source, envelope["id"])
+    except ValueError as exc:
+        raise MessageRejected("schema-violation", str(exc)) from None
+    return PartnerMessage(
+        source=source,
+        id=envelope["id"],
+        type=type,
+        org_id=UUID(match.group(1)),
+        staff_id=data.get("staff_id") or PARTNER_STAFF,
+        at=at,
+        command=command,
+    )
+
+
+def partner_event(
+    type: str,
+    org_id: UUID,
+    id: str,
+    data: dict[str, Any],
+    time: datetime | None = None,
+) -> bytes:
+    """Encode a partner CloudEvent (what partner systems send; for tests and the benchmark)."""
+    envelope: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": id,
+        "source": f"urn:jiayi:org:{org_id}",
+        "type": type,
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+    if time is not None:
+        envelope["time"] = time.isoformat()
+    return json.dumps(envelope, default=_json_default, ensure_ascii=False).encode()
+
+
+# --- outbound ------------------------------------------------------------------------------
+
+APPLICATION_SOURCE = "urn:jiayi:app:carecoordination"
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def outbound_type(topic: str) -> str:
+    """``domain.referrals:Referral.PatientArrived`` -> ``cn.jiayi.referral.patient-arrived.v1``."""
+    aggregate, _, name = topic.partition(":")[2].partition(".")
+    kebab = _CAMEL.sub("-", name).lower()
+    return f"cn.jiayi.{_CAMEL.sub('-', aggregate).lower()}.{kebab}.v1"
+
+
+def _json_default(obj: object) -> Any:
+    if isinstance(obj, UUID):
+        return str(obj)
+    if isinstance(obj, datetime | date):
+        return obj.isoformat()
+    if isinstance(obj, Actor):
+        return {"staff_id": obj.staff_id, "org_id": str(obj.org_id)}
+    if isinstance(obj, set | frozenset):
+        return sorted(obj, key=str)
+    if isinstance(obj, Enum):
+        return obj.value
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+def domain_event(event: Any, topic: str, position: int, app_name: str, patient_id: UUID) -> bytes:
+    """Encode one domain event as an integration CloudEvent; the id is stable per position."""
+    fields = {
+        k: v
+        for k, v in vars(event).items()
+        if k not in ("originator_id", "originator_version", "timestamp")
+    }
+    at = fields.get("at")
+    envelope = {
+        "specversion": "1.0",
+        "id": f"{app_name}:{position}",
+        "source": APPLICATION_SOURCE,
+        "type": outbound_type(topic),
+        "subject": str(event.originator_id),
+        "time": (at if isinstance(at, datetime) else event.timestamp).isoformat(),
+        "datacontenttype": "application/json",
+        "partitionkey": str(patient_id),
+        "sequence": str(position),
+        "aggregateid": str(event.originator_id),
+        "aggregateversion": event.originator_version,
+        "recordedat": event.timestamp.isoformat(),
+        "data": fields,
+    }
+    return json.dumps(envelope, default=_json_default, ensure_ascii=False).encode()

@@ -1,0 +1,48 @@
+"""``jiayi consume``: apply partner events from Kafka, exactly once, until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from jiayi.bootstrap import build_inbound_consumer, ensure_topics
+from jiayi.settings import Settings
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "consume", help="apply partner events from Kafka (CloudEvents) as commands"
+    )
+    p.add_argument("--idle-exit", type=float, default=None, help="stop after N idle seconds")
+    p.set_defaults(func=run)
+
+
+def stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = Settings()
+    ensure_topics(settings)
+    inbound = build_inbound_consumer(settings)
+    stop = stop_on_signals()
+    inbound.subscribe()
+    idle_since = time.monotonic()
+    print(f"consuming {settings.partner_topic} as group {settings.consumer_group}", flush=True)
+    while not stop.is_set():
+        if inbound.poll_once() or not inbound.positions:  # idle counts once assigned
+            idle_since = time.monotonic()
+        elif args.idle_exit is not None and time.monotonic() - idle_since > args.idle_exit:
+            break
+    print(f"applied {inbound.applied}, dead-lettered {inbound.dead}", flush=True)
+    inbound.consumer.close()
+    inbound.app.close()
+    return 0

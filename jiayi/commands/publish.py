@@ -1,0 +1,31 @@
+"""``jiayi publish``: relay every domain event to Kafka in log order, until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from jiayi.bootstrap import build_relay, ensure_topics
+from jiayi.commands.consume import stop_on_signals
+from jiayi.settings import Settings
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "publish", help="publish domain events to Kafka (keyed by patient)"
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = Settings()
+    ensure_topics(settings)
+    relay = build_relay(settings)
+    stop = stop_on_signals()
+    print(f"publishing to {settings.domain_topic} from position {relay.position()}", flush=True)
+    relay.run(stop)
+    print(f"published {relay.published}", flush=True)
+    relay.app.close()
+    return 0

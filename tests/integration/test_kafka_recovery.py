@@ -1,0 +1,242 @@
+"""Crashes and outages: a consumer killed mid-run, a broker restarted under a running exchange."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from consumers.messages import partner_event
+from consumers.outbound import Relay
+from jiayi.bootstrap import (
+    build_exchange_application,
+    build_inbound_consumer,
+    build_relay,
+    ensure_topics,
+)
+from jiayi.settings import Settings
+from tests.kafka_helpers import as_json, count_events, exchange_settings, produce, read_all
+from tests.world import World, build_world
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+
+ROOT = Path(__file__).resolve().parents[2]
+FOLLOWUP = "cn.jiayi.partner.followup.recorded.v1"
+VISITS = "FollowUps.VisitRecorded"
+
+
+def followups(world: World, patients: list[UUID], n: int, prefix: str) -> list[tuple[bytes, bytes]]:
+    day = world.today.isoformat()
+    out = []
+    for i in range(n):
+        p = patients[i % len(patients)]
+        data = {"patient_id": str(p), "on": day, "kind": "phone", "note": f"visit {i}"}
+        out.append((str(p).encode(), partner_event(FOLLOWUP, world.center, f"{prefix}-{i}", data)))
+    return out
+
+
+def wait_for(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JIAYI_")}
+    env.update(
+        JIAYI_POSTGRES_URL=settings.postgres_url or "",
+        JIAYI_POSTGRES_SCHEMA=settings.postgres_schema or "",
+        JIAYI_DATA_DIR=str(settings.data_dir),
+        JIAYI_KAFKA_BOOTSTRAP=settings.kafka_bootstrap or "",
+        JIAYI_PARTNER_TOPIC=settings.partner_topic,
+        JIAYI_DOMAIN_TOPIC=settings.domain_topic,
+        JIAYI_DEAD_LETTER_TOPIC=settings.dead_letter_topic,
+        JIAYI_CONSUMER_GROUP=settings.consumer_group,
+        JIAYI_KAFKA_BATCH="200",
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+def test_a_consumer_killed_mid_run_and_restarted_applies_each_message_exactly_once(
+    postgres_settings: Settings, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    settings = exchange_settings(postgres_settings, kafka_bootstrap)
+    ensure_topics(settings)
+    app = build_exchange_application(settings)
+    world = build_world(app)
+    patients = [world.patient(serial=i) for i in range(20)]
+    n = 12_000
+    produce(kafka_bootstrap, settings.partner_topic, followups(world, patients, n, "kill"))
+    url, schema = settings.postgres_url or "", settings.postgres_schema or ""
+    cmd = [sys.executable, "-m", "jiayi.cli", "consume"]
+
+    log = (tmp_path / "consume-1.log").open("w")
+    first = subprocess.Popen(cmd, env=env_for(settings), cwd=ROOT, stdout=log, stderr=log)
+    wait_for(lambda: count_events(url, schema, VISITS) >= 1000, 120, "the first applied batches")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    applied_before_kill = count_events(url, schema, VISITS)
+    assert applied_before_kill < n, "killed too late to be mid-run"
+
+    log = (tmp_path / "consume-2.log").open("w")
+    second = subprocess.run(
+        [*cmd, "--idle-exit", "4"],
+        env=env_for(settings),
+        cwd=ROOT,
+        stdout=log,
+        stderr=log,
+        timeout=240,
+    )
+    assert second.returncode == 0, (tmp_path / "consume-2.log").read_text()[-2000:]
+
+    assert count_events(url, schema, VISITS) == n
+    visits = sum(
+        len(app.load(__import__("domain.followups").followups.FollowUps, f).visits)
+        for f in {__import__("domain.followups").followups.FollowUps.id_for(p) for p in patients}
+    )
+    assert visits == n
+    inbound = build_inbound_consumer(settings, app=app)
+    offsets = 0
+    for partition in range(settings.kafka_partitions):
+        from kafka import TopicPartition
+
+        offsets += inbound.stored(TopicPartition(settings.partner_topic, partition)) or 0
+    inbound.consumer.close()
+    assert offsets == n
+    app.close()
+
+
+# --- a broker of our own, restarted under a running consumer and relay ----------------------
+
+PORT, CONTROLLER_PORT = 59192, 59193
+
+
+@pytest.fixture
+def own_broker(
+    tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str
+) -> Iterator[dict[str, str]]:
+    env = dict(
+        os.environ,
+        JIAYI_KAFKA_PORT=str(PORT),
+        JIAYI_KAFKA_CONTROLLER_PORT=str(CONTROLLER_PORT),
+        JIAYI_KAFKA_DIR=str(tmp_path_factory.mktemp("kafka-restart")),
+        JIAYI_KAFKA_HEAP="512m",
+    )
+    subprocess.run([ROOT / "infra/kafka/ensure.sh"], env=env, check=True, stdout=subprocess.DEVNULL)
+    yield env
+    subprocess.run([ROOT / "infra/kafka/stop.sh"], env=env, check=False)
+
+
+def test_consumer_and_relay_resume_by_themselves_after_the_broker_restarts(
+    postgres_settings: Settings, own_broker: dict[str, str]
+) -> None:
+    bootstrap = f"127.0.0.1:{PORT}"
+    settings = exchange_settings(postgres_settings, bootstrap)
+    ensure_topics(settings)
+    app = build_exchange_application(settings)
+    world = build_world(app)
+    patients = [world.patient(serial=i) for i in range(10)]
+    url, schema = settings.postgres_url or "", settings.postgres_schema or ""
+    inbound = build_inbound_consumer(settings, app=build_exchange_application(settings))
+    relay = build_relay(settings, app=build_exchange_application(settings))
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=inbound.run, args=(stop,), daemon=True),
+        threading.Thread(target=relay.run, args=(stop,), daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    try:
+        produce(bootstrap, settings.partner_topic, followups(world, patients, 300, "before"))
+        wait_for(lambda: count_events(url, schema, VISITS) == 300, 90, "messages before")
+
+        subprocess.run([ROOT / "infra/kafka/stop.sh"], env=own_broker, check=True)
+        for i in range(3):  # the application goes on writing while the broker is away
+            world.patient(serial=100 + i)
+        time.sleep(2)
+        subprocess.run(
+            [ROOT / "infra/kafka/ensure.sh"], env=own_broker, check=True, stdout=subprocess.DEVNULL
+        )
+
+        produce(bootstrap, settings.partner_topic, followups(world, patients, 300, "after"))
+        wait_for(lambda: count_events(url, schema, VISITS) == 600, 120, "messages after")
+        wait_for(lambda: relay.position() >= app.max_position(), 120, "the relay to catch up")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert all(not t.is_alive() for t in threads)
+
+    expected = [n.id for n in app.recorder.select_notifications(start=1, limit=1_000_000)]
+    records = read_all(bootstrap, settings.domain_topic, len(expected), timeout=60)
+    seen = [int(as_json(r)["sequence"]) for r in records]
+    assert set(seen) == set(expected)  # nothing skipped
+    by_key: dict[bytes, list[int]] = defaultdict(list)
+    for r in records:
+        by_key[r.key].append(int(as_json(r)["sequence"]))
+    for positions in by_key.values():  # duplicates possible, reordering not
+        firsts = list(dict.fromkeys(positions))
+        assert firsts == sorted(firsts)
+    inbound.consumer.close()
+    for a in (app, inbound.app, relay.app):
+        a.close()
+
+
+def test_the_relay_restarted_after_an_unacknowledged_page_neither_skips_nor_reorders(
+    postgres_settings: Settings, kafka_bootstrap: str
+) -> None:
+    settings = exchange_settings(postgres_settings, kafka_bootstrap)
+    ensure_topics(settings)
+    app = build_exchange_application(settings)
+    world = build_world(app)
+    for i in range(5):
+        world.contracted_patient(serial=i)
+
+    relay = build_relay(settings, app=app)
+    relay.page = 7
+    relay.publish_once()
+    relay.publish_once()
+    stored = relay.position()
+
+    class CrashBeforeStoring(Exception):
+        pass
+
+    def crash(*_: object) -> None:
+        raise CrashBeforeStoring  # sent and acknowledged, but the position is not stored
+
+    relay.recorder.insert_tracking = crash  # type: ignore[method-assign]
+    with pytest.raises(CrashBeforeStoring):
+        relay.publish_once()
+    del relay.recorder.insert_tracking  # type: ignore[attr-defined]
+    relay.close()
+    assert build_relay(settings, app=app).position() == stored
+
+    restarted: Relay = build_relay(settings, app=app)
+    while restarted.publish_once():
+        pass
+    restarted.close()
+
+    expected = [n.id for n in app.recorder.select_notifications(start=1, limit=100_000)]
+    records = read_all(kafka_bootstrap, settings.domain_topic, len(expected) + 7)
+    positions = [int(as_json(r)["sequence"]) for r in records]
+    assert set(positions) == set(expected)
+    assert len(positions) == len(expected) + 7  # one page sent twice, nothing else
+    by_key: dict[bytes, list[int]] = defaultdict(list)
+    for r in records:
+        by_key[r.key].append(int(as_json(r)["sequence"]))
+    for seq in by_key.values():
+        assert list(dict.fromkeys(seq)) == sorted(set(seq))
+    app.close()

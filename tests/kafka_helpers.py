@@ -1,0 +1,90 @@
+"""Helpers for the Kafka tests: per-test topics, producing partner events, reading topics."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import psycopg
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from psycopg import sql
+
+from consumers.inbound import InboundConsumer
+from jiayi.settings import Settings
+
+
+def exchange_settings(base: Settings, bootstrap: str, partitions: int = 3) -> Settings:
+    tag = uuid.uuid4().hex[:8]
+    return base.model_copy(
+        update={
+            "kafka_bootstrap": bootstrap,
+            "partner_topic": f"t.{tag}.partner",
+            "domain_topic": f"t.{tag}.domain",
+            "dead_letter_topic": f"t.{tag}.dead",
+            "consumer_group": f"g.{tag}",
+            "kafka_partitions": partitions,
+        }
+    )
+
+
+def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), linger_ms=5)
+    for key, value in messages:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def read_all(
+    bootstrap: str, topic: str, expect: int = 0, timeout: float = 30
+) -> list[ConsumerRecord]:
+    """Every record on the topic (at least ``expect`` of them), partition by partition."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False)
+    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    out: list[ConsumerRecord] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        end = consumer.end_offsets(parts)
+        for batch in consumer.poll(timeout_ms=300).values():
+            out += batch
+        if len(out) >= expect and all(consumer.position(p) >= end[p] for p in parts):
+            break
+    consumer.close()
+    return sorted(out, key=lambda r: (r.partition, r.offset))
+
+
+def drain(inbound: InboundConsumer, until: Callable[[], bool], timeout: float = 60) -> None:
+    """Poll until ``until()`` holds (checked when a poll brings nothing new)."""
+    inbound.subscribe()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not inbound.poll_once(timeout_ms=300) and until():
+            return
+    raise AssertionError("the consumer did not get there in time")
+
+
+def count_events(url: str, schema: str, topic_suffix: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.carecoordination_events WHERE topic LIKE %s").format(
+                sql.Identifier(schema)
+            ),
+            ("%" + topic_suffix,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def headers(record: ConsumerRecord) -> dict[str, str]:
+    return {k: v.decode() for k, v in record.headers or []}
+
+
+def as_json(record: ConsumerRecord) -> Any:
+    import json
+
+    return json.loads(record.value)
