@@ -89,16 +89,18 @@ class Ctx:
                 "lang": self.lang,
                 "who": self.who,
                 "csrf": session.csrf_token(self.request),
-                "switch": {
-                    code: str(self.request.url.include_query_params(lang=code))
-                    for code in i18n.LANGUAGES
-                },
+                "switch": {code: self.url_with(lang=code) for code in i18n.LANGUAGES},
                 **values,
             },
             status_code=status,
         )
         self.keep(response)
         return response
+
+    def url_with(self, **params: str) -> str:
+        """This page's path and query with ``params`` changed (relative: proxies keep working)."""
+        url = self.request.url.include_query_params(**params)
+        return f"{url.path}?{url.query}"
 
     def keep(self, response: Response) -> None:
         """Remember an explicit language choice and a freshly minted form token."""
