@@ -1,5 +1,6 @@
 # The two commands: `make run` (the main job on the embedded default) and `make test`
-# (lint, types and the whole suite against real PostgreSQL and Apache Kafka).
+# (lint, types and the whole suite against real PostgreSQL and Apache Kafka, and the web pages
+# in headless Chromium).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -39,6 +40,7 @@ test: $(STAMP) lint typecheck
 	JIAYI_TEST_KAFKA=$${JIAYI_TEST_KAFKA:-$$(infra/kafka/ensure.sh)}; \
 	export JIAYI_TEST_KAFKA; \
 	started=0; [ -f "$$kafka_dir/started-by-ensure" ] && started=1; \
+	infra/browser/ensure.sh >/dev/null; \
 	status=0; $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
 	if [ $$started = 1 ]; then infra/kafka/stop.sh >&2 || true; fi; \
 	exit $$status

@@ -40,6 +40,12 @@ def get_application(svc: ServicesDep) -> CareCoordination:
     return svc.application()
 
 
+def lookup_principal(svc: Services, token: str) -> Principal | None:
+    """The caller ``token`` identifies (unknown or revoked: None). The API's bearer header and
+    the web pages' sign-in cookie both resolve tokens here."""
+    return svc.tokens.principal(token) if token else None
+
+
 def get_principal(
     svc: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -51,7 +57,7 @@ def get_principal(
             "a bearer token is required",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    principal = svc.tokens.principal(credentials.credentials)
+    principal = lookup_principal(svc, credentials.credentials)
     if principal is None:
         raise ApiProblem(
             401,

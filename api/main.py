@@ -11,6 +11,7 @@ from api import errors
 from api.idempotency import IdempotencyMiddleware
 from api.routes import MODULES
 from api.services import Services
+from api.web import install as install_pages
 from domain.application import CareCoordination
 from jiayi.settings import Settings
 from projections.queries import Queries
@@ -56,4 +57,5 @@ def create_app(
     api.add_middleware(IdempotencyMiddleware, store=services.idempotency)
     for module in MODULES:
         api.include_router(module.router)
+    install_pages(api)
     return api

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     #: several API processes on PostgreSQL, turn it off and run ``jiayi projections run``.
     projections_in_process: bool = True
     http_host: str = "127.0.0.1"
+    #: Language of the web pages (``zh`` or ``en``) when neither ``?lang=``, the cookie nor the
+    #: browser's Accept-Language chooses one.
+    ui_language: str = "zh"
     http_port: int = 8000
 
     # --- the Kafka exchange (off when kafka_bootstrap is unset) -------------------------------

@@ -65,6 +65,7 @@ def _print_help(host: str, port: int) -> None:
         "\n".join(
             [
                 f"jiayi API on {base}",
+                f"  web pages:       {base}/ui   (sign in with a token, below)",
                 f"  docs (OpenAPI):  {base}/docs   ({base}/openapi.json)",
                 f"  health / ready:  {base}/health  {base}/ready",
                 "  get a token (in another shell, same environment):",

@@ -1,0 +1,438 @@
+"""The web pages under ``/ui``: sign-in, patient search, journey, team workload, worklists.
+
+Pages read through the same :class:`Queries` and :class:`Scope` as the JSON API and act through
+the same use cases with the signed-in person's ``Actor``; roles per page are the API's
+(``api.deps``). Anything not visible reads as a 404 page; a broken rule shows its message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from api import deps
+from api.services import Services
+from api.tokens import Principal, Role
+from api.web import i18n, session
+from api.web import journey as layout
+from api.web.workload import workload_charts
+from domain.application import Outcome
+from domain.common import DomainError
+from domain.referrals import RejectionReason
+from projections.queries import Page, Queries
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.globals["local"] = layout.local
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+LIST = Page(limit=200)
+EVERYTHING = Page(limit=1000)
+
+
+class PageError(Exception):
+    """Shown as an error page with ``status`` and the label ``key``."""
+
+    def __init__(self, status: int, key: str, detail: str = "") -> None:
+        super().__init__(key)
+        self.status, self.key, self.detail = status, key, detail
+
+
+class SignInRequired(Exception):
+    pass
+
+
+@dataclass
+class Ctx:
+    """What every page knows: the request, its language, who is signed in."""
+
+    request: Request
+    lang: str
+    t: i18n.Labels
+    who: Principal | None
+
+    @property
+    def services(self) -> Services:
+        found: Services = self.request.app.state.services
+        return found
+
+    @property
+    def queries(self) -> Queries:
+        if self.services.queries is None:
+            raise PageError(503, "unavailable")
+        return self.services.queries
+
+    @property
+    def principal(self) -> Principal:
+        if self.who is None:
+            raise SignInRequired()
+        return self.who
+
+    def render(self, name: str, status: int = 200, **values: Any) -> HTMLResponse:
+        values.setdefault("message", None)
+        values.setdefault("error", None)
+        response = templates.TemplateResponse(
+            self.request,
+            name,
+            {
+                "t": self.t,
+                "lang": self.lang,
+                "who": self.who,
+                "csrf": session.csrf_token(self.request),
+                "switch": {code: self.url_with(lang=code) for code in i18n.LANGUAGES},
+                **values,
+            },
+            status_code=status,
+        )
+        self.keep(response)
+        return response
+
+    def url_with(self, **params: str) -> str:
+        """This page's path and query with ``params`` changed (relative: proxies keep working)."""
+        url = self.request.url.include_query_params(**params)
+        return f"{url.path}?{url.query}"
+
+    def keep(self, response: Response) -> None:
+        """Remember an explicit language choice and a freshly minted form token."""
+        chosen = self.request.query_params.get("lang")
+        if chosen in i18n.LANGUAGES:
+            response.set_cookie(i18n.COOKIE, chosen, path=session.PATH, samesite="strict")
+        session.remember_csrf(self.request, response)
+
+
+def context(request: Request) -> Ctx:
+    services: Services = request.app.state.services
+    lang = i18n.pick(
+        request.query_params.get("lang"),
+        request.cookies.get(i18n.COOKIE),
+        request.headers.get("accept-language"),
+        services.settings.ui_language,
+    )
+    return Ctx(request, lang, i18n.Labels(lang), session.principal(request))
+
+
+def allowed(*roles: Role) -> Callable[[Request], Ctx]:
+    """A page for signed-in people with one of ``roles`` (the API's roles for the same data)."""
+
+    def check(request: Request) -> Ctx:
+        ctx = context(request)
+        if ctx.principal.role not in roles:
+            raise PageError(403, "forbidden")
+        return ctx
+
+    return check
+
+
+async def form(request: Request) -> dict[str, str]:
+    """A urlencoded form body (the pages post nothing else)."""
+    body = (await request.body()).decode("utf-8", "replace")
+    return dict(parse_qsl(body, keep_blank_values=True))
+
+
+Anyone = Depends(context)
+Readers = Depends(allowed(*deps.READERS))
+CenterReaders = Depends(allowed(Role.CENTER_STAFF, Role.COORDINATOR, Role.AUDITOR))
+HospitalReaders = Depends(allowed(Role.HOSPITAL_STAFF, Role.COORDINATOR, Role.AUDITOR))
+Hospital = Depends(allowed(*deps.HOSPITAL))
+Center = Depends(allowed(*deps.CENTER))
+Form = Depends(form)
+
+
+def redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def home(who: Principal) -> str:
+    return {
+        Role.HOSPITAL_STAFF: "/ui/worklists/hospital",
+        Role.COORDINATOR: "/ui/teams",
+    }.get(who.role, "/ui/patients")
+
+
+def parse_as_of(ctx: Ctx, text: str | None) -> datetime | None:
+    """An auditor's moment: ISO 8601 or a browser's ``datetime-local`` (read as local time)."""
+    if not text:
+        return None
+    if ctx.principal.role != Role.AUDITOR:
+        raise PageError(403, "as_of_auditors")
+    try:
+        found = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise PageError(422, "error", f"as_of: {text}") from exc
+    return found if found.tzinfo else found.astimezone()
+
+
+def uuid_or_404(text: str) -> UUID:
+    try:
+        return UUID(text)
+    except ValueError as exc:
+        raise PageError(404, "not_found") from exc
+
+
+def check_csrf(ctx: Ctx, fields: dict[str, str]) -> None:
+    if not session.csrf_ok(ctx.request, fields.get("csrf", "")):
+        raise PageError(403, "csrf_failed")
+
+
+# --- sign-in ----------------------------------------------------------------------------------
+
+
+@router.get("")
+@router.get("/")
+def index(ctx: Ctx = Anyone) -> Response:
+    return redirect(home(ctx.principal))
+
+
+@router.get("/sign-in")
+def sign_in_page(ctx: Ctx = Anyone, next: str = "") -> HTMLResponse:
+    return ctx.render("sign_in.html", next=next)
+
+
+@router.post("/sign-in")
+def sign_in(ctx: Ctx = Anyone, fields: dict[str, str] = Form) -> Response:
+    check_csrf(ctx, fields)
+    token = fields.get("token", "").strip()
+    who = deps.lookup_principal(ctx.services, token)
+    if who is None:
+        return ctx.render("sign_in.html", status=401, error=ctx.t("invalid_token"), next="")
+    target = fields.get("next", "")
+    if not target.startswith("/ui/") or target.startswith("//"):
+        target = home(who)
+    response = redirect(target)
+    session.sign_in(ctx.request, response, token)
+    return response
+
+
+@router.post("/sign-out")
+def sign_out(ctx: Ctx = Anyone, fields: dict[str, str] = Form) -> Response:
+    check_csrf(ctx, fields)
+    response = redirect("/ui/sign-in")
+    session.sign_out(response)
+    return response
+
+
+# --- patients ---------------------------------------------------------------------------------
+
+
+@router.get("/patients")
+def patients(ctx: Ctx = Readers, q: str = "") -> HTMLResponse:
+    found = ctx.queries.search_patients(ctx.principal.scope, q, LIST) if q.strip() else []
+    return ctx.render("patients.html", q=q, patients=found, searched=bool(q.strip()))
+
+
+@router.get("/patients/{patient_id}")
+def patient_journey(patient_id: str, ctx: Ctx = Readers, as_of: str = "") -> HTMLResponse:
+    who = ctx.principal
+    pid = uuid_or_404(patient_id)
+    moment = parse_as_of(ctx, as_of)
+    queries, scope = ctx.queries, who.scope
+    patient = queries.patient(scope, pid, as_of=moment)
+    if patient is None:
+        raise PageError(404, "not_found")
+    entries = queries.timeline(scope, pid, page=EVERYTHING, as_of=moment) or []
+    referrals: dict[str, dict[str, Any]] = {}
+    for rid in dict.fromkeys(e["referral_id"] for e in entries if e.get("referral_id")):
+        found = queries.referral(scope, UUID(rid), as_of=moment)
+        if found is not None:
+            referrals[rid] = found
+    now = moment or datetime.now(UTC)
+    overdue: list[dict[str, Any]] = []
+    if moment is None and who.role != Role.HOSPITAL_STAFF and patient.get("center_id"):
+        work = queries.center_worklist(
+            scope, UUID(patient["center_id"]), now.astimezone().date(), EVERYTHING
+        )
+        overdue = [o for o in work["overdue_follow_ups"] if o["patient_id"] == str(pid)]
+    journey = layout.build(patient, entries, referrals, overdue, now, ctx.t)
+    return ctx.render(
+        "journey.html",
+        patient=patient,
+        journey=journey,
+        as_of=moment,
+        as_of_text=as_of,
+        layout=layout,
+    )
+
+
+# --- teams ------------------------------------------------------------------------------------
+
+
+@router.get("/teams")
+def teams(ctx: Ctx = CenterReaders) -> HTMLResponse:
+    return ctx.render("teams.html", teams=ctx.queries.teams(ctx.principal.scope, LIST))
+
+
+@router.get("/teams/{team_id}")
+def team(team_id: str, ctx: Ctx = CenterReaders, as_of: str = "") -> HTMLResponse:
+    moment = parse_as_of(ctx, as_of)
+    today = (moment or datetime.now(UTC)).astimezone().date()
+    found = ctx.queries.team_workload(
+        ctx.principal.scope, uuid_or_404(team_id), today, as_of=moment
+    )
+    if found is None:
+        raise PageError(404, "not_found")
+    return ctx.render(
+        "team.html",
+        team=found,
+        charts=workload_charts(found, ctx.t),
+        as_of=moment,
+        as_of_text=as_of,
+    )
+
+
+# --- worklists --------------------------------------------------------------------------------
+
+
+def _org(ctx: Ctx, org: str) -> UUID | None:
+    """Staff see their own organisation's worklist; coordinators and auditors name one."""
+    who = ctx.principal
+    if who.role in (Role.HOSPITAL_STAFF, Role.CENTER_STAFF):
+        return who.org_id
+    return uuid_or_404(org) if org.strip() else None
+
+
+def _hospital_page(
+    ctx: Ctx, org: UUID | None, status: int = 200, message: str = "", error: str = ""
+) -> HTMLResponse:
+    rows = ctx.queries.hospital_worklist(ctx.principal.scope, org, LIST) if org else []
+    now = datetime.now(UTC)
+    for r in rows:
+        requested = layout.moment(r.get("requested_at"))
+        r["waiting"] = layout.duration(now - requested, ctx.t) if requested else ""
+        r["waiting_long"] = bool(requested and now - requested > layout.DECISION_WAIT)
+    return ctx.render(
+        "hospital_worklist.html",
+        status=status,
+        org=org,
+        rows=rows,
+        reasons=[str(r) for r in RejectionReason],
+        message=message,
+        error=error,
+    )
+
+
+@router.get("/worklists/hospital")
+def hospital_worklist(ctx: Ctx = HospitalReaders, org: str = "", done: str = "") -> HTMLResponse:
+    message = ctx.t(f"{done}_msg") if done in ("accepted", "rejected") else ""
+    return _hospital_page(ctx, _org(ctx, org), message=message)
+
+
+def _center_page(
+    ctx: Ctx, org: UUID | None, status: int = 200, message: str = "", error: str = ""
+) -> HTMLResponse:
+    today = datetime.now(UTC).astimezone().date()
+    work: dict[str, list[dict[str, Any]]] = {
+        "returns_awaiting_acknowledgement": [],
+        "overdue_follow_ups": [],
+    }
+    if org is not None:
+        work = ctx.queries.center_worklist(ctx.principal.scope, org, today, LIST)
+    for o in work["overdue_follow_ups"]:
+        o["days_late"] = (today - date.fromisoformat(o["due"])).days
+    return ctx.render(
+        "center_worklist.html",
+        status=status,
+        org=org,
+        returns=work["returns_awaiting_acknowledgement"],
+        overdue=work["overdue_follow_ups"],
+        message=message,
+        error=error,
+    )
+
+
+@router.get("/worklists/center")
+def center_worklist(ctx: Ctx = CenterReaders, org: str = "", done: str = "") -> HTMLResponse:
+    message = ctx.t("acknowledged_msg") if done == "acknowledged" else ""
+    return _center_page(ctx, _org(ctx, org), message=message)
+
+
+# --- actions ----------------------------------------------------------------------------------
+
+
+def _act(
+    ctx: Ctx,
+    fields: dict[str, str],
+    step: Callable[[], Outcome],
+    done: str,
+    page: Callable[..., HTMLResponse],
+    back: str,
+) -> Response:
+    """Run a use case; on success wait for the views and redirect, else show the rule broken."""
+    check_csrf(ctx, fields)
+    try:
+        outcome = step()
+    except DomainError as exc:
+        text = ctx.t("not_found") if exc.not_found or exc.forbidden else exc.message
+        return page(ctx, ctx.principal.org_id, status=409, error=f"{text} ({exc.code})")
+    ctx.queries.wait_for(outcome.position, timeout=5.0)
+    return redirect(f"{back}?done={quote(done)}")
+
+
+@router.post("/referrals/{referral_id}/accept")
+def accept(referral_id: str, ctx: Ctx = Hospital, fields: dict[str, str] = Form) -> Response:
+    rid, app, actor = uuid_or_404(referral_id), ctx.services.application(), ctx.principal.actor
+    note = fields.get("note", "")[:4000]
+    return _act(
+        ctx,
+        fields,
+        lambda: app.accept_referral(rid, actor, note=note),
+        "accepted",
+        _hospital_page,
+        "/ui/worklists/hospital",
+    )
+
+
+@router.post("/referrals/{referral_id}/reject")
+def reject(referral_id: str, ctx: Ctx = Hospital, fields: dict[str, str] = Form) -> Response:
+    rid, app, actor = uuid_or_404(referral_id), ctx.services.application(), ctx.principal.actor
+    reason, note = fields.get("reason_code", ""), fields.get("note", "")[:4000]
+    if reason not in {str(r) for r in RejectionReason}:
+        return _hospital_page(ctx, actor.org_id, status=422, error=f"{ctx.t('reason')}: ?")
+    return _act(
+        ctx,
+        fields,
+        lambda: app.reject_referral(rid, reason, actor, note=note),
+        "rejected",
+        _hospital_page,
+        "/ui/worklists/hospital",
+    )
+
+
+@router.post("/referrals/{referral_id}/acknowledge")
+def acknowledge(referral_id: str, ctx: Ctx = Center, fields: dict[str, str] = Form) -> Response:
+    rid, app, actor = uuid_or_404(referral_id), ctx.services.application(), ctx.principal.actor
+    return _act(
+        ctx,
+        fields,
+        lambda: app.acknowledge_return(rid, actor),
+        "acknowledged",
+        _center_page,
+        "/ui/worklists/center",
+    )
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def on_page_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PageError)
+    ctx = context(request)
+    return ctx.render(
+        "error.html", status=exc.status, error=ctx.t(exc.key), detail=exc.detail, code=exc.status
+    )
+
+
+def on_sign_in_required(request: Request, exc: Exception) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.method != "GET":
+        target = ""
+    return redirect("/ui/sign-in" + (f"?next={quote(target)}" if target else ""))

@@ -1,0 +1,177 @@
+"""The web pages over plain HTTP (no browser): sign-in, scope, roles, language, as-of, CSRF and
+domain errors shown as pages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from domain.common import Actor
+from jiayi.settings import Settings
+from projections.queries import Scope
+from tests.e2e.pages_world import PagesWorld, serve_world
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PagesWorld]:
+    data = Path(tmp_path_factory.mktemp("pages")) / "data"
+    w = serve_world(Settings(data_dir=data, postgres_url=None, ui_language="zh"))
+    yield w
+    w.stop()
+
+
+def client(world: PagesWorld, **headers: str) -> httpx.Client:
+    return httpx.Client(base_url=world.url, timeout=30, headers=headers)
+
+
+def csrf(http: httpx.Client) -> str:
+    page = http.get("/ui/sign-in")
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found, page.text
+    return found.group(1)
+
+
+@contextmanager
+def signed_in(world: PagesWorld, who: str, **headers: str) -> Iterator[httpx.Client]:
+    with client(world, **headers) as http:
+        r = http.post("/ui/sign-in", data={"csrf": csrf(http), "token": world.tokens[who]})
+        assert r.status_code == 303, r.text
+        yield http
+
+
+def test_pages_need_a_signed_in_token(world: PagesWorld) -> None:
+    with client(world) as http:
+        r = http.get(f"/ui/patients/{world.patient}")
+        assert r.status_code == 303
+        assert r.headers["location"] == f"/ui/sign-in?next=/ui/patients/{world.patient}"
+        token = csrf(http)
+        bad = http.post("/ui/sign-in", data={"csrf": token, "token": "jy_nope_nope"})
+        assert bad.status_code == 401
+        assert "令牌无效或已被吊销" in bad.text
+        assert "jiayi_session" not in bad.headers.get("set-cookie", "")
+        no_csrf = http.post("/ui/sign-in", data={"csrf": "x" * 40, "token": world.tokens["center"]})
+        assert no_csrf.status_code == 403
+
+
+def test_sign_in_sets_a_strict_http_only_cookie_and_sign_out_clears_it(world: PagesWorld) -> None:
+    with client(world) as http:
+        r = http.post("/ui/sign-in", data={"csrf": csrf(http), "token": world.tokens["center"]})
+        assert r.status_code == 303 and r.headers["location"] == "/ui/patients"
+        cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith("jiayi_session="))
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/ui" in cookie
+        assert http.get("/ui/patients").status_code == 200
+        page = http.get("/ui/patients")
+        token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert token
+        out = http.post("/ui/sign-out", data={"csrf": token.group(1)})
+        assert out.status_code == 303
+        assert http.get("/ui/patients").status_code == 303
+
+
+def test_a_center_cannot_open_another_centers_patient(world: PagesWorld) -> None:
+    with signed_in(world, "other_center") as http:
+        r = http.get(f"/ui/patients/{world.patient}")
+        assert r.status_code == 404
+        assert "未找到，或您无权查看" in r.text
+        assert "王秀英" not in r.text
+        assert "王秀英" not in http.get("/ui/patients", params={"q": "王"}).text
+    with signed_in(world, "center") as http:
+        r = http.get(f"/ui/patients/{world.patient}")
+        assert r.status_code == 200 and "王秀英" in r.text
+        assert http.get(f"/ui/patients/{world.other_patient}").status_code == 404
+        assert http.get("/ui/patients/not-an-id").status_code == 404
+
+
+def test_roles_per_page(world: PagesWorld) -> None:
+    with signed_in(world, "hospital") as http:
+        assert http.get("/ui/teams").status_code == 403
+        assert http.get("/ui/worklists/center").status_code == 403
+        assert http.get("/ui/worklists/hospital").status_code == 200
+    with signed_in(world, "center") as http:
+        assert http.get("/ui/worklists/hospital").status_code == 403
+        assert http.get(f"/ui/teams/{world.team}").status_code == 200
+
+
+def test_language_from_parameter_cookie_browser_or_setting(world: PagesWorld) -> None:
+    with signed_in(world, "center", **{"Accept-Language": "en-GB,en;q=0.9"}) as http:
+        assert "Patients" in http.get("/ui/patients").text
+        chosen = http.get("/ui/patients", params={"lang": "zh"})
+        assert '<html lang="zh-CN">' in chosen.text
+        assert "jiayi_lang=zh" in chosen.headers["set-cookie"]
+        assert "患者" in http.get("/ui/patients").text  # the cookie wins over the browser
+    with signed_in(world, "center", **{"Accept-Language": "fr, en;q=0.5"}) as http:
+        assert '<html lang="en">' in http.get("/ui/patients").text
+    with signed_in(world, "center") as http:  # no preference: JIAYI_UI_LANGUAGE
+        assert '<html lang="zh-CN">' in http.get("/ui/patients").text
+
+
+def test_as_of_is_for_auditors_and_shows_the_past(world: PagesWorld) -> None:
+    before = datetime.now(UTC)
+    world.app.acknowledge_return(world.returned_referral, Actor("nurse-1", world.center))
+    assert world.views.queries.wait_for(world.app.max_position())
+    with signed_in(world, "center") as http:
+        r = http.get(f"/ui/patients/{world.patient}", params={"as_of": before.isoformat()})
+        assert r.status_code == 403
+        assert "只有审计人员" in r.text
+        assert (
+            http.get(f"/ui/teams/{world.team}", params={"as_of": before.isoformat()}).status_code
+            == 403
+        )
+    with signed_in(world, "auditor", **{"Accept-Language": "en"}) as http:
+        live = http.get("/ui/worklists/center", params={"org": str(world.center)})
+        assert str(world.returned_referral) not in live.text
+        journey = http.get(
+            "/ui/patients/" + _patient_of(world), params={"as_of": before.isoformat()}
+        )
+        assert journey.status_code == 200
+        assert 'id="as-of-banner"' in journey.text
+        assert 'data-status="returned"' in journey.text  # not yet acknowledged back then
+        now = http.get("/ui/patients/" + _patient_of(world))
+        assert 'data-status="acknowledged"' in now.text
+        team = http.get(f"/ui/teams/{world.team}", params={"as_of": before.isoformat()})
+        assert team.status_code == 200 and 'id="as-of-banner"' in team.text
+        assert http.get(f"/ui/teams/{world.team}", params={"as_of": "yesterday"}).status_code == 422
+
+
+def _patient_of(world: PagesWorld) -> str:
+    referral = world.views.queries.referral(Scope(everything=True), world.returned_referral)
+    assert referral is not None
+    patient: str = referral["patient_id"]
+    return patient
+
+
+def test_actions_need_the_form_token_and_show_broken_rules(world: PagesWorld) -> None:
+    with signed_in(world, "hospital", **{"Accept-Language": "en"}) as http:
+        page = http.get("/ui/worklists/hospital")
+        token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert token
+        forged = http.post(
+            f"/ui/referrals/{world.pending_referral}/accept", data={"csrf": "x" * 43}
+        )
+        assert forged.status_code == 403
+        # The first referral went back to the community long ago: accepting it breaks a rule.
+        broken = http.post(
+            f"/ui/referrals/{world.first_referral}/accept", data={"csrf": token.group(1)}
+        )
+        assert broken.status_code == 409
+        assert "referral-step-out-of-order" in broken.text or "(referral-" in broken.text
+        assert 'class="flash bad"' in broken.text
+        bad_reason = http.post(
+            f"/ui/referrals/{world.pending_referral}/reject",
+            data={"csrf": token.group(1), "reason_code": "bored"},
+        )
+        assert bad_reason.status_code == 422
+
+
+def test_assets_ship_with_the_package(world: PagesWorld) -> None:
+    with client(world) as http:
+        assert http.get("/ui/static/ui.css").status_code == 200
+        assert http.get("/ui/static/ui.js").status_code == 200
+        page = http.get("/ui/sign-in")
+        assert "http://" not in page.text and "https://" not in page.text  # nothing from a CDN
