@@ -19,10 +19,12 @@ from domain.referrals import Referral
 from jiayi.bootstrap import (
     build_exchange_application,
     build_inbound_consumer,
+    build_projections,
     build_relay,
     ensure_topics,
 )
 from jiayi.settings import Settings
+from projections.queries import Page, Scope
 from tests.conftest import Clock
 from tests.kafka_helpers import as_json, drain, exchange_settings, headers, produce, read_all
 from tests.world import World, build_world
@@ -149,9 +151,51 @@ def test_a_hospital_accepts_and_discharges_and_the_patients_events_go_out_in_ord
     assert {str(h) for h in headers(records[0])} >= {"content-type"}
 
 
-@pytest.mark.skip(reason="TODO(timeline): needs the timeline projection (projections branch)")
-def test_todo_acceptance_and_discharge_appear_in_the_patients_timeline() -> None:
-    """TODO after merging projections: the same story as above, asserted on the timeline view."""
+def test_a_hospitals_acceptance_and_discharge_appear_in_the_patients_timeline(
+    settings: Settings, app: CareCoordination, world: World, inbound: InboundConsumer
+) -> None:
+    patient = world.contracted_patient()
+    referral = world.referral(patient)
+    at = world.now()
+    send(
+        settings,
+        (
+            patient,
+            partner_event(ACCEPTED, world.hospital, "tl-1", {"referral_id": str(referral)}, at),
+        ),
+        (
+            patient,
+            partner_event(ARRIVED, world.hospital, "tl-2", {"referral_id": str(referral)}, at),
+        ),
+        (
+            patient,
+            partner_event(DISCHARGED, world.hospital, "tl-3", discharge(world, referral), at),
+        ),
+    )
+    drain(inbound, lambda: app.load(Referral, referral).status == "returned")
+
+    views = build_projections(settings, app)
+    try:
+        assert views.queries.wait_for(app.max_position(), timeout=30)
+        center = Scope(org_id=world.center, org_kind="community_center")
+        entries = views.queries.timeline(center, patient, page=Page(limit=100)) or []
+    finally:
+        views.close()
+    steps = [
+        e
+        for e in entries
+        if e.get("referral_id") == referral.hex or e.get("referral_id") == str(referral)
+    ]
+    kinds = [e["kind"] for e in steps]
+    assert kinds == [
+        "referral.requested",
+        "referral.accepted",
+        "referral.arrived",
+        "return.returned",
+    ]
+    by_hospital = [e for e in steps if e["kind"] in ("referral.accepted", "return.returned")]
+    assert {e["org_id"] for e in by_hospital} <= {world.hospital.hex, str(world.hospital)}
+    assert all(e["org_id"] for e in by_hospital)
 
 
 def test_bad_messages_go_to_dead_letters_and_good_ones_around_them_apply(
