@@ -26,7 +26,7 @@ from jiayi.demo import generate
 from jiayi.settings import Settings
 from projections.events import LogReader
 
-EVENTS_PER_PATIENT = 6.3
+EVENTS_PER_PATIENT = 4.8
 TODAY = date(2026, 5, 30)
 
 
@@ -65,9 +65,8 @@ def main() -> int:
         began = time.perf_counter()
         with ProcessPoolExecutor(args.workers) as pool:
             seeds = [1000 + have + w for w in range(args.workers)]
-            made = sum(
-                pool.map(_work, [args.schema] * args.workers, [patients] * args.workers, seeds)
-            )
+            list(pool.map(_work, [args.schema] * args.workers, [patients] * args.workers, seeds))
+        made = app.max_position() - have
         took = time.perf_counter() - began
         print(f"  generated {made:,} events in {took:.0f} s ({made / took:,.0f}/s)")
     total = app.max_position()
