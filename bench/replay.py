@@ -85,7 +85,7 @@ def main() -> int:
         after = page[-1].id
     read_only = n / (time.perf_counter() - began)
 
-    summary = rebuild_views(settings, workers=args.rebuild_workers)
+    summary = rebuild_views(settings)
     rate = summary.events / summary.seconds
     print(f"log: {total:,} events")
     print(f"read only:            {read_only:>10,.0f} events/s")
