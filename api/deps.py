@@ -126,7 +126,17 @@ def get_queries(
             "the read models are not available in this process",
             headers={"Retry-After": "5"},
         )
-    if wait_for_position is not None and not queries.wait_for(wait_for_position, timeout=5.0):
+    if wait_for_position is None or queries.position() >= wait_for_position:
+        return queries
+    if wait_for_position > queries.log_position():
+        raise ApiProblem(
+            422,
+            "position-not-recorded",
+            f"nothing has been recorded at position {wait_for_position}: pass a position "
+            "from a command's answer",
+            field="query.wait_for_position",
+        )
+    if not queries.wait_for(wait_for_position, timeout=5.0):
         raise ApiProblem(
             503,
             "views-behind",

@@ -36,6 +36,9 @@ class Queries(Protocol):
     def position(self) -> int:
         """The log position every view has processed up to."""
 
+    def log_position(self) -> int:
+        """The last position recorded in the log (the views may still be behind it)."""
+
     def wait_for(self, position: int, timeout: float = 5.0) -> bool:
         """Block until the views reach ``position`` (read-your-writes); False on timeout."""
 

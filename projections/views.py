@@ -71,6 +71,9 @@ class ViewQueries:
             return 0
         return min((found.get(n, 0) for n in names), default=0)
 
+    def log_position(self) -> int:
+        return self.reader.max_position()
+
     def wait_for(self, position: int, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout
         while self.position() < position:
