@@ -1,5 +1,8 @@
 """Dependencies as ``Annotated`` aliases: settings, application, caller, read side, paging.
 
+The ones that never block are ``async`` (no hop to a worker thread); the ones that may touch
+the database (the token lookup, the application, waiting for the views) are not.
+
 Authorization is one mechanism: each route declares the roles it admits with
 ``requires(...)``; which organisation may act on what is decided by the domain (commands) and
 by the caller's ``Scope`` (queries).
@@ -24,7 +27,7 @@ from projections.queries import Page, Queries, Scope
 bearer = HTTPBearer(auto_error=False, description="a token from `jiayi tokens issue`")
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
 
@@ -32,7 +35,7 @@ def services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(services)]
 
 
-def get_settings(svc: ServicesDep) -> Settings:
+async def get_settings(svc: ServicesDep) -> Settings:
     return svc.settings
 
 
@@ -71,7 +74,7 @@ def requires(*roles: Role) -> Any:
     """A dependency admitting only callers with one of ``roles`` (403 otherwise)."""
     allowed = frozenset(roles)
 
-    def check(principal: PrincipalDep) -> Principal:
+    async def check(principal: PrincipalDep) -> Principal:
         if principal.role not in allowed:
             raise ApiProblem(
                 403,
@@ -149,14 +152,14 @@ def get_queries(
 QueriesDep = Annotated[Queries, Depends(get_queries)]
 
 
-def get_scope(principal: Reader) -> Scope:
+async def get_scope(principal: Reader) -> Scope:
     return principal.scope
 
 
 ScopeDep = Annotated[Scope, Depends(get_scope)]
 
 
-def get_page(
+async def get_page(
     limit: Annotated[int, Query(ge=1, le=500, description="page size")] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000, description="rows to skip")] = 0,
 ) -> Page:
@@ -166,7 +169,7 @@ def get_page(
 PageDep = Annotated[Page, Depends(get_page)]
 
 
-def get_as_of(
+async def get_as_of(
     principal: PrincipalDep,
     as_of: Annotated[
         AwareDatetime | None,

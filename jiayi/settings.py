@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     projections_in_process: bool = True
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    #: Worker threads of a server process for the (synchronous) routes: requests beyond this
+    #: many wait in line instead of competing for the same cores and aggregates.
+    http_threads: int = 16
 
     @property
     def uses_postgres(self) -> bool:
