@@ -1,5 +1,8 @@
 """Dependencies as ``Annotated`` aliases: settings, application, caller, read side, paging.
 
+The ones that never block are ``async`` (no hop to a worker thread); the ones that may touch
+the database (the token lookup, the application, waiting for the views) are not.
+
 Authorization is one mechanism: each route declares the roles it admits with
 ``requires(...)``; which organisation may act on what is decided by the domain (commands) and
 by the caller's ``Scope`` (queries).
@@ -24,7 +27,7 @@ from projections.queries import Page, Queries, Scope
 bearer = HTTPBearer(auto_error=False, description="a token from `jiayi tokens issue`")
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
 
@@ -32,7 +35,7 @@ def services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(services)]
 
 
-def get_settings(svc: ServicesDep) -> Settings:
+async def get_settings(svc: ServicesDep) -> Settings:
     return svc.settings
 
 
@@ -77,7 +80,7 @@ def requires(*roles: Role) -> Any:
     """A dependency admitting only callers with one of ``roles`` (403 otherwise)."""
     allowed = frozenset(roles)
 
-    def check(principal: PrincipalDep) -> Principal:
+    async def check(principal: PrincipalDep) -> Principal:
         if principal.role not in allowed:
             raise ApiProblem(
                 403,
@@ -132,7 +135,17 @@ def get_queries(
             "the read models are not available in this process",
             headers={"Retry-After": "5"},
         )
-    if wait_for_position is not None and not queries.wait_for(wait_for_position, timeout=5.0):
+    if wait_for_position is None or queries.position() >= wait_for_position:
+        return queries
+    if wait_for_position > queries.log_position():
+        raise ApiProblem(
+            422,
+            "position-not-recorded",
+            f"nothing has been recorded at position {wait_for_position}: pass a position "
+            "from a command's answer",
+            field="query.wait_for_position",
+        )
+    if not queries.wait_for(wait_for_position, timeout=5.0):
         raise ApiProblem(
             503,
             "views-behind",
@@ -145,14 +158,14 @@ def get_queries(
 QueriesDep = Annotated[Queries, Depends(get_queries)]
 
 
-def get_scope(principal: Reader) -> Scope:
+async def get_scope(principal: Reader) -> Scope:
     return principal.scope
 
 
 ScopeDep = Annotated[Scope, Depends(get_scope)]
 
 
-def get_page(
+async def get_page(
     limit: Annotated[int, Query(ge=1, le=500, description="page size")] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000, description="rows to skip")] = 0,
 ) -> Page:
@@ -162,7 +175,7 @@ def get_page(
 PageDep = Annotated[Page, Depends(get_page)]
 
 
-def get_as_of(
+async def get_as_of(
     principal: PrincipalDep,
     as_of: Annotated[
         AwareDatetime | None,

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from api.database import SideStore
 from api.errors import UNAVAILABLE, problem, unavailable
@@ -93,6 +94,19 @@ class IdempotencyMiddleware(BaseHTTPMiddleware):
     def __init__(self, app: Callable[..., Awaitable[None]], store: IdempotencyStore) -> None:
         super().__init__(app)
         self.idempotency = store
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Requests that cannot be idempotent commands (not a POST, or no key) pass straight
+        through, without the cost of wrapping them."""
+        header = HEADER.lower().encode()
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or not any(name == header for name, _ in scope["headers"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
     async def dispatch(
         self, request: Request, call_next: Callable[[Request], Awaitable[Response]]

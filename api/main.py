@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import FastAPI
 
 from api import errors
@@ -43,6 +44,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # sync routes run in anyio's worker threads: their number bounds concurrent requests
+        to_thread.current_default_thread_limiter().total_tokens = services.settings.http_threads
         yield
         services.close()
 

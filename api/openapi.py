@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from api.errors import ApiProblem
 from api.schemas import CommandResult, ItemsPage
 from domain.application import Outcome
 
@@ -79,6 +80,19 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 COMMAND_ERRORS = problems(401, 403, 404, 409, 422, 503)
 QUERY_ERRORS = problems(401, 403, 404, 422, 503)
+
+
+T = TypeVar("T")
+
+NOT_VISIBLE = "nothing with that id is visible to you"
+
+
+def visible(found: T | None) -> T:
+    """What a query found in the caller's scope. ``None`` (absent, or outside the scope the
+    queries applied) is 404 ``not-found``: the same answer, so existence does not leak."""
+    if found is None:
+        raise ApiProblem(404, "not-found", NOT_VISIBLE)
+    return found
 
 
 def done(outcome: Outcome) -> CommandResult:

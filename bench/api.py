@@ -1,20 +1,27 @@
-"""API benchmark: prints figures, is not a test.
+"""API benchmark: prints figures, is not a test. Stops by itself.
 
-1. Booking race: 500 concurrent booking requests for 50 slots through the HTTP server; prints
-   how many succeeded (must be exactly 50) and the latency percentiles.
-2. Timelines: 50 concurrent clients read patient timelines; prints p50/p99 and requests/s.
-   Needs the read side wired into the API (until then it reports read-side-unavailable).
+1. Booking race: 500 concurrent booking requests for 50 slots through a real uvicorn server on
+   loopback; prints how many succeeded (must be exactly 50) and the latency percentiles. Runs
+   in a throwaway PostgreSQL schema (dropped afterwards), or a throwaway SQLite store.
+2. Timelines: 50 concurrent clients (asyncio + httpx, closed loop) read patient timelines
+   from a `jiayi serve` process on loopback, first on a large store, then on a store about
+   10x smaller; prints p50/p99 and requests/s for each and the ratio of the p99s. The stores
+   are read as they are: no events are written into them (the views are caught up first when
+   they are behind, and one auditor token is issued).
 
-    JIAYI_POSTGRES_URL=postgresql://... python bench/api.py [--timeline-seconds 20]
+    JIAYI_POSTGRES_URL=postgresql://... python bench/api.py \\
+        --large bench_replay_1m --small bench_api_100k [--seconds 15] [--no-race]
 
-Without JIAYI_POSTGRES_URL it runs on a throwaway SQLite store. The timeline part reads the
-patients already in the store (build one with `jiayi demo --patients N`).
+Build a store with `JIAYI_POSTGRES_SCHEMA=<schema> jiayi demo --patients N --today 2026-05-30`
+(about 5 events per resident) and its views with `jiayi projections rebuild`.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import asyncio
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,13 +34,17 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from api.database import SideStore
 from api.main import create_app
-from api.tokens import Role
-from jiayi.bootstrap import build_application
-from jiayi.commands.serve import build_read_side
+from api.tokens import Role, TokenStore
+from jiayi.bootstrap import build_application, build_projections, view_location
 from jiayi.settings import Settings
-from tests.e2e.server import Served, bearer
+from projections.events import LogReader
+from projections.runner import Runner
+from tests.e2e.server import Served, bearer, free_port
 from tests.world import build_world
+
+PATIENT_REGISTERED = "domain.patients:Patient.Registered"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -41,16 +52,43 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def booking_race(served: Served, settings: Settings, requests: int, slots: int) -> None:
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+# --- 1. the booking race ---------------------------------------------------------------------
+
+
+def booking_race(requests: int, slots: int, clients: int) -> float:
+    """Returns the p99 latency; fails when the number of successful bookings is not ``slots``."""
+    base = Settings()
+    schema = f"bench_race_{uuid.uuid4().hex[:8]}"
+    if base.uses_postgres:
+        settings = Settings(postgres_schema=schema)
+    else:
+        settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="jiayi-bench-")))
+    app = build_application(settings)
+    projections = build_projections(settings, app)
+    served = Served(create_app(settings, app=app, queries=projections.queries)).start()
+    try:
+        return _race(served, requests, slots, clients)
+    finally:
+        served.stop()
+        projections.close()
+        app.close()
+        if settings.uses_postgres:
+            _drop_schemas(settings, schema)
+
+
+def _race(served: Served, requests: int, slots: int, clients: int) -> float:
     app = served.services.application()
     world = build_world(app)
     patients = [world.contracted_patient(serial=i) for i in range(requests)]
-    session = world.today + timedelta(days=3)
     quota = app.publish_quota(
         world.hospital,
         "expert",
         "cardiology",
-        session,
+        world.today + timedelta(days=3),
         slots,
         datetime.now(UTC) + timedelta(days=2),
         world.hospital_staff,
@@ -73,60 +111,156 @@ def booking_race(served: Served, settings: Settings, requests: int, slots: int) 
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
     with httpx.Client(base_url=served.url, timeout=60, limits=limits) as client:
         began = time.perf_counter()
-        with ThreadPoolExecutor(50) as pool:
+        with ThreadPoolExecutor(clients) as pool:
             list(pool.map(lambda p: book(p, client), patients))
         elapsed = time.perf_counter() - began
-    ok = statuses.count(201)
-    full = statuses.count(409)
+    ok, full = statuses.count(201), statuses.count(409)
+    p99 = percentile(latencies, 0.99)
     print(f"booking race: {requests} requests for {slots} slots in {elapsed:.1f} s")
-    print(
-        f"  succeeded: {ok} (must be exactly {slots}); refused 409: {full}; other: "
-        f"{len(statuses) - ok - full}"
-    )
-    print(
-        f"  p50 {percentile(latencies, 0.5) * 1000:.1f} ms, p99 "
-        f"{percentile(latencies, 0.99) * 1000:.1f} ms"
-    )
+    print(f"  succeeded: {ok} (must be exactly {slots}); refused 409: {full}; other: ", end="")
+    print(len(statuses) - ok - full)
+    print(f"  p50 {ms(percentile(latencies, 0.5))}, p99 {ms(p99)}")
     if ok != slots:
         raise SystemExit("booking race: wrong number of successful bookings")
+    return p99
 
 
-def timelines(served: Served, seconds: float, clients: int) -> None:
-    app = served.services.application()
-    topic = "domain.patients:Patient.Registered"
-    patients = [n.originator_id for n in app.recorder.select_notifications(1, 5000, topics=[topic])]
-    token = served.token(Role.AUDITOR, staff="bench")
-    with httpx.Client(base_url=served.url, timeout=30) as probe:
-        r = probe.get(f"/patients/{patients[0]}/timeline", headers=bearer(token))
-        if r.status_code == 503:
-            print(f"timelines: skipped ({r.json().get('code')})")
-            return
+def _drop_schemas(settings: Settings, schema: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    assert settings.postgres_url is not None
+    with psycopg.connect(settings.postgres_url, autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname = %s OR starts_with(nspname, %s)",
+            (schema, f"{schema}_asof_"),
+        ).fetchall()
+        for (name,) in found:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
+# --- 2. timelines on two store sizes ---------------------------------------------------------
+
+
+class Store:
+    """One existing store (a PostgreSQL schema): its size, sample patients and a token."""
+
+    def __init__(self, schema: str, sample: int = 5000) -> None:
+        self.schema = schema
+        self.settings = Settings(postgres_schema=schema)
+        app = build_application(self.settings)
+        try:
+            reader = LogReader(app)
+            self.events = reader.max_position()
+            if self.events == 0:
+                raise SystemExit(f"schema {schema} holds no events")
+            projections = build_projections(self.settings, app, run=False)
+            try:
+                if projections.queries.position() < self.events:
+                    print(f"  {schema}: catching the views up to {self.events:,} ...")
+                    store = view_location(self.settings).open()
+                    Runner(store, reader).catch_up()
+                    store.close()
+            finally:
+                projections.close()
+            self.patients = self._sample(app, sample)
+        finally:
+            app.close()
+        side = SideStore(self.settings)
+        self.token = TokenStore(side).issue("bench", Role.AUDITOR)[0]
+        side.close()
+
+    def _sample(self, app: object, n: int) -> list[str]:
+        """Patients registered all along the log, not only at its start."""
+        recorder = app.recorder  # type: ignore[attr-defined]
+        out: list[str] = []
+        slices = 20
+        for k in range(slices):
+            start = 1 + k * self.events // slices
+            found = recorder.select_notifications(start, n // slices, topics=[PATIENT_REGISTERED])
+            out += [str(x.originator_id) for x in found]
+        return out
+
+
+class Server:
+    """``jiayi serve`` on a free loopback port, as its own process, on ``store``."""
+
+    def __init__(self, store: Store) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "JIAYI_POSTGRES_SCHEMA": store.schema,
+            "JIAYI_PROJECTIONS_IN_PROCESS": "false",
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "jiayi.cli", "serve", "--port", str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def __enter__(self) -> Server:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit("the server exited")
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit("the server did not become ready")
+
+    def __exit__(self, *_: object) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+async def _read(url: str, store: Store, clients: int, seconds: float, warmup: float) -> dict:
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    headers = bearer(store.token)
     latencies: list[float] = []
-    stop = time.perf_counter() + seconds
+    failures = 0
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+        began = time.perf_counter()
+        measure_from = began + warmup
+        stop = measure_from + seconds
 
-    def reader(i: int) -> None:
-        with httpx.Client(base_url=served.url, timeout=30) as client:
+        async def reader(i: int) -> None:
+            nonlocal failures
             k = i
-            while time.perf_counter() < stop:
-                pid = patients[k % len(patients)]
+            while (now := time.perf_counter()) < stop:
+                pid = store.patients[k % len(store.patients)]
                 k += clients
-                began = time.perf_counter()
-                client.get(f"/patients/{pid}/timeline", headers=bearer(token))
-                latencies.append(time.perf_counter() - began)
+                r = await client.get(f"/patients/{pid}/timeline", headers=headers)
+                done = time.perf_counter()
+                if now >= measure_from:
+                    latencies.append(done - now)
+                    failures += r.status_code != 200
 
-    began = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(reader, range(clients)))
-    elapsed = time.perf_counter() - began
-    events = app.max_position()
+        await asyncio.gather(*(reader(i) for i in range(clients)))
+    return {"latencies": latencies, "failures": failures, "seconds": seconds}
+
+
+def timelines(store: Store, clients: int, seconds: float) -> float:
+    with Server(store) as server:
+        result = asyncio.run(_read(server.url, store, clients, seconds, warmup=2.0))
+    lat = result["latencies"]
+    p99 = percentile(lat, 0.99)
     print(
-        f"timelines: {clients} clients, {len(latencies)} requests on a store of {events:,} events"
+        f"timelines on {store.schema} ({store.events:,} events): {clients} clients, "
+        f"{len(lat):,} requests, {result['failures']} not 200"
     )
     print(
-        f"  p50 {percentile(latencies, 0.5) * 1000:.1f} ms, p99 "
-        f"{percentile(latencies, 0.99) * 1000:.1f} ms, {len(latencies) / elapsed:,.0f} req/s"
+        f"  p50 {ms(percentile(lat, 0.5))}, p99 {ms(p99)}, "
+        f"{len(lat) / result['seconds']:,.0f} req/s"
     )
-    print(f"  median {statistics.median(latencies) * 1000:.1f} ms")
+    return p99
 
 
 def main() -> int:
@@ -134,20 +268,25 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--slots", type=int, default=50)
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--timeline-seconds", type=float, default=20)
+    parser.add_argument("--seconds", type=float, default=15, help="per timeline measurement")
+    parser.add_argument("--large", help="schema of the large store (>= 1,000,000 events)")
+    parser.add_argument("--small", help="schema of a store about 10x smaller")
+    parser.add_argument("--no-race", action="store_true", help="skip the booking race")
     args = parser.parse_args()
-    settings = Settings()
-    if not settings.uses_postgres:
-        settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="jiayi-bench-")))
-    application = build_application(settings)
-    queries = build_read_side(settings, application)
-    served = Served(create_app(settings, app=application, queries=queries)).start()
-    try:
-        booking_race(served, settings, args.requests, args.slots)
-        timelines(served, args.timeline_seconds, args.clients)
-    finally:
-        served.stop()
-        application.close()
+    if not args.no_race:
+        booking_race(args.requests, args.slots, args.clients)
+    if not (args.large and args.small):
+        print("timelines: skipped (give --large and --small schemas)")
+        return 0
+    if not Settings().uses_postgres:
+        raise SystemExit("timelines need JIAYI_POSTGRES_URL")
+    large, small = Store(args.large), Store(args.small)
+    p99_large = timelines(large, args.clients, args.seconds)
+    p99_small = timelines(small, args.clients, args.seconds)
+    print(
+        f"p99 {ms(p99_large)} on {large.events:,} events vs {ms(p99_small)} on "
+        f"{small.events:,} ({large.events / small.events:.1f}x): ratio {p99_large / p99_small:.2f}"
+    )
     return 0
 
 

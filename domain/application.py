@@ -49,6 +49,9 @@ R = TypeVar("R")
 A = TypeVar("A", bound=Aggregate)
 
 MAX_ATTEMPTS = 30
+#: Retry pauses: BACKOFF_BASE * 2**attempt seconds at most, never more than BACKOFF_CAP.
+BACKOFF_BASE = 0.001
+BACKOFF_CAP = 0.1
 #: Back-dated entries are fine; entries from the future are not (small clock skew allowed).
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -100,16 +103,34 @@ class Batch:
         return any(a.pending_events for a in self.aggregates.values())
 
 
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (1, 2, ...): exponential, full jitter."""
+    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+
+
 def retrying(func: Callable[P, R]) -> Callable[P, R]:
-    """Re-run a use case from the start when an optimistic-concurrency conflict occurs."""
+    """Re-run a use case from the start when an optimistic-concurrency conflict occurs.
+
+    The first attempt runs freely. After a conflict, the use case is re-run while holding a
+    lock shared by this process's retries of the same use case, pausing (exponential backoff,
+    full jitter) between further conflicts: the losers of a race on one hot aggregate (many
+    bookings of one quota at once) queue instead of colliding again and again. Between
+    processes the optimistic check still decides; the lock only saves wasted attempts.
+    """
+    retries = threading.RLock()
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        for attempt in range(MAX_ATTEMPTS):
-            try:
-                return func(*args, **kwargs)
-            except IntegrityError:
-                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+        try:
+            return func(*args, **kwargs)
+        except IntegrityError:
+            pass
+        with retries:
+            for attempt in range(1, MAX_ATTEMPTS):
+                try:
+                    return func(*args, **kwargs)
+                except IntegrityError:
+                    time.sleep(backoff(attempt))
         raise ConflictPersisted("the request kept conflicting with concurrent changes")
 
     return wrapper

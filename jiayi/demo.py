@@ -210,7 +210,7 @@ class CityBuilder:
         for i in range(n):
             center_id, _ = self.centers[i * len(self.centers) // n]
             age = min(95, max(0, int(self.rng.gauss(48, 22))))
-            birth = self.today - timedelta(days=age * 365 + self.rng.randint(0, 364))
+            birth = self.today - timedelta(days=age * 365 + self.rng.randint(3, 364))
             sex = self.rng.choice("FM")
             pid = self.uuid()
             tags = self._tags(age)

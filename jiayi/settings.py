@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     #: browser's Accept-Language chooses one.
     ui_language: str = "zh"
     http_port: int = 8000
+    #: Worker threads of a server process for the (synchronous) routes: requests beyond this
+    #: many wait in line instead of competing for the same cores and aggregates.
+    http_threads: int = 16
 
     # --- the Kafka exchange (off when kafka_bootstrap is unset) -------------------------------
     #: ``host:port[,host:port]`` of the Kafka brokers.

@@ -4,7 +4,8 @@ Every method reads views only (never aggregates). Results are JSON-ready dicts: 
 moments as ISO 8601 text. ``as_of`` (a timezone-aware moment) reads the views as they stood
 then (replayed into a separate store); ``None`` reads the live views.
 Scope: ``Scope`` says which organisation (or district, or everything) the reader may see;
-rows outside the scope are not returned (a single item outside it reads as missing: None).
+rows outside the scope are not returned; a single item outside it (a patient, a referral, a
+team's workload, an organisation's worklist) reads as missing: None.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class Page:
 class Queries(Protocol):
     def position(self) -> int:
         """The log position every view has processed up to."""
+
+    def log_position(self) -> int:
+        """The last position recorded in the log (the views may still be behind it)."""
 
     def wait_for(self, position: int, timeout: float = 5.0) -> bool:
         """Block until the views reach ``position`` (read-your-writes); False on timeout."""
@@ -77,13 +81,15 @@ class Queries(Protocol):
 
     def hospital_worklist(
         self, scope: Scope, hospital_id: UUID, page: Page
-    ) -> list[dict[str, Any]]:
-        """Referrals awaiting decision: urgent and green-channel first, then oldest."""
+    ) -> list[dict[str, Any]] | None:
+        """Referrals awaiting decision: urgent and green-channel first, then oldest.
+        None when the hospital is absent or outside the scope."""
 
     def center_worklist(
         self, scope: Scope, center_id: UUID, today: date, page: Page
-    ) -> dict[str, list[dict[str, Any]]]:
-        """Returns awaiting acknowledgement and overdue follow-ups of a community center."""
+    ) -> dict[str, list[dict[str, Any]]] | None:
+        """Returns awaiting acknowledgement and overdue follow-ups of a community center.
+        None when the center is absent or outside the scope."""
 
     def open_quotas(self, scope: Scope, page: Page) -> list[dict[str, Any]]:
         """Quotas with slots left and their release time."""
@@ -96,5 +102,6 @@ class Queries(Protocol):
         center_id: UUID | None = None,
         district: str | None = None,
         as_of: datetime | None = None,
-    ) -> dict[str, Any]:
-        """The KPI figures (formulas in projections/kpis.py and docs) for a center or district."""
+    ) -> dict[str, Any] | None:
+        """The KPI figures (formulas in projections/kpis.py and docs) for a center or district;
+        None when the center or district named is absent or outside the scope."""

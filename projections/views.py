@@ -71,6 +71,9 @@ class ViewQueries:
             return 0
         return min((found.get(n, 0) for n in names), default=0)
 
+    def log_position(self) -> int:
+        return self.reader.max_position()
+
     def wait_for(self, position: int, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout
         while self.position() < position:
@@ -416,17 +419,23 @@ class ViewQueries:
 
     # --- worklists ----------------------------------------------------------------------
 
+    def _org_visible(self, scope: Scope, org_hex: str, kind: str) -> bool:
+        """An organisation of ``kind`` that exists and that ``scope`` covers."""
+        org = self.store.one("SELECT kind, district FROM v_orgs WHERE id = ?", (org_hex,))
+        if org is None or org["kind"] != kind:
+            return False
+        if scope.everything:
+            return True
+        if scope.org_id is not None:
+            return scope.org_id.hex == org_hex
+        return scope.district is not None and org["district"] == scope.district
+
     def hospital_worklist(
         self, scope: Scope, hospital_id: UUID, page: Page
-    ) -> list[dict[str, Any]]:
+    ) -> list[dict[str, Any]] | None:
         h = hospital_id.hex
-        if not scope.everything:
-            if scope.org_id is not None and scope.org_id != hospital_id:
-                return []
-            if scope.org_id is None:
-                org = self.store.one("SELECT district FROM v_orgs WHERE id = ?", (h,))
-                if org is None or org["district"] != scope.district:
-                    return []
+        if not self._org_visible(scope, h, "hospital"):
+            return None
         rows = self.store.rows(
             "SELECT r.id, r.patient_id, p.name AS patient_name, r.center_id, r.team_id, "
             "r.department, r.urgency, r.green_channel, r.requested_at, r.requested_by "
@@ -442,10 +451,10 @@ class ViewQueries:
 
     def center_worklist(
         self, scope: Scope, center_id: UUID, today: date, page: Page
-    ) -> dict[str, list[dict[str, Any]]]:
+    ) -> dict[str, list[dict[str, Any]]] | None:
         c = center_id.hex
-        if self._is_hospital(scope) or not self._center_visible(self.store, scope, c):
-            return {"returns_awaiting_acknowledgement": [], "overdue_follow_ups": []}
+        if not self._org_visible(scope, c, "community_center"):
+            return None
         returns = self.store.rows(
             "SELECT r.id, r.patient_id, p.name AS patient_name, r.team_id, r.hospital_id, "
             "r.department, r.returned_at, r.follow_up_due FROM v_referrals r "
@@ -478,7 +487,13 @@ class ViewQueries:
         center_id: UUID | None = None,
         district: str | None = None,
         as_of: datetime | None = None,
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | None:
+        if center_id is not None and not self._org_visible(
+            scope, center_id.hex, "community_center"
+        ):
+            return None
+        if not (district is None or scope.everything or district == scope.district):
+            return None
         db = self._db(as_of)
         where, params = ["kind = 'community_center'"], []
         if center_id is not None:

@@ -67,7 +67,12 @@ def postgres_schema(postgres_url: str) -> Iterator[str]:
     name = f"t_{uuid.uuid4().hex[:12]}"
     yield name
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+        # the views replayed as of a moment live in schemas named after this one
+        replays = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s)", (f"{name}_asof_",)
+        ).fetchall()
+        for schema in [name, *(r[0] for r in replays)]:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 class Clock:

@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 
 from api.deps import AsOfDep, CenterReader, QueriesDep
-from api.openapi import QUERY_ERRORS, example_response
+from api.openapi import QUERY_ERRORS, example_response, visible
 from api.schemas import Day
 
 router = APIRouter(prefix="/kpis", tags=["kpis"])
@@ -33,4 +33,6 @@ def kpis(
     district: Annotated[str | None, Query(max_length=100)] = None,
 ) -> dict[str, Any]:
     """KPI figures for a center or a district over a period, within what you may see."""
-    return queries.kpis(who.scope, start, end, center_id=center_id, district=district, as_of=as_of)
+    return visible(
+        queries.kpis(who.scope, start, end, center_id=center_id, district=district, as_of=as_of)
+    )

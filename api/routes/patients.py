@@ -8,8 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 
 from api.deps import ApplicationDep, AsOfDep, CenterStaff, PageDep, QueriesDep, Reader
-from api.errors import ApiProblem
-from api.openapi import COMMAND_ERRORS, QUERY_ERRORS, done, example_response, paged
+from api.openapi import COMMAND_ERRORS, QUERY_ERRORS, done, example_response, paged, visible
 from api.schemas import (
     CENTER_ID,
     PATIENT_ID,
@@ -23,8 +22,6 @@ from api.schemas import (
 )
 
 router = APIRouter(prefix="/patients", tags=["patients"])
-
-NOT_VISIBLE = "nothing with that id is visible to you"
 
 
 @router.post("", status_code=201, response_model=CommandResult, responses=COMMAND_ERRORS)
@@ -114,10 +111,7 @@ def search_patients(
 @router.get("/{patient_id}", responses={**QUERY_ERRORS, **example_response(PATIENT_EXAMPLE)})
 def patient(patient_id: UUID, who: Reader, as_of: AsOfDep, queries: QueriesDep) -> dict[str, Any]:
     """One registry entry with the current contract."""
-    found = queries.patient(who.scope, patient_id, as_of=as_of)
-    if found is None:
-        raise ApiProblem(404, "not-found", NOT_VISIBLE)
-    return found
+    return visible(queries.patient(who.scope, patient_id, as_of=as_of))
 
 
 @router.get("/{patient_id}/timeline", response_model=ItemsPage, responses=QUERY_ERRORS)
@@ -144,6 +138,4 @@ def timeline(
         page=page,
         as_of=as_of,
     )
-    if entries is None:
-        raise ApiProblem(404, "not-found", NOT_VISIBLE)
-    return paged(entries, page.limit, page.offset)
+    return paged(visible(entries), page.limit, page.offset)

@@ -15,8 +15,7 @@ from api.deps import (
     QueriesDep,
     Reader,
 )
-from api.errors import ApiProblem
-from api.openapi import COMMAND_ERRORS, QUERY_ERRORS, done, example_response, paged
+from api.openapi import COMMAND_ERRORS, QUERY_ERRORS, done, example_response, paged, visible
 from api.schemas import (
     EXAMPLE_ID,
     HOSPITAL_ID,
@@ -131,7 +130,4 @@ def open_quotas(who: Reader, queries: QueriesDep, page: PageDep) -> ItemsPage:
 @router.get("/{quota_id}", responses={**QUERY_ERRORS, **example_response(QUOTA_EXAMPLE)})
 def quota(quota_id: UUID, who: Reader, queries: QueriesDep) -> dict[str, Any]:
     """One quota with its bookings, slots left and release time."""
-    found = queries.quota(who.scope, quota_id)
-    if found is None:
-        raise ApiProblem(404, "not-found", "nothing with that id is visible to you")
-    return found
+    return visible(queries.quota(who.scope, quota_id))

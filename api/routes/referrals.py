@@ -8,8 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter
 
 from api.deps import ApplicationDep, AsOfDep, HospitalStaff, QueriesDep, Reader, TeamStaff
-from api.errors import ApiProblem
-from api.openapi import COMMAND_ERRORS, QUERY_ERRORS, done, example_response
+from api.openapi import COMMAND_ERRORS, QUERY_ERRORS, done, example_response, visible
 from api.schemas import (
     EXAMPLE_ID,
     HOSPITAL_ID,
@@ -148,7 +147,4 @@ REFERRAL_EXAMPLE = {
 @router.get("/{referral_id}", responses={**QUERY_ERRORS, **example_response(REFERRAL_EXAMPLE)})
 def referral(referral_id: UUID, who: Reader, as_of: AsOfDep, queries: QueriesDep) -> dict[str, Any]:
     """One referral with its steps and due dates."""
-    found = queries.referral(who.scope, referral_id, as_of=as_of)
-    if found is None:
-        raise ApiProblem(404, "not-found", "nothing with that id is visible to you")
-    return found
+    return visible(queries.referral(who.scope, referral_id, as_of=as_of))

@@ -9,8 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 
 from api.deps import ApplicationDep, AsOfDep, CenterReader, CenterStaff, PageDep, QueriesDep
-from api.errors import ApiProblem
-from api.openapi import COMMAND_ERRORS, QUERY_ERRORS, done, example_response, paged
+from api.openapi import COMMAND_ERRORS, QUERY_ERRORS, done, example_response, paged, visible
 from api.schemas import TEAM_ID, AddMember, CommandResult, FormTeam, ItemsPage, RemoveMember
 
 router = APIRouter(prefix="/teams", tags=["teams"])
@@ -78,7 +77,4 @@ def team_workload(
     today: Annotated[date | None, Query(description="default: today")] = None,
 ) -> dict[str, Any]:
     """Per team and per member: contracts, referrals and follow-ups (issue 3's counts)."""
-    found = queries.team_workload(who.scope, team_id, today or date.today(), as_of=as_of)
-    if found is None:
-        raise ApiProblem(404, "not-found", "nothing with that id is visible to you")
-    return found
+    return visible(queries.team_workload(who.scope, team_id, today or date.today(), as_of=as_of))

@@ -9,7 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 
 from api.deps import CenterReader, HospitalReader, PageDep, QueriesDep
-from api.openapi import QUERY_ERRORS, example_response, paged
+from api.openapi import QUERY_ERRORS, example_response, paged, visible
 from api.schemas import EXAMPLE_ID, PATIENT_ID, ItemsPage
 
 router = APIRouter(prefix="/worklists", tags=["worklists"])
@@ -20,7 +20,8 @@ def hospital_worklist(
     hospital_id: UUID, who: HospitalReader, queries: QueriesDep, page: PageDep
 ) -> ItemsPage:
     """Referrals awaiting decision: urgent and green-channel first, then oldest."""
-    return paged(queries.hospital_worklist(who.scope, hospital_id, page), page.limit, page.offset)
+    found = visible(queries.hospital_worklist(who.scope, hospital_id, page))
+    return paged(found, page.limit, page.offset)
 
 
 @router.get(
@@ -43,4 +44,4 @@ def center_worklist(
     today: Annotated[date | None, Query(description="default: today")] = None,
 ) -> dict[str, Any]:
     """Returns awaiting acknowledgement and overdue follow-ups of a community center."""
-    return queries.center_worklist(who.scope, center_id, today or date.today(), page)
+    return visible(queries.center_worklist(who.scope, center_id, today or date.today(), page))

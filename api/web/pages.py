@@ -251,7 +251,8 @@ def patient_journey(patient_id: str, ctx: Ctx = Readers, as_of: str = "") -> HTM
         work = queries.center_worklist(
             scope, UUID(patient["center_id"]), now.astimezone().date(), EVERYTHING
         )
-        overdue = [o for o in work["overdue_follow_ups"] if o["patient_id"] == str(pid)]
+        if work is not None:
+            overdue = [o for o in work["overdue_follow_ups"] if o["patient_id"] == str(pid)]
     journey = layout.build(patient, entries, referrals, overdue, now, ctx.t)
     return ctx.render(
         "journey.html",
@@ -303,7 +304,10 @@ def _org(ctx: Ctx, org: str) -> UUID | None:
 def _hospital_page(
     ctx: Ctx, org: UUID | None, status: int = 200, message: str = "", error: str = ""
 ) -> HTMLResponse:
-    rows = ctx.queries.hospital_worklist(ctx.principal.scope, org, LIST) if org else []
+    found = ctx.queries.hospital_worklist(ctx.principal.scope, org, LIST) if org else []
+    if found is None:  # not this reader's hospital
+        raise PageError(404, "not_found")
+    rows = found
     now = datetime.now(UTC)
     for r in rows:
         requested = layout.moment(r.get("requested_at"))
@@ -335,7 +339,10 @@ def _center_page(
         "overdue_follow_ups": [],
     }
     if org is not None:
-        work = ctx.queries.center_worklist(ctx.principal.scope, org, today, LIST)
+        found = ctx.queries.center_worklist(ctx.principal.scope, org, today, LIST)
+        if found is None:  # not this reader's center
+            raise PageError(404, "not_found")
+        work = found
     for o in work["overdue_follow_ups"]:
         o["days_late"] = (today - date.fromisoformat(o["due"])).days
     return ctx.render(

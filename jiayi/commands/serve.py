@@ -4,6 +4,8 @@ builds the demo city first and prints how to get a token and where the docs are.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 from domain.application import CareCoordination
@@ -59,8 +61,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _program() -> str:
+    """How this command was invoked (``.venv/bin/jiayi`` under ``make run``), for the hints."""
+    found = Path(sys.argv[0])
+    if found.name != "jiayi":
+        return "jiayi"
+    try:
+        return str(found.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return "jiayi"
+
+
 def _print_help(host: str, port: int) -> None:
     base = f"http://{host}:{port}"
+    jiayi = _program()
     print(
         "\n".join(
             [
@@ -69,8 +83,8 @@ def _print_help(host: str, port: int) -> None:
                 f"  docs (OpenAPI):  {base}/docs   ({base}/openapi.json)",
                 f"  health / ready:  {base}/health  {base}/ready",
                 "  get a token (in another shell, same environment):",
-                "    jiayi tokens issue --role auditor --staff me",
-                "    jiayi tokens issue --role center_staff --staff gp-1 --org <center id>",
+                f"    {jiayi} tokens issue --role auditor --staff me",
+                f"    {jiayi} tokens issue --role center_staff --staff gp-1 --org <center id>",
                 "  then: curl -H 'Authorization: Bearer <token>' " + base + "/patients?q=王",
             ]
         )

@@ -1,4 +1,5 @@
-"""E2E fixtures: the API served by uvicorn on a free loopback port, on SQLite and PostgreSQL."""
+"""E2E fixtures: the API served by uvicorn on a free loopback port, on SQLite and PostgreSQL,
+with the real read side (the projections, their runner following the log in-process)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,14 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from api.main import create_app
 from jiayi.settings import Settings
-from tests.e2e.server import HttpWorld, Served, build_http_world
+from tests.e2e.server import HttpWorld, Served, build_http_world, serve
 
 
 @pytest.fixture
 def served(settings: Settings) -> Iterator[Served]:
-    server = Served(create_app(settings)).start()
-    yield server
-    server.stop()
+    with serve(settings) as server:
+        yield server
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -14,8 +16,11 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from api.main import create_app
 from api.services import Services
 from api.tokens import Role
+from jiayi.bootstrap import build_application, build_projections
+from jiayi.settings import Settings
 from tests.world import national_id
 
 
@@ -62,6 +67,23 @@ class Served:
     ) -> str:
         token, _ = self.services.tokens.issue(staff or f"{role}-staff", role, org, district)
         return token
+
+
+@contextmanager
+def serve(settings: Settings) -> Iterator[Served]:
+    """The whole API on ``settings``: the application, the real read side (views and their
+    runner following the log in-process) and uvicorn; all closed afterwards."""
+    app = build_application(settings)
+    projections = build_projections(settings, app)
+    try:
+        server = Served(create_app(settings, app=app, queries=projections.queries)).start()
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        projections.close()
+        app.close()
 
 
 def bearer(token: str, **extra: str) -> dict[str, str]:

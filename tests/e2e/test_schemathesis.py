@@ -1,12 +1,13 @@
 """Property-based run over the OpenAPI document: no input makes the API answer 5xx.
 
-Bounded: a few examples per operation, in-process (ASGI) on the embedded SQLite default, as
-an auditor (reads) and as center and hospital staff (commands). The read side is a fake with
-nothing in it until the projections are wired in.
+Bounded: a few examples per operation, in-process (ASGI) on the embedded SQLite default with
+the real read side (the projections following the log in-process), as an auditor (reads) and
+as center and hospital staff (commands).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,8 @@ from hypothesis import HealthCheck, given, settings
 
 from api.main import create_app
 from api.tokens import Role
-from jiayi.bootstrap import build_application
+from jiayi.bootstrap import build_application, build_projections
 from jiayi.settings import Settings
-from tests.fakes import EmptyQueries
 from tests.world import build_world
 
 #: Examples per operation: the run stays well under a minute.
@@ -26,18 +26,22 @@ EXAMPLES = 10
 
 
 @pytest.fixture
-def api_setup(tmp_path: Path) -> tuple[Any, dict[str, str]]:
+def api_setup(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str]]]:
     config = Settings(data_dir=tmp_path / "data", postgres_url=None)
     application = build_application(config)
+    projections = build_projections(config, application)
     world = build_world(application)
-    app = create_app(config, app=application, queries=EmptyQueries())
+    app = create_app(config, app=application, queries=projections.queries)
     tokens = app.state.services.tokens
     who = {
         "center": tokens.issue("gp-1", Role.CENTER_STAFF, world.center, "鼓楼区")[0],
         "hospital": tokens.issue("desk", Role.HOSPITAL_STAFF, world.hospital, "鼓楼区")[0],
         "auditor": tokens.issue("aud", Role.AUDITOR)[0],
     }
-    return app, who
+    yield app, who
+    app.state.services.close()
+    projections.close()
+    application.close()
 
 
 def role_for(method: str, path: str) -> str:

@@ -70,8 +70,9 @@ def test_hospital_worklist_puts_urgent_and_green_channel_first(
     assert views.queries.wait_for(world.app.max_position())
     scope = Scope(org_id=world.hospital, org_kind="hospital")
     got = views.queries.hospital_worklist(scope, world.hospital, Page())
+    assert got is not None
     assert [r["id"] for r in got] == [str(urgent), str(poor), str(routine)]
-    assert views.queries.hospital_worklist(scope, world.other_hospital, Page()) == []
+    assert views.queries.hospital_worklist(scope, world.other_hospital, Page()) is None
 
 
 def test_as_of_replay_shows_a_referral_still_pending(
@@ -125,6 +126,7 @@ def test_kpi_formulas_on_a_hand_made_history(
     assert q.wait_for(app.max_position())
     end = clock.now.date()
     k = q.kpis(EVERYTHING, today, end, center_id=world.center)
+    assert k is not None
     assert k["signing_rate"] == pytest.approx(3 / 10)
     assert k["key_population_signing_rate"] == pytest.approx(2 / 4)
     assert k["referral_turnaround_hours"]["median"] == pytest.approx(2.0)
@@ -138,6 +140,7 @@ def test_kpi_formulas_on_a_hand_made_history(
     assert k["quota_utilisation"] == pytest.approx(2 / 4)
     assert k["no_show_rate"] == pytest.approx(1 / 2)
     other = q.kpis(Scope(org_id=world.other_center, org_kind="community_center"), today, end)
+    assert other is not None
     assert other["centers"] == 1 and other["signing_rate"] is None
 
 
