@@ -20,8 +20,14 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/jiayi demo --patients $${PATIENTS:-10000} --seed $${SEED:-7}
 
+# Benchmarks print figures and ratios; they are not tests. Each uses the private PostgreSQL.
+bench-replay: $(STAMP)
+	JIAYI_POSTGRES_URL=$${JIAYI_POSTGRES_URL:-$$(infra/postgres/ensure.sh)} \
+	$(BIN)/python bench/replay.py --events $${EVENTS:-1000000} --schema $${SCHEMA:-bench_replay_1m}
+
 bench-api: $(STAMP)
-	$(BIN)/python bench/api.py
+	JIAYI_POSTGRES_URL=$${JIAYI_POSTGRES_URL:-$$(infra/postgres/ensure.sh)} \
+	$(BIN)/python bench/api.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
