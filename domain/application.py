@@ -264,6 +264,20 @@ class CareCoordination(Application[UUID]):
         except NotFound:
             return FollowUps.open(patient.id, patient.center_id, actor, at)
 
+    def _owe_follow_up(
+        self,
+        patient: Patient,
+        reason: str,
+        source_id: UUID,
+        due: date,
+        actor: Actor,
+        when: datetime,
+    ) -> FollowUps:
+        """The patient's follow-ups, owing one more (after a referral or a return)."""
+        followups = self._followups(patient, actor, when)
+        followups.schedule([single_obligation(reason, source_id, when.date(), due)], actor, when)
+        return followups
+
     # --- organisations ---------------------------------------------------------------------
 
     @retrying
@@ -628,16 +642,11 @@ class CareCoordination(Application[UUID]):
             when,
             team_speaks_for_actor=team.speaks_for(actor),
         )
-        followups = self._followups(patient, actor, when)
-        followups.schedule(
-            [
-                single_obligation(
-                    ObligationReason.AFTER_REFERRAL,
-                    referral.id,
-                    when.date(),
-                    referral.follow_up_due,
-                )
-            ],
+        followups = self._owe_follow_up(
+            patient,
+            ObligationReason.AFTER_REFERRAL,
+            referral.id,
+            referral.follow_up_due,
             actor,
             when,
         )
@@ -712,15 +721,8 @@ class CareCoordination(Application[UUID]):
             summary, prescriptions, rehabilitation, follow_up_due, actor, when
         )
         patient = self.load(Patient, referral.patient_id)
-        followups = self._followups(patient, actor, when)
-        followups.schedule(
-            [
-                single_obligation(
-                    ObligationReason.RETURN_TO_COMMUNITY, referral.id, when.date(), follow_up_due
-                )
-            ],
-            actor,
-            when,
+        followups = self._owe_follow_up(
+            patient, ObligationReason.RETURN_TO_COMMUNITY, referral.id, follow_up_due, actor, when
         )
         return Outcome(referral.id, self.commit(referral, followups))
 
@@ -755,15 +757,8 @@ class CareCoordination(Application[UUID]):
             actor,
             when,
         )
-        followups = self._followups(patient, actor, when)
-        followups.schedule(
-            [
-                single_obligation(
-                    ObligationReason.RETURN_TO_COMMUNITY, referral.id, when.date(), follow_up_due
-                )
-            ],
-            actor,
-            when,
+        followups = self._owe_follow_up(
+            patient, ObligationReason.RETURN_TO_COMMUNITY, referral.id, follow_up_due, actor, when
         )
         return Outcome(referral.id, self.commit(referral, followups))
 
