@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from eventsourcing.application import project_aggregate
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 
 Item = tuple[ConsumerRecord, PartnerMessage | Failure]
 RETRIES = 10
+#: Aggregates kept between batches, at most.
+CACHE_LIMIT = 200_000
 
 
 class ExchangeRecorder(Protocol):
@@ -92,6 +95,8 @@ class InboundConsumer:
         self.positions: dict[TopicPartition, int | None] = {}
         self.applied = 0
         self.dead = 0
+        #: Aggregates as last recorded by this consumer (see :meth:`_keep`).
+        self.cache: dict[UUID, Aggregate] = {}
 
     # --- positions ----------------------------------------------------------------------
 
@@ -185,6 +190,15 @@ class InboundConsumer:
         except MessageRejected as exc:
             return _failure(exc)
 
+    def _keep(self, batch: Batch) -> None:
+        """After a batch is recorded, its aggregates equal the stored ones: keep them for the
+        next batches. Another writer (the API) may change one meanwhile; the next batch then
+        fails its optimistic check, the cache is dropped and the batch runs again on fresh
+        loads."""
+        if len(self.cache) + len(batch.aggregates) > CACHE_LIMIT:
+            self.cache.clear()
+        self.cache.update(batch.aggregates)
+
     def _apply_split(self, tp: TopicPartition, items: list[Item]) -> None:
         try:
             self._apply(tp, items)
@@ -197,6 +211,13 @@ class InboundConsumer:
                 self._apply_split(tp, items[i + 1 :])
 
     def _apply(self, tp: TopicPartition, items: list[Item]) -> None:
+        try:
+            self._apply_batch(tp, items)
+        except BaseException:
+            self.cache.clear()  # a failed batch may have changed cached aggregates in place
+            raise
+
+    def _apply_batch(self, tp: TopicPartition, items: list[Item]) -> None:
         messages = [m for _, m in items if isinstance(m, PartnerMessage)]
         seen = self.recorder.received({m.key for m in messages})
         failed: list[tuple[ConsumerRecord, Failure]] = []
@@ -223,6 +244,7 @@ class InboundConsumer:
             self.app.record_batch(
                 batch, Tracking(tracking_name(tp), items[-1][0].offset + 1), received=received
             )
+            self._keep(batch)
         self.applied += len(received)
         self.dead += len(failed)
 
@@ -240,6 +262,8 @@ class InboundConsumer:
         ids: set[UUID] = {m.org_id for m in messages}
         for m in messages:
             ids.update(m.command.touches())
+        for known in ids & self.cache.keys():
+            batch.seed(self.cache[known])
         wanted = ids - batch.aggregates.keys()
         stored = self.recorder.select_events_of(wanted)
         batch.seed_absent(wanted - {s.originator_id for s in stored})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -181,6 +182,7 @@ class FollowUps(Aggregate):
         self.visits: dict[UUID, dict[str, Any]] = {}
 
     @staticmethod
+    @functools.lru_cache(maxsize=65_536)
     def id_for(patient_id: UUID) -> UUID:
         return stable_id("followups", patient_id)
 

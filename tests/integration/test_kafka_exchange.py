@@ -267,3 +267,32 @@ def test_a_redelivered_or_republished_message_has_no_further_effect(
     drain(again, lambda: True, timeout=10)
     assert again.applied == 0
     again.consumer.close()
+
+
+def test_a_change_by_another_writer_between_batches_is_not_lost(
+    settings: Settings,
+    app: CareCoordination,
+    world: World,
+    inbound: InboundConsumer,
+    clock: Clock,
+) -> None:
+    """The consumer keeps aggregates between batches; a write from elsewhere (the API) in
+    between makes its next batch conflict, reload and apply on top of that write."""
+    patient = world.contracted_patient()
+
+    def visit(n: int) -> bytes:
+        data = {"patient_id": str(patient), "on": world.today.isoformat(), "kind": "phone"}
+        return partner_event(FOLLOWUP, world.center, f"visit-{n}", data, world.now())
+
+    send(settings, (patient, visit(1)))
+    drain(inbound, lambda: len(app.load(FollowUps, FollowUps.id_for(patient)).visits) == 1)
+
+    elsewhere = build_exchange_application(settings, clock=clock)
+    try:
+        elsewhere.record_follow_up(patient, world.today, "face_to_face", world.gp)
+    finally:
+        elsewhere.close()
+
+    send(settings, (patient, visit(2)))
+    drain(inbound, lambda: len(app.load(FollowUps, FollowUps.id_for(patient)).visits) == 3)
+    assert inbound.dead == 0
