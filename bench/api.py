@@ -5,7 +5,8 @@
    in a throwaway PostgreSQL schema (dropped afterwards), or a throwaway SQLite store.
 2. Timelines: 50 concurrent clients (asyncio + httpx, closed loop) read patient timelines
    from a `jiayi serve` process on loopback, first on a large store, then on a store about
-   10x smaller; prints p50/p99 and requests/s for each and the ratio of the p99s. The stores
+   10x smaller; prints p50/p99 and requests/s for each and the ratio of the p99s. Then the
+   same at a fixed offered rate (``--rate``, open loop), where latency includes queueing. The stores
    are read as they are: no events are written into them (the views are caught up first when
    they are behind, and one auditor token is issued).
 
@@ -247,13 +248,46 @@ async def _read(url: str, store: Store, clients: int, seconds: float, warmup: fl
     return {"latencies": latencies, "failures": failures, "seconds": seconds}
 
 
-def timelines(store: Store, clients: int, seconds: float) -> float:
+async def _paced(url: str, store: Store, clients: int, seconds: float, rate: float) -> dict:
+    """Open loop: ``rate`` requests a second on a fixed schedule, at most ``clients`` at once;
+    latency counts from the scheduled moment, so queueing is included (no coordinated
+    omission)."""
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    headers = bearer(store.token)
+    latencies: list[float] = []
+    failures = 0
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+        for pid in store.patients[:clients]:  # warm the connections
+            await client.get(f"/patients/{pid}/timeline", headers=headers)
+        began = time.perf_counter()
+
+        async def one(k: int, due: float) -> None:
+            nonlocal failures
+            pid = store.patients[k % len(store.patients)]
+            r = await client.get(f"/patients/{pid}/timeline", headers=headers)
+            latencies.append(time.perf_counter() - due)
+            failures += r.status_code != 200
+
+        tasks = []
+        for k in range(int(seconds * rate)):
+            due = began + k / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(k, due)))
+        await asyncio.gather(*tasks)
+    return {"latencies": latencies, "failures": failures, "seconds": seconds}
+
+
+def timelines(store: Store, clients: int, seconds: float, rate: float | None = None) -> float:
     with Server(store) as server:
-        result = asyncio.run(_read(server.url, store, clients, seconds, warmup=2.0))
+        if rate:
+            result = asyncio.run(_paced(server.url, store, clients, seconds, rate))
+        else:
+            result = asyncio.run(_read(server.url, store, clients, seconds, warmup=2.0))
     lat = result["latencies"]
     p99 = percentile(lat, 0.99)
+    mode = f"{rate:g} requests/s offered" if rate else f"{clients} clients, closed loop"
     print(
-        f"timelines on {store.schema} ({store.events:,} events): {clients} clients, "
+        f"timelines on {store.schema} ({store.events:,} events): {mode}, "
         f"{len(lat):,} requests, {result['failures']} not 200"
     )
     print(
@@ -272,6 +306,12 @@ def main() -> int:
     parser.add_argument("--large", help="schema of the large store (>= 1,000,000 events)")
     parser.add_argument("--small", help="schema of a store about 10x smaller")
     parser.add_argument("--no-race", action="store_true", help="skip the booking race")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=100,
+        help="also measure open loop at this many requests/s (0: closed loop only)",
+    )
     args = parser.parse_args()
     if not args.no_race:
         booking_race(args.requests, args.slots, args.clients)
@@ -281,12 +321,14 @@ def main() -> int:
     if not Settings().uses_postgres:
         raise SystemExit("timelines need JIAYI_POSTGRES_URL")
     large, small = Store(args.large), Store(args.small)
-    p99_large = timelines(large, args.clients, args.seconds)
-    p99_small = timelines(small, args.clients, args.seconds)
-    print(
-        f"p99 {ms(p99_large)} on {large.events:,} events vs {ms(p99_small)} on "
-        f"{small.events:,} ({large.events / small.events:.1f}x): ratio {p99_large / p99_small:.2f}"
-    )
+    for rate in [None, args.rate] if args.rate else [None]:
+        p99_large = timelines(large, args.clients, args.seconds, rate)
+        p99_small = timelines(small, args.clients, args.seconds, rate)
+        print(
+            f"p99 {ms(p99_large)} on {large.events:,} events vs {ms(p99_small)} on "
+            f"{small.events:,} ({large.events / small.events:.1f}x): "
+            f"ratio {p99_large / p99_small:.2f}"
+        )
     return 0
 
 
