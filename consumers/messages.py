@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 import fastjsonschema
+import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
@@ -285,7 +286,7 @@ class PartnerMessage:
 def decode(value: bytes | None) -> PartnerMessage:
     """Parse, validate and translate one message, or raise :class:`MessageRejected`."""
     try:
-        envelope = json.loads(value or b"")
+        envelope = orjson.loads(value or b"")
     except (ValueError, UnicodeDecodeError) as exc:
         raise MessageRejected("malformed-message", f"not JSON: {exc}") from None
     if not isinstance(envelope, dict):

@@ -45,9 +45,9 @@ class PostgresExchangeRecorder(PostgresProcessRecorder):
                 "received_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (source, id))"
             ).format(schema, self.inbox_table)
         )
-        self._insert_inbox = SQL("INSERT INTO {0}.{1} (source, id) VALUES (%s, %s)").format(
-            schema, self.inbox_table
-        )
+        self._insert_inbox = SQL(
+            "INSERT INTO {0}.{1} (source, id) SELECT * FROM unnest(%s::text[], %s::text[])"
+        ).format(schema, self.inbox_table)
         self._select_inbox = SQL(
             "SELECT source, id FROM {0}.{1} WHERE (source, id) IN "
             "(SELECT * FROM unnest(%s::text[], %s::text[]))"
@@ -62,8 +62,8 @@ class PostgresExchangeRecorder(PostgresProcessRecorder):
     ) -> None:
         super()._insert_events(curs, stored_events, **kwargs)
         received: list[MessageKey] = kwargs.get("received") or []
-        if received:
-            curs.executemany(self._insert_inbox, received)
+        if received:  # one statement for the whole batch
+            curs.execute(self._insert_inbox, ([k[0] for k in received], [k[1] for k in received]))
 
     def received(self, keys: Iterable[MessageKey]) -> set[MessageKey]:
         """Which of ``keys`` were applied already."""
