@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, ParamSpec, TypeVar, cast
 from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
@@ -52,8 +53,17 @@ MAX_ATTEMPTS = 30
 #: Retry pauses: BACKOFF_BASE * 2**attempt seconds at most, never more than BACKOFF_CAP.
 BACKOFF_BASE = 0.001
 BACKOFF_CAP = 0.1
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+#: Nothing in the log happened before this.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 #: Back-dated entries are fine; entries from the future are not (small clock skew allowed).
 CLOCK_SKEW = timedelta(minutes=5)
+
+
+class AlreadyExists(DomainError):
+    """The id chosen for a new record is already taken."""
+
+    code = "already-exists"
 
 
 class ConflictPersisted(DomainError):
@@ -145,9 +155,12 @@ class CareCoordination(Application[UUID]):
         self,
         env: Mapping[str, str] | None = None,
         clock: Callable[[], datetime] | None = None,
+        timezone: tzinfo | None = None,
     ) -> None:
         super().__init__(env=dict(env or {}))
         self.clock = clock or (lambda: datetime.now(UTC))
+        #: Calendar days (due dates, session days, "today") are days of this zone.
+        self.timezone = timezone or ZoneInfo(DEFAULT_TIMEZONE)
         self._local = threading.local()
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
@@ -181,15 +194,44 @@ class CareCoordination(Application[UUID]):
         except AggregateNotFoundError:
             raise NotFound(f"nothing recorded for {id}") from None
 
+    def _new_id(self, id: UUID | None) -> UUID:
+        """A new aggregate's id: the one the caller chose (refused when taken, which is no
+        race to retry) or a random one. Inside a batch the write itself refuses a taken id."""
+        if id is None:
+            return uuid4()
+        if self._batch() is None and self.recorder.select_events(id, limit=1):
+            raise AlreadyExists(f"{id} is already taken", id=str(id))
+        return id
+
+    @contextmanager
+    def recorded_as_of(self, moment: datetime) -> Iterator[None]:
+        """Record as if it were ``moment``: for writing a past history as it was lived (the
+        demo, test stories), where rules that look at the recording time (a quota's cutoff)
+        must see the past. Not for serving: it changes the clock of this application."""
+        saved = self.clock
+        self.clock = lambda: moment
+        try:
+            yield
+        finally:
+            self.clock = saved
+
+    def now(self) -> datetime:
+        """The recording moment, in the deployment's time zone."""
+        return self.clock().astimezone(self.timezone)
+
     def when(self, at: datetime | None) -> datetime:
-        now = self.clock()
+        """When a step happened: now, or a back-dated moment (not in the future, not before
+        1900), in the deployment's time zone, so that ``.date()`` is the local calendar day."""
+        now = self.now()
         if at is None:
             return now
         if at.tzinfo is None:
             raise InvalidValue("a moment must carry a timezone", field="at")
         if at > now + CLOCK_SKEW:
             raise InvalidValue("a step cannot be recorded before it happens", field="at")
-        return at
+        if at < EARLIEST:
+            raise InvalidValue("a moment before 1900 is not a care event", field="at")
+        return at.astimezone(self.timezone)
 
     def commit(self, *aggregates: Aggregate | None) -> int:
         """Record what the aggregates decided, atomically; the log position reached.
@@ -292,7 +334,7 @@ class CareCoordination(Application[UUID]):
         at: datetime | None = None,
     ) -> Outcome:
         org = Organisation.register(
-            id or uuid4(), kind, name, district, actor, self.when(at), level=level
+            self._new_id(id), kind, name, district, actor, self.when(at), level=level
         )
         return Outcome(org.id, self.commit(org))
 
@@ -345,7 +387,7 @@ class CareCoordination(Application[UUID]):
         center = self.load(Organisation, center_id)
         if not center.is_center:
             raise NotACommunityCenter("teams belong to community centers")
-        team = CareTeam.form(id or uuid4(), center.id, name, actor, self.when(at))
+        team = CareTeam.form(self._new_id(id), center.id, name, actor, self.when(at))
         return Outcome(team.id, self.commit(team))
 
     @retrying
@@ -394,7 +436,7 @@ class CareCoordination(Application[UUID]):
         self._ensure_own(center.id, actor)
         when = self.when(at)
         patient = Patient.register(
-            id or uuid4(),
+            self._new_id(id),
             name,
             sex,
             birth_date,
@@ -517,7 +559,7 @@ class CareCoordination(Application[UUID]):
         for patient_id, cid in zip(patient_ids, ids, strict=True):
             patient = self.load(Patient, patient_id)
             contract = Contract.sign(
-                cid or uuid4(),
+                self._new_id(cid),
                 patient.id,
                 team.id,
                 team.center_id,
@@ -527,7 +569,9 @@ class CareCoordination(Application[UUID]):
                 when,
                 household_id=household_id,
             )
-            patient.take_contract(contract.id, contract.start, contract.end, actor, when)
+            patient.take_contract(
+                contract.id, contract.start, contract.end, actor, when, center_id=team.center_id
+            )
             followups = self._followups(patient, actor, when)
             followups.schedule(
                 contract_obligations(contract.id, patient.tags, contract.start, contract.end),
@@ -627,7 +671,7 @@ class CareCoordination(Application[UUID]):
         hospital = self.load(Organisation, hospital_id)
         hospital.ensure_department(department)
         referral = Referral.request(
-            id or uuid4(),
+            self._new_id(id),
             patient.id,
             contract.id,
             team.id,
@@ -745,7 +789,7 @@ class CareCoordination(Application[UUID]):
         hospital = self.load(Organisation, hospital_id)
         hospital.ensure_department(department)
         referral = Referral.start_return(
-            id or uuid4(),
+            self._new_id(id),
             patient.id,
             patient.center_id,
             hospital.id,
@@ -812,7 +856,9 @@ class CareCoordination(Application[UUID]):
                 ObligationReason.RETURN_TO_COMMUNITY,
             ):
                 referral = self.load(Referral, obligation["source_id"])
-                referral.record_follow_up(visit_id, on, actor, when)
+                referral.record_follow_up(
+                    visit_id, on, actor, when, patient_center_id=followups.center_id
+                )
         return Outcome(visit_id, self.commit(followups, referral))
 
     # --- quotas ----------------------------------------------------------------------------
@@ -834,7 +880,7 @@ class CareCoordination(Application[UUID]):
         hospital = self.load(Organisation, hospital_id)
         hospital.ensure_department(department)
         quota = Quota.publish(
-            id or uuid4(),
+            self._new_id(id),
             hospital.id,
             kind,
             department,
@@ -882,6 +928,7 @@ class CareCoordination(Application[UUID]):
             when,
             team_id=team_id,
             booker_is_center=center.is_center,
+            recorded=self.now(),
         )
         return Outcome(booking_id, self.commit(quota))
 
@@ -895,7 +942,7 @@ class CareCoordination(Application[UUID]):
         at: datetime | None = None,
     ) -> Outcome:
         quota = self.load(Quota, quota_id)
-        quota.cancel_booking(booking_id, reason, actor, self.when(at))
+        quota.cancel_booking(booking_id, reason, actor, self.when(at), recorded=self.now())
         return Outcome(booking_id, self.commit(quota))
 
     @retrying

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.common import Actor, DomainError, InvalidValue, add_years
+from domain.common import Actor, DomainError, InvalidValue, NotPermitted, add_years
 
 
 class Tag(StrEnum):
@@ -200,8 +200,21 @@ class Patient(Aggregate):
         )
 
     def take_contract(
-        self, contract_id: UUID, start: date, until: date, actor: Actor, at: datetime
+        self,
+        contract_id: UUID,
+        start: date,
+        until: date,
+        actor: Actor,
+        at: datetime,
+        center_id: UUID | None = None,
     ) -> None:
+        """Hold the patient's one contract slot for ``contract_id`` (of a team of ``center_id``).
+
+        A patient signs with a team of their own community center; moving to another
+        center's team goes through a team change, which moves the patient's care with it.
+        """
+        if center_id is not None and center_id != self.center_id:
+            raise NotPermitted("a patient signs with a team of their own community center")
         if self.moved_away:
             raise PatientMovedAway(f"{self.name} has moved out of the area")
         if self.has_active_contract(start):

@@ -185,11 +185,14 @@ class Quota(Aggregate):
         at: datetime,
         team_id: UUID | None = None,
         booker_is_center: bool = True,
+        recorded: datetime | None = None,
     ) -> None:
         """A family-doctor team books a slot for a patient, ideally tied to a referral.
 
         ``booker_is_center`` says whether the acting organisation is a community center:
         a hospital in a reserved district does not book its own family-doctor quota.
+        The cutoff is checked against when the booking is recorded (``recorded``) as well as
+        when it is said to have happened: a back-dated entry cannot take a released slot.
         """
         if not booker_is_center:
             raise NotReservedForYou("quotas are booked by community centers' teams")
@@ -197,7 +200,7 @@ class Quota(Aggregate):
             raise NotReservedForYou("the quota is reserved for another community center")
         if self.reserved_for_district is not None and actor_district != self.reserved_for_district:
             raise NotReservedForYou("the quota is reserved for another district")
-        if self.released or at >= self.release_at:
+        if self.released or max(at, recorded or at) >= self.release_at:
             raise QuotaReleased("unbooked slots have gone back to the hospital")
         if any(b["patient_id"] == patient_id for b in self.active_bookings.values()):
             raise AlreadyBooked("the patient already has a booking in this session")
@@ -233,14 +236,21 @@ class Quota(Aggregate):
             "attended": None,
         }
 
-    def cancel_booking(self, booking_id: UUID, reason: str, actor: Actor, at: datetime) -> None:
-        """Cancelling before the session frees the slot."""
+    def cancel_booking(
+        self,
+        booking_id: UUID,
+        reason: str,
+        actor: Actor,
+        at: datetime,
+        recorded: datetime | None = None,
+    ) -> None:
+        """Cancelling before the session day (as recorded, not only as claimed) frees the slot."""
         booking = self._booking(booking_id)
         if actor.org_id != booking["center_id"]:
             raise NotPermitted("only the booking center may cancel a booking")
         if booking["cancelled"]:
             raise InvalidValue("the booking is already cancelled", field="booking_id")
-        if at.date() >= self.session_date:
+        if max(at, recorded or at).date() >= self.session_date:
             raise SessionStarted("a booking is cancelled before the session day")
         self._booking_cancelled(booking_id=booking_id, reason=reason, actor=actor, at=at)
 

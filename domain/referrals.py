@@ -328,6 +328,8 @@ class Referral(Aggregate):
         }
         self.returned_at = at
         self.follow_up_due = follow_up_due
+        # The return opens a loop of its own: its follow-up is still to come.
+        self.followed_up_on = None
 
     # --- back in the community ----------------------------------------------------------------
 
@@ -341,9 +343,18 @@ class Referral(Aggregate):
     def _acknowledged(self, actor: Actor, at: datetime) -> None:
         self.status = ReferralStatus.ACKNOWLEDGED
 
-    def record_follow_up(self, visit_id: UUID, on: date, actor: Actor, at: datetime) -> None:
-        """The family doctor's follow-up that closes this referral's loop."""
-        if actor.org_id != self.center_id:
+    def record_follow_up(
+        self,
+        visit_id: UUID,
+        on: date,
+        actor: Actor,
+        at: datetime,
+        patient_center_id: UUID | None = None,
+    ) -> None:
+        """The family doctor's follow-up that closes this referral's loop (after the referral,
+        and again after the return to community). Recorded by the sending center, or by the
+        center now caring for the patient (``patient_center_id``) after a team change."""
+        if actor.org_id not in (self.center_id, patient_center_id):
             raise NotTheSendingCenter("follow-ups are recorded by the patient's center")
         if self.followed_up_on is None:
             self._followed_up(visit_id=visit_id, on=on, actor=actor, at=at)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from domain.application import CareCoordination
 from jiayi.settings import Settings
@@ -91,7 +92,9 @@ def build_application(
     settings: Settings, clock: Callable[[], datetime] | None = None
 ) -> CareCoordination:
     ensure_schema(settings)
-    return CareCoordination(env=event_store_env(settings), clock=clock)
+    return CareCoordination(
+        env=event_store_env(settings), clock=clock, timezone=ZoneInfo(settings.timezone)
+    )
 
 
 def view_location(settings: Settings) -> Location:
@@ -161,7 +164,7 @@ def build_exchange_application(
     topic = exchange_recorder_topic(settings.uses_postgres)
     env["APPLICATION_RECORDER_TOPIC"] = topic
     env[f"{CareCoordination.name.upper()}_APPLICATION_RECORDER_TOPIC"] = topic
-    return CareCoordination(env=env, clock=clock)
+    return CareCoordination(env=env, clock=clock, timezone=ZoneInfo(settings.timezone))
 
 
 def _bootstrap(settings: Settings) -> list[str]:

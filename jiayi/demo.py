@@ -12,7 +12,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from uuid import UUID
 
 from domain.application import CareCoordination
@@ -95,8 +95,9 @@ class CityBuilder:
         return UUID(int=self.rng.getrandbits(128), version=4)
 
     def moment(self, day: date, hour: int | None = None) -> datetime:
+        """A moment of working hours on ``day``, local time of the deployment."""
         hour = self.rng.randint(8, 17) if hour is None else hour
-        return datetime.combine(day, time(hour, self.rng.randint(0, 59)), tzinfo=UTC)
+        return datetime.combine(day, time(hour, self.rng.randint(0, 59)), tzinfo=self.app.timezone)
 
     def count(self, what: str, n: int = 1) -> None:
         self.summary.counts[what] += n
@@ -447,10 +448,12 @@ class CityBuilder:
             )
             self.quotas[key] = qid
             self.count("quotas published")
+        booked_at = self.moment(day, 16)
         try:
-            booking = self.app.book_slot(
-                qid, pid, actor, referral_id=rid, id=self.uuid(), at=self.moment(day, 16)
-            )
+            with self.app.recorded_as_of(booked_at):
+                booking = self.app.book_slot(
+                    qid, pid, actor, referral_id=rid, id=self.uuid(), at=booked_at
+                )
         except DomainError:
             self.count("bookings refused (quota full)")
             return
@@ -466,7 +469,7 @@ class CityBuilder:
                 quota_release(
                     qid,
                     Actor("quota-release", hospital),
-                    at=datetime.combine(self.today, time(0), tzinfo=UTC),
+                    at=datetime.combine(self.today, time(0), tzinfo=self.app.timezone),
                 )
                 self.count("quotas released at cutoff")
             except DomainError:
@@ -535,7 +538,7 @@ def generate(
 
     began = clock.perf_counter()
     start_position = app.max_position()
-    city = CityBuilder(app, seed, today or datetime.now(UTC).date())
+    city = CityBuilder(app, seed, today or app.now().date())
     with app.bulk() if bulk else contextlib.nullcontext():
         city.organisations(patients)
         batch = 500

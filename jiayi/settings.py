@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     postgres_schema: str | None = None
     postgres_pool_size: int = 5
     postgres_max_overflow: int = 10
+    #: The time zone whose calendar days the rules count (due dates, session days, "today").
+    timezone: str = "Asia/Shanghai"
     #: AES key (base64, 16/24/32 bytes) to encrypt stored events; personal data at rest.
     cipher_key: SecretStr | None = None
     #: Where ``jiayi serve`` listens.

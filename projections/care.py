@@ -310,8 +310,14 @@ class CareProjection(Projection):
         self._referral(ev, rows, status=status)
 
     def returned(self, ev: Ev, rows: Rows) -> None:
+        # the return opens a loop of its own: its follow-up is still to come
         self._referral(
-            ev, rows, status="returned", returned_at=ev.at, follow_up_due=ev.d["follow_up_due"]
+            ev,
+            rows,
+            status="returned",
+            returned_at=ev.at,
+            follow_up_due=ev.d["follow_up_due"],
+            followed_up_on=None,
         )
 
     def acknowledged(self, ev: Ev, rows: Rows) -> None:

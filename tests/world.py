@@ -68,10 +68,10 @@ class World:
 
     @property
     def today(self) -> date:
-        return self.app.clock().date()
+        return self.app.now().date()
 
     def now(self) -> datetime:
-        return self.app.clock()
+        return self.app.now()
 
     def referral(self, patient: UUID | None = None, urgency: str = "routine") -> UUID:
         pid = patient or self.contracted_patient()

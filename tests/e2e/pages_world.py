@@ -90,7 +90,8 @@ def tell_story(app: CareCoordination) -> dict[str, UUID]:
         half_day="am",
         reserved_for_center=w.center,
     ).id
-    booking = app.book_slot(quota, pid, gp, referral_id=first, at=ago(39.5)).id
+    with app.recorded_as_of(ago(39.5)):  # booked before the cutoff, as it happened
+        booking = app.book_slot(quota, pid, gp, referral_id=first, at=ago(39.5)).id
     app.record_arrival(first, cardio, at=ago(38))
     app.record_attendance(quota, booking, True, cardio, at=ago(38))
     app.record_admission(first, "心内科二病区", cardio, at=ago(37.9))

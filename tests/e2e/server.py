@@ -125,7 +125,8 @@ class HttpWorld:
 
     @property
     def today(self) -> date:
-        return datetime.now().astimezone().date()
+        """Today in the deployment's time zone (the calendar the rules count days in)."""
+        return self.served.services.application().now().date()
 
     def patient(self, org: Org | None = None, tags: list[str] | None = None) -> UUID:
         org = org or self.center

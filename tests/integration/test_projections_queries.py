@@ -115,7 +115,7 @@ def test_kpi_formulas_on_a_hand_made_history(
     app.record_arrival(r1, world.hospital_staff)
     app.return_to_community(r1, "稳定", [], "随访", today + timedelta(days=5), world.hospital_staff)
     clock.advance(days=2)
-    app.record_follow_up(old, clock.now.date(), "phone", world.gp)
+    app.record_follow_up(old, world.today, "phone", world.gp)
     # a quota of 4 slots, 2 booked, one attended and one no-show
     quota = world.quota(slots=4, days_ahead=3)
     b1 = app.book_slot(quota, old, world.gp).id
@@ -124,7 +124,7 @@ def test_kpi_formulas_on_a_hand_made_history(
     app.record_attendance(quota, b1, True, world.hospital_staff)
     app.record_attendance(quota, b2, False, world.hospital_staff)
     assert q.wait_for(app.max_position())
-    end = clock.now.date()
+    end = world.today
     k = q.kpis(EVERYTHING, today, end, center_id=world.center)
     assert k is not None
     assert k["signing_rate"] == pytest.approx(3 / 10)
