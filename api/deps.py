@@ -15,9 +15,9 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AwareDatetime
 
 from api.errors import ApiProblem
+from api.schemas import Moment
 from api.services import Services
 from api.tokens import Principal, Role
 from domain.application import CareCoordination
@@ -178,7 +178,7 @@ PageDep = Annotated[Page, Depends(get_page)]
 async def get_as_of(
     principal: PrincipalDep,
     as_of: Annotated[
-        AwareDatetime | None,
+        Moment | None,
         Query(
             description="read the views as they stood at this moment (auditors only)",
             examples=["2026-03-01T00:00:00+08:00"],

@@ -137,6 +137,9 @@ def test_as_of_is_for_auditors_and_shows_the_past(world: PagesWorld) -> None:
         team = http.get(f"/ui/teams/{world.team}", params={"as_of": before.isoformat()})
         assert team.status_code == 200 and 'id="as-of-banner"' in team.text
         assert http.get(f"/ui/teams/{world.team}", params={"as_of": "yesterday"}).status_code == 422
+        for moment in ("0001-01-01T00:30:00+01:00", "0001-01-01T00:00", "9999-12-31T23:59"):
+            r = http.get(f"/ui/teams/{world.team}", params={"as_of": moment})
+            assert r.status_code == 422, (moment, r.status_code)
 
 
 def _patient_of(world: PagesWorld) -> str:

@@ -86,3 +86,25 @@ def test_a_refused_command_is_replayed_as_refused(world: HttpWorld) -> None:
         headers=bearer(world.auditor, **{"Idempotency-Key": "has space"}),
     )
     assert bad.status_code in (400, 422)
+
+
+def test_moments_and_days_out_of_range_are_refused_naming_the_parameter(world: HttpWorld) -> None:
+    pid, _ = world.contracted()
+    timeline = f"/patients/{pid}/timeline"
+    for name in ("since", "until", "as_of"):
+        for moment in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+            r = world.http.get(timeline, params={name: moment}, headers=bearer(world.auditor))
+            assert (r.status_code, r.json()["field"]) == (422, f"query.{name}"), r.text
+    fine = {
+        "since": "2026-01-01T00:00:00+08:00",
+        "wait_for_position": world.served.services.application().max_position(),
+    }
+    r = world.http.get(timeline, params=fine, headers=bearer(world.auditor))
+    assert r.status_code == 200, r.text
+    places = (f"/teams/{world.team}/workload", f"/worklists/centers/{world.center.id}")
+    for path in places:
+        for day in ("0001-01-01", "9999-12-31"):
+            r = world.http.get(path, params={"today": day}, headers=bearer(world.center.token))
+            assert (r.status_code, r.json()["field"]) == (422, "query.today"), r.text
+        r = world.http.get(path, params={"today": "2026-06-01"}, headers=bearer(world.center.token))
+        assert r.status_code == 200, r.text
