@@ -10,7 +10,7 @@ by the caller's ``Scope`` (queries).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
@@ -185,8 +185,19 @@ async def get_as_of(
         ),
     ] = None,
 ) -> datetime | None:
-    if as_of is not None and principal.role != Role.AUDITOR:
+    if as_of is None:
+        return None
+    if principal.role != Role.AUDITOR:
         raise ApiProblem(403, "role-not-allowed", "only auditors read the views as of a moment")
+    # The views as of a moment are replayed once and kept: a moment still to come would be
+    # kept before it happened (and every new one would cost a replay).
+    if as_of > datetime.now(UTC):
+        raise ApiProblem(
+            422,
+            "as-of-in-the-future",
+            f"{as_of.isoformat()} has not happened yet: read the views as of a past moment",
+            field="query.as_of",
+        )
     return as_of
 
 

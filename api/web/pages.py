@@ -173,6 +173,8 @@ def parse_as_of(ctx: Ctx, text: str | None) -> datetime | None:
         raise PageError(422, "error", f"as_of: {text}") from exc
     if not EARLIEST <= found <= LATEST:
         raise PageError(422, "error", f"as_of: {text}")
+    if found > datetime.now(UTC):  # as in api.deps.get_as_of: replays are kept per moment
+        raise PageError(422, "error", f"as_of: {text} (as-of-in-the-future)")
     return found
 
 

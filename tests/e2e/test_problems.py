@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from tests.e2e.server import HttpWorld, bearer
 
@@ -108,3 +109,18 @@ def test_moments_and_days_out_of_range_are_refused_naming_the_parameter(world: H
             assert (r.status_code, r.json()["field"]) == (422, "query.today"), r.text
         r = world.http.get(path, params={"today": "2026-06-01"}, headers=bearer(world.center.token))
         assert r.status_code == 200, r.text
+
+
+def test_as_of_a_moment_still_to_come_is_refused(world: HttpWorld) -> None:
+    pid, _ = world.contracted()
+    position = world.served.services.application().max_position()
+    later = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    for path in (f"/patients/{pid}", f"/patients/{pid}/timeline", f"/teams/{world.team}/workload"):
+        r = world.http.get(path, params={"as_of": later}, headers=bearer(world.auditor))
+        problem = r.json()
+        assert r.status_code == 422, r.text
+        assert (problem["code"], problem["field"]) == ("as-of-in-the-future", "query.as_of")
+    # the present is fine (and shows what is recorded by now)
+    now = {"as_of": datetime.now(UTC).isoformat(), "wait_for_position": position}
+    r = world.http.get(f"/patients/{pid}", params=now, headers=bearer(world.auditor))
+    assert r.status_code == 200, r.text
