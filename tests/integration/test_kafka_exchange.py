@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
 from jsonschema import Draft202012Validator
+from pydantic import SecretStr
 
 from consumers.inbound import InboundConsumer
 from consumers.messages import partner_event
@@ -27,7 +28,7 @@ from jiayi.settings import Settings
 from projections.queries import Page, Scope
 from tests.conftest import Clock
 from tests.kafka_helpers import as_json, drain, exchange_settings, headers, produce, read_all
-from tests.world import World, build_world
+from tests.world import World, build_world, national_id
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 ROOT = Path(__file__).resolve().parents[2]
@@ -296,3 +297,38 @@ def test_a_change_by_another_writer_between_batches_is_not_lost(
     send(settings, (patient, visit(2)))
     drain(inbound, lambda: len(app.load(FollowUps, FollowUps.id_for(patient)).visits) == 3)
     assert inbound.dead == 0
+
+
+def test_a_patients_personal_data_is_not_published_even_when_encrypted_at_rest(
+    settings: Settings, clock: Clock
+) -> None:
+    from eventsourcing.cipher import AESCipher
+
+    key = SecretStr(AESCipher.create_key(16))
+    encrypted = settings.model_copy(update={"cipher_key": key})
+    app = build_exchange_application(encrypted, clock=clock)
+    try:
+        world = build_world(app)
+        patient = world.patient(name="王秀英", birth=date(1950, 3, 4), tags=("hypertension",))
+        relay = build_relay(encrypted, app=app)
+        while relay.publish_once():
+            pass
+        relay.close()
+    finally:
+        app.close()
+    records = read_all(encrypted.kafka_bootstrap or "", encrypted.domain_topic, 1)
+    mine = [r for r in records if r.key == str(patient).encode()]
+    for secret in ("王秀英", national_id(date(1950, 3, 4)), "13800000000", "1950-03-04"):
+        assert all(secret.encode() not in r.value for r in mine), secret
+    [registered] = [as_json(r) for r in mine if b"cn.jiayi.patient.registered.v1" in r.value]
+    assert registered["subject"] == str(patient)
+    data = registered["data"]
+    assert (data["sex"], data["birth_year"], data["district"]) == ("F", 1950, "鼓楼区")
+    assert data["center_id"] == str(world.center)
+    assert not {"name", "national_id", "phone", "birth_date"} & set(data)
+    tagged = [as_json(r)["data"] for r in mine if b"cn.jiayi.patient.tagged.v1" in r.value]
+    assert [t["tag"] for t in tagged] == ["hypertension"]
+    schema = json.loads((ROOT / "consumers/schemas/outbound/domain-event.json").read_text())
+    Draft202012Validator(schema).validate(registered)
+    leaky = {**registered, "data": {**data, "national_id": national_id(date(1950, 3, 4))}}
+    assert not Draft202012Validator(schema).is_valid(leaky)
