@@ -16,6 +16,7 @@ from consumers.inbound import InboundConsumer
 from consumers.messages import partner_event
 from domain.application import CareCoordination
 from domain.followups import FollowUps
+from domain.patients import Patient
 from domain.referrals import Referral
 from jiayi.bootstrap import (
     build_exchange_application,
@@ -38,6 +39,7 @@ REJECTED = "cn.jiayi.partner.referral.rejected.v1"
 ARRIVED = "cn.jiayi.partner.patient.arrived.v1"
 DISCHARGED = "cn.jiayi.partner.patient.discharged.v1"
 FOLLOWUP = "cn.jiayi.partner.followup.recorded.v1"
+REQUESTED = "cn.jiayi.partner.referral.requested.v1"
 
 
 @pytest.fixture
@@ -332,3 +334,46 @@ def test_a_patients_personal_data_is_not_published_even_when_encrypted_at_rest(
     Draft202012Validator(schema).validate(registered)
     leaky = {**registered, "data": {**data, "national_id": national_id(date(1950, 3, 4))}}
     assert not Draft202012Validator(schema).is_valid(leaky)
+
+
+def test_a_patient_read_from_the_cache_is_as_recorded_since_by_another_writer(
+    settings: Settings,
+    app: CareCoordination,
+    world: World,
+    inbound: InboundConsumer,
+    clock: Clock,
+) -> None:
+    """The consumer keeps aggregates between batches. One a batch only reads is not checked
+    when the batch is recorded: a contract terminated through the API in between must still
+    stop the next partner referral."""
+    patient = world.contracted_patient()
+    contract = app.load(Patient, patient).contract_id
+    assert contract is not None
+
+    def referral(n: int) -> bytes:
+        data = {
+            "patient_id": str(patient),
+            "hospital_id": str(world.hospital),
+            "department": "cardiology",
+            "reason": "血压控制不佳",
+            "diagnosis": "I10",
+            "urgency": "routine",
+            "staff_id": "gp-1",
+        }
+        return partner_event(REQUESTED, world.center, f"referral-{n}", data, world.now())
+
+    send(settings, (patient, referral(1)))
+    drain(inbound, lambda: inbound.applied + inbound.dead == 1)
+    assert (inbound.applied, patient in inbound.cache) == (1, True)
+
+    elsewhere = build_exchange_application(settings, clock=clock)
+    try:
+        elsewhere.terminate_contract(contract, "moved to another city", world.gp)
+    finally:
+        elsewhere.close()
+
+    send(settings, (patient, referral(2)))
+    drain(inbound, lambda: inbound.applied + inbound.dead == 2)
+    assert (inbound.applied, inbound.dead) == (1, 1)
+    [dead] = read_all(settings.kafka_bootstrap or "", settings.dead_letter_topic, 1)
+    assert headers(dead)["jiayi.error.code"] == "contract-not-active"
