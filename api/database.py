@@ -36,6 +36,7 @@ TABLES = (
         created_at TEXT NOT NULL,
         PRIMARY KEY (principal, idem_key)
     )""",
+    "CREATE INDEX IF NOT EXISTS api_idempotency_created ON api_idempotency (created_at)",
 )
 
 

@@ -10,14 +10,14 @@ by the caller's ``Scope`` (queries).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AwareDatetime
 
 from api.errors import ApiProblem
+from api.schemas import Moment
 from api.services import Services
 from api.tokens import Principal, Role
 from domain.application import CareCoordination
@@ -178,15 +178,26 @@ PageDep = Annotated[Page, Depends(get_page)]
 async def get_as_of(
     principal: PrincipalDep,
     as_of: Annotated[
-        AwareDatetime | None,
+        Moment | None,
         Query(
             description="read the views as they stood at this moment (auditors only)",
             examples=["2026-03-01T00:00:00+08:00"],
         ),
     ] = None,
 ) -> datetime | None:
-    if as_of is not None and principal.role != Role.AUDITOR:
+    if as_of is None:
+        return None
+    if principal.role != Role.AUDITOR:
         raise ApiProblem(403, "role-not-allowed", "only auditors read the views as of a moment")
+    # The views as of a moment are replayed once and kept: a moment still to come would be
+    # kept before it happened (and every new one would cost a replay).
+    if as_of > datetime.now(UTC):
+        raise ApiProblem(
+            422,
+            "as-of-in-the-future",
+            f"{as_of.isoformat()} has not happened yet: read the views as of a past moment",
+            field="query.as_of",
+        )
     return as_of
 
 

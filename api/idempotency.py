@@ -3,7 +3,9 @@
 Stored per caller (the token's hash), key, method and path with a hash of the request. The
 first request claims the key before it runs; a concurrent duplicate gets 409 until the first
 finishes; the same key with another request body gets 422. Answers the client should retry
-(401, 5xx) are not kept.
+(401, 5xx) are not kept. A claim left unfinished (the process died while the request ran) is
+taken over by the same request after ``STALE_CLAIM``; rows older than ``KEEP`` are deleted a
+few at a time as keys are claimed.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import hashlib
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware
@@ -21,12 +23,27 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from api.database import SideStore
+from api.database import Cursor, SideStore
 from api.errors import UNAVAILABLE, problem, unavailable
 from api.tokens import token_hash
 
 HEADER = "Idempotency-Key"
 _VALID_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+#: A claim still without an answer after this is taken to be abandoned (its process died
+#: between claiming and completing); the next identical request takes it over. Far longer
+#: than any request runs.
+STALE_CLAIM = timedelta(seconds=60)
+#: How long answers are kept for replay; older rows are deleted.
+KEEP = timedelta(hours=24)
+#: Expired rows deleted on each claim (a few: cheap, and ahead of the rate they expire at).
+PURGE_BATCH = 10
+
+
+def request_digest(method: str, path: str, query: str, body: bytes) -> str:
+    """What makes two requests with one key "the same request"."""
+    return hashlib.sha256(
+        b"\0".join([method.encode(), path.encode(), query.encode(), body])
+    ).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -41,32 +58,64 @@ class IdempotencyStore:
         self.store = store
 
     def claim(
-        self, principal: str, key: str, method: str, path: str, request_hash: str
+        self,
+        principal: str,
+        key: str,
+        method: str,
+        path: str,
+        request_hash: str,
+        now: datetime | None = None,
     ) -> Stored | None:
-        """Claim ``key`` for this request; None when claimed, else what is already there."""
+        """Claim ``key`` for this request; None when claimed (or an abandoned claim of the
+        same request taken over), else what is already there."""
+        now = now or datetime.now(UTC)
+        created = now.isoformat(timespec="microseconds")
         with self.store.cursor() as cur:
+            self._purge(cur, (now - KEEP).isoformat(timespec="microseconds"))
             if self.store.is_postgres:
                 cur.execute(
                     "INSERT INTO api_idempotency (principal, idem_key, method, path,"
                     " request_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (principal, idem_key) DO NOTHING",
-                    (principal, key, method, path, request_hash, datetime.now(UTC).isoformat()),
+                    (principal, key, method, path, request_hash, created),
                 )
             else:
                 cur.execute(
                     "INSERT OR IGNORE INTO api_idempotency (principal, idem_key, method, path,"
                     " request_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (principal, key, method, path, request_hash, datetime.now(UTC).isoformat()),
+                    (principal, key, method, path, request_hash, created),
                 )
             if cur.rowcount == 1:
                 return None
             cur.execute(
-                "SELECT request_hash, status, body FROM api_idempotency"
+                "SELECT request_hash, status, body, created_at FROM api_idempotency"
                 " WHERE principal = ? AND idem_key = ?",
                 (principal, key),
             )
             row = cur.fetchone()
-        return Stored(row[0], row[1], row[2]) if row else None
+            if row is None:
+                return None  # released in between (as before: this request runs unclaimed)
+            stale = (now - STALE_CLAIM).isoformat(timespec="microseconds")
+            if row[1] is None and row[0] == request_hash and row[3] < stale:
+                # compare-and-set on created_at: of two retries only one takes over
+                cur.execute(
+                    "UPDATE api_idempotency SET created_at = ? WHERE principal = ?"
+                    " AND idem_key = ? AND status IS NULL AND created_at = ?",
+                    (created, principal, key, row[3]),
+                )
+                if cur.rowcount == 1:
+                    return None
+        return Stored(row[0], row[1], row[2])
+
+    def _purge(self, cur: Cursor, before: str) -> None:
+        """Delete a few rows created before ``before`` (by the ``created_at`` index)."""
+        lock = " FOR UPDATE SKIP LOCKED" if self.store.is_postgres else ""
+        cur.execute(
+            "DELETE FROM api_idempotency WHERE (principal, idem_key) IN (SELECT principal,"
+            " idem_key FROM api_idempotency WHERE created_at < ? ORDER BY created_at LIMIT ?"
+            f"{lock})",
+            (before, PURGE_BATCH),
+        )
 
     def complete(self, principal: str, key: str, status: int, body: str) -> None:
         with self.store.cursor() as cur:
@@ -124,9 +173,7 @@ class IdempotencyMiddleware(BaseHTTPMiddleware):
             )
         body = await request.body()
         path = request.url.path
-        digest = hashlib.sha256(
-            b"\0".join([request.method.encode(), path.encode(), request.url.query.encode(), body])
-        ).hexdigest()
+        digest = request_digest(request.method, path, request.url.query, body)
         principal = token_hash(token)
         try:
             stored = await run_in_threadpool(

@@ -3,7 +3,7 @@ types (dates, UUIDs, enum values); the domain's rules still decide."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -19,7 +19,17 @@ from domain.teams import Role as TeamRole
 
 # Dates the domain can compute with (terms add years): keep them well inside date's range.
 Day = Annotated[date, Field(ge=date(1900, 1, 1), le=date(2200, 12, 31))]
-Moment = Annotated[AwareDatetime, Field(description="timezone-aware ISO 8601")]
+# Moments likewise (in UTC, 0001-01-01T00:30:00+01:00 is not a datetime at all).
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+Moment = Annotated[
+    AwareDatetime,
+    Field(
+        ge=EARLIEST,
+        le=LATEST,
+        description="timezone-aware ISO 8601, 1900-01-01 .. 2200-01-01",
+    ),
+]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 LongText = Annotated[str, Field(max_length=4000)]
 Package = Literal[PACKAGES]  # type: ignore[valid-type]

@@ -54,6 +54,7 @@ CACHE_LIMIT = 200_000
 class ExchangeRecorder(Protocol):
     def received(self, keys: Any) -> set[MessageKey]: ...
     def select_events_of(self, ids: Any) -> list[StoredEvent]: ...
+    def max_versions(self, ids: Any) -> dict[UUID, int]: ...
     def max_tracking_id(self, application_name: str) -> int | None: ...
 
 
@@ -192,9 +193,9 @@ class InboundConsumer:
 
     def _keep(self, batch: Batch) -> None:
         """After a batch is recorded, its aggregates equal the stored ones: keep them for the
-        next batches. Another writer (the API) may change one meanwhile; the next batch then
-        fails its optimistic check, the cache is dropped and the batch runs again on fresh
-        loads."""
+        next batches. Another writer (the API) may change one meanwhile: :meth:`_prefetch`
+        uses a kept aggregate only while its version is still the stored one (an aggregate a
+        batch only reads is never checked when the batch is recorded)."""
         if len(self.cache) + len(batch.aggregates) > CACHE_LIMIT:
             self.cache.clear()
         self.cache.update(batch.aggregates)
@@ -262,8 +263,15 @@ class InboundConsumer:
         ids: set[UUID] = {m.org_id for m in messages}
         for m in messages:
             ids.update(m.command.touches())
-        for known in ids & self.cache.keys():
-            batch.seed(self.cache[known])
+        kept = ids & self.cache.keys()
+        if kept:
+            current = self.recorder.max_versions(kept)
+            for known in kept:
+                cached = self.cache[known]
+                if current.get(known) == cached.version:
+                    batch.seed(cached)
+                else:  # changed (or gone) since: read afresh below
+                    del self.cache[known]
         wanted = ids - batch.aggregates.keys()
         stored = self.recorder.select_events_of(wanted)
         batch.seed_absent(wanted - {s.originator_id for s in stored})

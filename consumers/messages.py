@@ -375,13 +375,34 @@ def _json_default(obj: object) -> Any:
     raise TypeError(f"cannot encode {type(obj).__name__}")
 
 
+#: A patient's personal data never leaves in integration events, even when the events are
+#: encrypted at rest: partners get the patient's id (subject, key), sex, district, center and
+#: key-population tags; a partner that needs more asks the registry through the API.
+PERSONAL = frozenset({"name", "national_id", "phone"})
+_PATIENT_TOPIC = "domain.patients:Patient."
+
+
+def _redacted(topic: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` of a patient's event without personal data; the birth date as a year."""
+    if not topic.startswith(_PATIENT_TOPIC):
+        return fields
+    out = {k: v for k, v in fields.items() if k not in PERSONAL and k != "birth_date"}
+    birth = fields.get("birth_date")
+    if isinstance(birth, date):
+        out["birth_year"] = birth.year
+    return out
+
+
 def domain_event(event: Any, topic: str, position: int, app_name: str, patient_id: UUID) -> bytes:
     """Encode one domain event as an integration CloudEvent; the id is stable per position."""
-    fields = {
-        k: v
-        for k, v in vars(event).items()
-        if k not in ("originator_id", "originator_version", "timestamp")
-    }
+    fields = _redacted(
+        topic,
+        {
+            k: v
+            for k, v in vars(event).items()
+            if k not in ("originator_id", "originator_version", "timestamp")
+        },
+    )
     at = fields.get("at")
     envelope = {
         "specversion": "1.0",

@@ -56,6 +56,10 @@ class PostgresExchangeRecorder(PostgresProcessRecorder):
             "SELECT originator_id, originator_version, topic, state FROM {0}.{1} "
             "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
         ).format(schema, Identifier(self.events_table_name))
+        self._select_versions = SQL(
+            "SELECT originator_id, max(originator_version) AS version FROM {0}.{1} "
+            "WHERE originator_id = ANY(%s) GROUP BY originator_id"
+        ).format(schema, Identifier(self.events_table_name))
 
     def _insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -92,6 +96,15 @@ class PostgresExchangeRecorder(PostgresProcessRecorder):
                 for r in curs.fetchall()
             ]
 
+    def max_versions(self, originator_ids: Iterable[UUID]) -> dict[UUID, int]:
+        """The current version of each of the given aggregates that exists, in one query."""
+        ids = list(originator_ids)
+        if not ids:
+            return {}
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._select_versions, (ids,))
+            return {r["originator_id"]: r["version"] for r in curs.fetchall()}
+
 
 class SQLiteExchangeRecorder(SQLiteProcessRecorder):
     def __init__(
@@ -123,6 +136,23 @@ class SQLiteExchangeRecorder(SQLiteProcessRecorder):
 
     def select_events_of(self, originator_ids: Iterable[UUID]) -> list[StoredEvent]:
         return [e for i in originator_ids for e in self.select_events(i)]
+
+    def max_versions(self, originator_ids: Iterable[UUID]) -> dict[UUID, int]:
+        """The current version of each of the given aggregates that exists (ids stored as hex,
+        as the library's recorder stores them)."""
+        ids = [i.hex for i in originator_ids]
+        found: dict[UUID, int] = {}
+        with self.datastore.transaction(commit=False) as c:
+            for start in range(0, len(ids), 500):  # well under SQLite's bound-variable limit
+                chunk = ids[start : start + 500]
+                c.execute(
+                    f"SELECT originator_id, MAX(originator_version) AS version"
+                    f" FROM {self.events_table_name} WHERE originator_id IN"
+                    f" ({', '.join('?' * len(chunk))}) GROUP BY originator_id",
+                    chunk,
+                )
+                found.update({UUID(r["originator_id"]): r["version"] for r in c.fetchall()})
+        return found
 
 
 def exchange_recorder_topic(postgres: bool) -> str:

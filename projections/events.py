@@ -8,6 +8,7 @@ in their stored text form instead of building ``UUID``/``datetime`` objects.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +19,27 @@ import orjson
 from eventsourcing.application import Application
 from eventsourcing.persistence import Notification
 
+log = logging.getLogger(__name__)
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def _utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; a moment within a day of ``datetime``'s range whose UTC instant
+    falls outside it (``0001-01-01T00:30:00+01:00``) is clamped to the range's end instead of
+    raising ``OverflowError``. Such a value is nonsense, but the event carrying it is a fact
+    the views must still show (skipping it would leave later events about the same
+    referral or contract dangling), and a reader that raised would fail on that batch for
+    ever. Clamping is deterministic and keeps text order, so a rebuild still equals the views
+    built batch by batch."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        clamped = _EARLIEST if moment.year == datetime.min.year else _LATEST
+        log.warning("moment %s is outside the representable range: read as %s", moment, clamped)
+        return clamped
+
 
 def norm_moment(text: str) -> str:
     """A stored ISO moment as UTC text with microseconds: ``2026-06-01T09:00:00.000000+00:00``."""
@@ -26,14 +48,14 @@ def norm_moment(text: str) -> str:
             return text
         if len(text) == 25:
             return text[:19] + ".000000+00:00"
-    return datetime.fromisoformat(text).astimezone(UTC).isoformat(timespec="microseconds")
+    return _utc(datetime.fromisoformat(text)).isoformat(timespec="microseconds")
 
 
 def moment_text(moment: datetime) -> str:
     """A timezone-aware ``datetime`` in the views' text form."""
     if moment.tzinfo is None:
         raise ValueError("a moment must carry a timezone")
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    return _utc(moment).isoformat(timespec="microseconds")
 
 
 def _plain(value: Any) -> Any:

@@ -246,11 +246,24 @@ class ViewQueries:
         out["steps"] = _outs(steps)
         return out
 
-    def _quota_visible(self, scope: Scope, q: dict[str, Any]) -> bool:
+    def _center_district(self, db: ViewStore, scope: Scope) -> str | None:
+        """A center's district as the directory knows it (the domain books a district's
+        quota by it), else as its token named it; None for other callers."""
+        if scope.org_id is None or scope.org_kind != "community_center":
+            return None
+        org = db.one("SELECT district FROM v_orgs WHERE id = ?", (scope.org_id.hex,))
+        return org["district"] if org is not None else scope.district
+
+    def _quota_visible(
+        self, scope: Scope, q: dict[str, Any], center_district: str | None = None
+    ) -> bool:
+        """``center_district``: the reading center's (:meth:`_center_district`)."""
         if scope.everything:
             return True
         if scope.org_id is not None:
-            return scope.org_id.hex in (q["hospital_id"], q["reserved_center"])
+            return scope.org_id.hex in (q["hospital_id"], q["reserved_center"]) or (
+                center_district is not None and q["reserved_district"] == center_district
+            )
         if scope.district is not None:
             return scope.district in (q["reserved_district"], q.get("center_district"))
         return False
@@ -262,7 +275,7 @@ class ViewQueries:
 
     def quota(self, scope: Scope, quota_id: UUID) -> dict[str, Any] | None:
         q = self.store.one(f"{self._QUOTA} WHERE q.id = ?", (quota_id.hex,))
-        if q is None or not self._quota_visible(scope, q):
+        if q is None or not self._quota_visible(scope, q, self._center_district(self.store, scope)):
             return None
         q["released"] = bool(q["released"])
         bookings = self.store.rows(
@@ -282,7 +295,8 @@ class ViewQueries:
             "ORDER BY q.release_at, q.id",
             (now,),
         )
-        visible = [r for r in rows if self._quota_visible(scope, r)]
+        district = self._center_district(self.store, scope)
+        visible = [r for r in rows if self._quota_visible(scope, r, district)]
         return _outs(visible[page.offset : page.offset + page.limit])
 
     # --- teams --------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import ApplicationDep, AsOfDep, CenterReader, CenterStaff, PageDep, QueriesDep
 from api.openapi import COMMAND_ERRORS, QUERY_ERRORS, done, example_response, paged, visible
-from api.schemas import TEAM_ID, AddMember, CommandResult, FormTeam, ItemsPage, RemoveMember
+from api.schemas import TEAM_ID, AddMember, CommandResult, Day, FormTeam, ItemsPage, RemoveMember
 
 router = APIRouter(prefix="/teams", tags=["teams"])
 
@@ -74,7 +74,7 @@ def team_workload(
     who: CenterReader,
     as_of: AsOfDep,
     queries: QueriesDep,
-    today: Annotated[date | None, Query(description="default: today")] = None,
+    today: Annotated[Day | None, Query(description="default: today")] = None,
 ) -> dict[str, Any]:
     """Per team and per member: contracts, referrals and follow-ups (issue 3's counts)."""
     return visible(queries.team_workload(who.scope, team_id, today or date.today(), as_of=as_of))

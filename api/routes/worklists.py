@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import CenterReader, HospitalReader, PageDep, QueriesDep
 from api.openapi import QUERY_ERRORS, example_response, paged, visible
-from api.schemas import EXAMPLE_ID, PATIENT_ID, ItemsPage
+from api.schemas import EXAMPLE_ID, PATIENT_ID, Day, ItemsPage
 
 router = APIRouter(prefix="/worklists", tags=["worklists"])
 
@@ -41,7 +41,7 @@ def center_worklist(
     who: CenterReader,
     queries: QueriesDep,
     page: PageDep,
-    today: Annotated[date | None, Query(description="default: today")] = None,
+    today: Annotated[Day | None, Query(description="default: today")] = None,
 ) -> dict[str, Any]:
     """Returns awaiting acknowledgement and overdue follow-ups of a community center."""
     return visible(queries.center_worklist(who.scope, center_id, today or date.today(), page))

@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from api import deps
+from api.schemas import EARLIEST, LATEST
 from api.services import Services
 from api.tokens import Principal, Role
 from api.web import i18n, session
@@ -167,9 +168,14 @@ def parse_as_of(ctx: Ctx, text: str | None) -> datetime | None:
         raise PageError(403, "as_of_auditors")
     try:
         found = datetime.fromisoformat(text)
-    except ValueError as exc:
+        found = found if found.tzinfo else found.astimezone()
+    except (ValueError, OverflowError) as exc:
         raise PageError(422, "error", f"as_of: {text}") from exc
-    return found if found.tzinfo else found.astimezone()
+    if not EARLIEST <= found <= LATEST:
+        raise PageError(422, "error", f"as_of: {text}")
+    if found > datetime.now(UTC):  # as in api.deps.get_as_of: replays are kept per moment
+        raise PageError(422, "error", f"as_of: {text} (as-of-in-the-future)")
+    return found
 
 
 def uuid_or_404(text: str) -> UUID:

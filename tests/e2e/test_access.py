@@ -378,3 +378,33 @@ def test_only_auditors_read_as_of_a_moment(world: HttpWorld, targets: dict[str, 
     )
     assert r.status_code == 200, r.text
     assert [e["kind"] for e in r.json()["items"]][:1] == ["registry.registered"]
+
+
+def test_centers_of_a_district_see_the_quotas_reserved_for_it(world: HttpWorld) -> None:
+    pid, _ = world.contracted()
+    body = {
+        "kind": "expert",
+        "department": "cardiology",
+        "session_date": (world.today + timedelta(days=2)).isoformat(),
+        "half_day": "pm",
+        "expert": "周主任",
+        "slots": 3,
+        "release_at": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
+        "reserved_for_district": world.center.district,
+    }
+    made = world.ok("/quotas", world.hospital.token, body)
+    qid, wait = made["id"], {"wait_for_position": made["position"]}
+    # a token of the center naming no district sees it too (the directory knows the district)
+    bare = world.served.token(Role.CENTER_STAFF, world.center.id, staff="nurse-2")
+    for token in (world.center.token, bare):
+        r = world.http.get(f"/quotas/{qid}", params=wait, headers=bearer(token))
+        assert r.status_code == 200, r.text
+        listed = world.http.get("/quotas", params=wait, headers=bearer(token)).json()["items"]
+        assert qid in [q["id"] for q in listed]
+    # a center of another district does not
+    r = world.http.get(f"/quotas/{qid}", params=wait, headers=bearer(world.other_center.token))
+    assert r.status_code == 404, r.text
+    listed = world.http.get("/quotas", params=wait, headers=bearer(world.other_center.token))
+    assert qid not in [q["id"] for q in listed.json()["items"]]
+    # and what the center sees it may book
+    world.ok(f"/quotas/{qid}/bookings", world.center.token, {"patient_id": str(pid)})

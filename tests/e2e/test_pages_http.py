@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -137,6 +137,10 @@ def test_as_of_is_for_auditors_and_shows_the_past(world: PagesWorld) -> None:
         team = http.get(f"/ui/teams/{world.team}", params={"as_of": before.isoformat()})
         assert team.status_code == 200 and 'id="as-of-banner"' in team.text
         assert http.get(f"/ui/teams/{world.team}", params={"as_of": "yesterday"}).status_code == 422
+        later = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+        for moment in ("0001-01-01T00:30:00+01:00", "0001-01-01T00:00", "9999-12-31T23:59", later):
+            r = http.get(f"/ui/teams/{world.team}", params={"as_of": moment})
+            assert r.status_code == 422, (moment, r.status_code)
 
 
 def _patient_of(world: PagesWorld) -> str:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
 from jsonschema import Draft202012Validator
+from pydantic import SecretStr
 
 from consumers.inbound import InboundConsumer
 from consumers.messages import partner_event
 from domain.application import CareCoordination
 from domain.followups import FollowUps
+from domain.patients import Patient
 from domain.referrals import Referral
 from jiayi.bootstrap import (
     build_exchange_application,
@@ -27,7 +29,7 @@ from jiayi.settings import Settings
 from projections.queries import Page, Scope
 from tests.conftest import Clock
 from tests.kafka_helpers import as_json, drain, exchange_settings, headers, produce, read_all
-from tests.world import World, build_world
+from tests.world import World, build_world, national_id
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +39,7 @@ REJECTED = "cn.jiayi.partner.referral.rejected.v1"
 ARRIVED = "cn.jiayi.partner.patient.arrived.v1"
 DISCHARGED = "cn.jiayi.partner.patient.discharged.v1"
 FOLLOWUP = "cn.jiayi.partner.followup.recorded.v1"
+REQUESTED = "cn.jiayi.partner.referral.requested.v1"
 
 
 @pytest.fixture
@@ -296,3 +299,81 @@ def test_a_change_by_another_writer_between_batches_is_not_lost(
     send(settings, (patient, visit(2)))
     drain(inbound, lambda: len(app.load(FollowUps, FollowUps.id_for(patient)).visits) == 3)
     assert inbound.dead == 0
+
+
+def test_a_patients_personal_data_is_not_published_even_when_encrypted_at_rest(
+    settings: Settings, clock: Clock
+) -> None:
+    from eventsourcing.cipher import AESCipher
+
+    key = SecretStr(AESCipher.create_key(16))
+    encrypted = settings.model_copy(update={"cipher_key": key})
+    app = build_exchange_application(encrypted, clock=clock)
+    try:
+        world = build_world(app)
+        patient = world.patient(name="王秀英", birth=date(1950, 3, 4), tags=("hypertension",))
+        relay = build_relay(encrypted, app=app)
+        while relay.publish_once():
+            pass
+        relay.close()
+    finally:
+        app.close()
+    records = read_all(encrypted.kafka_bootstrap or "", encrypted.domain_topic, 1)
+    mine = [r for r in records if r.key == str(patient).encode()]
+    for secret in ("王秀英", national_id(date(1950, 3, 4)), "13800000000", "1950-03-04"):
+        assert all(secret.encode() not in r.value for r in mine), secret
+    [registered] = [as_json(r) for r in mine if b"cn.jiayi.patient.registered.v1" in r.value]
+    assert registered["subject"] == str(patient)
+    data = registered["data"]
+    assert (data["sex"], data["birth_year"], data["district"]) == ("F", 1950, "鼓楼区")
+    assert data["center_id"] == str(world.center)
+    assert not {"name", "national_id", "phone", "birth_date"} & set(data)
+    tagged = [as_json(r)["data"] for r in mine if b"cn.jiayi.patient.tagged.v1" in r.value]
+    assert [t["tag"] for t in tagged] == ["hypertension"]
+    schema = json.loads((ROOT / "consumers/schemas/outbound/domain-event.json").read_text())
+    Draft202012Validator(schema).validate(registered)
+    leaky = {**registered, "data": {**data, "national_id": national_id(date(1950, 3, 4))}}
+    assert not Draft202012Validator(schema).is_valid(leaky)
+
+
+def test_a_patient_read_from_the_cache_is_as_recorded_since_by_another_writer(
+    settings: Settings,
+    app: CareCoordination,
+    world: World,
+    inbound: InboundConsumer,
+    clock: Clock,
+) -> None:
+    """The consumer keeps aggregates between batches. One a batch only reads is not checked
+    when the batch is recorded: a contract terminated through the API in between must still
+    stop the next partner referral."""
+    patient = world.contracted_patient()
+    contract = app.load(Patient, patient).contract_id
+    assert contract is not None
+
+    def referral(n: int) -> bytes:
+        data = {
+            "patient_id": str(patient),
+            "hospital_id": str(world.hospital),
+            "department": "cardiology",
+            "reason": "血压控制不佳",
+            "diagnosis": "I10",
+            "urgency": "routine",
+            "staff_id": "gp-1",
+        }
+        return partner_event(REQUESTED, world.center, f"referral-{n}", data, world.now())
+
+    send(settings, (patient, referral(1)))
+    drain(inbound, lambda: inbound.applied + inbound.dead == 1)
+    assert (inbound.applied, patient in inbound.cache) == (1, True)
+
+    elsewhere = build_exchange_application(settings, clock=clock)
+    try:
+        elsewhere.terminate_contract(contract, "moved to another city", world.gp)
+    finally:
+        elsewhere.close()
+
+    send(settings, (patient, referral(2)))
+    drain(inbound, lambda: inbound.applied + inbound.dead == 2)
+    assert (inbound.applied, inbound.dead) == (1, 1)
+    [dead] = read_all(settings.kafka_bootstrap or "", settings.dead_letter_topic, 1)
+    assert headers(dead)["jiayi.error.code"] == "contract-not-active"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import date
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import Notification
 
 from domain.application import CareCoordination
 from jiayi.bootstrap import view_location
@@ -16,6 +18,7 @@ from projections.base import Projection
 from projections.events import LogReader
 from projections.runner import Runner, rebuild, select
 from projections.store import ViewStore
+from tests.world import build_world
 
 TODAY = date(2026, 5, 30)
 
@@ -102,3 +105,38 @@ def test_a_crash_mid_batch_loses_and_repeats_nothing(
     after_crash = dump(store)
     rebuild(store, reader)
     assert dump(store) == after_crash
+
+
+class _Tampered(LogReader):
+    """The log as a runner reads it, one stored moment replaced (as if an older version of the
+    domain had accepted it)."""
+
+    def __init__(self, app: CareCoordination, old: bytes, new: bytes) -> None:
+        super().__init__(app)
+        self.old, self.new = old, new
+
+    def page(self, after: int, limit: int, stop: int | None = None) -> Sequence[Notification]:
+        return [
+            replace(n, state=n.state.replace(self.old, self.new))
+            for n in super().page(after, limit, stop)
+        ]
+
+
+def test_a_moment_outside_the_utc_range_is_projected_and_the_runner_carries_on(
+    app: CareCoordination, store: ViewStore
+) -> None:
+    world = build_world(app)
+    patient = world.patient()
+    signed_at = datetime(2026, 5, 31, 9, 30, tzinfo=timezone(timedelta(hours=8)))
+    app.sign_contract(patient, world.team, "basic", world.today, world.gp, at=signed_at)
+    world.referral(patient)  # and something after it
+    reader = _Tampered(
+        app, signed_at.isoformat().encode(), b"0001-01-01T00:30:00+01:00"
+    )  # 23:30 on 31 December of year 0 in UTC: not a datetime
+    runner = Runner(store, reader)
+    runner.catch_up(limit=5)
+    assert runner.position() == app.max_position()
+    signed = store.rows("SELECT at FROM v_timeline WHERE kind = 'contract.signed'")
+    assert [r["at"] for r in signed] == ["0001-01-01T00:00:00.000000+00:00"]
+    assert store.one("SELECT 1 AS x FROM v_timeline WHERE kind = 'referral.requested'")
+    assert store.one("SELECT status FROM v_contracts") == {"status": "active"}

@@ -94,3 +94,28 @@ def test_bulk_mode_writes_the_same_log_as_one_transaction_per_use_case(
         single.close()
     assert len(logs[0]) > 300
     assert logs[0] == logs[1]
+
+
+def test_the_exchange_recorder_reads_current_versions_in_bulk(
+    settings: Settings, clock: Clock
+) -> None:
+    """What the consumer checks its kept aggregates against, on both stores."""
+    from jiayi.bootstrap import build_exchange_application
+    from tests.world import build_world
+
+    app = build_exchange_application(settings, clock=clock)
+    try:
+        world = build_world(app)
+        patient = world.contracted_patient()
+        app.tag_patient(patient, "hypertension", world.gp)
+        ids = [patient, world.team, world.center, uuid.uuid4()]
+        many = [uuid.uuid4() for _ in range(600)]  # more than one SQLite statement's worth
+        found = app.recorder.max_versions(ids + many)  # type: ignore[attr-defined]
+        assert found == {
+            patient: len(list(app.events.get(patient))),
+            world.team: len(list(app.events.get(world.team))),
+            world.center: len(list(app.events.get(world.center))),
+        }
+        assert found[patient] >= 3  # registered, contract taken, tagged
+    finally:
+        app.close()
