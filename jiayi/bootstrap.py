@@ -10,7 +10,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 from domain.application import CareCoordination
 from jiayi.settings import Settings
@@ -92,9 +91,7 @@ def build_application(
     settings: Settings, clock: Callable[[], datetime] | None = None
 ) -> CareCoordination:
     ensure_schema(settings)
-    return CareCoordination(
-        env=event_store_env(settings), clock=clock, timezone=ZoneInfo(settings.timezone)
-    )
+    return CareCoordination(env=event_store_env(settings), clock=clock, timezone=settings.zone())
 
 
 def view_location(settings: Settings) -> Location:
@@ -129,7 +126,8 @@ def build_projections(
     Runner(store, reader)  # creates missing tables and tracking rows before readers arrive
     store.close()
     runner = RunnerThread(location.open, reader, poll=poll).start() if run else None
-    return Projections(location, reader, ViewQueries(location, reader), runner)
+    queries = ViewQueries(location, reader, timezone=settings.zone())
+    return Projections(location, reader, queries, runner)
 
 
 def rebuild_views(
@@ -164,7 +162,7 @@ def build_exchange_application(
     topic = exchange_recorder_topic(settings.uses_postgres)
     env["APPLICATION_RECORDER_TOPIC"] = topic
     env[f"{CareCoordination.name.upper()}_APPLICATION_RECORDER_TOPIC"] = topic
-    return CareCoordination(env=env, clock=clock, timezone=ZoneInfo(settings.timezone))
+    return CareCoordination(env=env, clock=clock, timezone=settings.zone())
 
 
 def _bootstrap(settings: Settings) -> list[str]:

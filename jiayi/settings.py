@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,6 +59,14 @@ class Settings(BaseSettings):
     #: Whether the consumer re-checks record CRCs (kafka-python computes CRC32C in pure Python
     #: unless the ``crc32c`` package is installed: about a quarter of the consumer's time).
     kafka_check_crcs: bool = True
+
+    def zone(self) -> ZoneInfo:
+        """The deployment's time zone (:attr:`timezone`)."""
+        return ZoneInfo(self.timezone)
+
+    def today(self) -> date:
+        """Today's calendar day in the deployment's time zone."""
+        return datetime.now(self.zone()).date()
 
     @property
     def uses_postgres(self) -> bool:

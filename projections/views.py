@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 from uuid import UUID
 
@@ -49,9 +49,11 @@ def _in(marks: list[Any]) -> str:
 class ViewQueries:
     """Reads the live views, or views replayed as of a moment (built on first use, cached)."""
 
-    def __init__(self, location: Location, reader: LogReader) -> None:
+    def __init__(self, location: Location, reader: LogReader, timezone: tzinfo = UTC) -> None:
         self.location = location
         self.reader = reader
+        #: "Today" for lists that take none is a day of this zone (the deployment's).
+        self.timezone = timezone
         self.store = location.open()
         self._as_of: dict[str, ViewStore] = {}
         self._lock = threading.Lock()
@@ -423,7 +425,7 @@ class ViewQueries:
             f"{where} ORDER BY t.center_id, t.name, t.id LIMIT ? OFFSET ?",
             [*params, page.limit, page.offset],
         )
-        today = date.today()
+        today = datetime.now(self.timezone).date()
         keep = ("active_contracts", "referrals_awaiting_decision", "follow_ups_overdue")
         out = []
         for t in teams:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from api.deps import ApplicationDep, AsOfDep, CenterReader, CenterStaff, PageDep, QueriesDep
+from api.deps import (
+    ApplicationDep,
+    AsOfDep,
+    CenterReader,
+    CenterStaff,
+    PageDep,
+    QueriesDep,
+    SettingsDep,
+)
 from api.openapi import COMMAND_ERRORS, QUERY_ERRORS, done, example_response, paged, visible
 from api.schemas import TEAM_ID, AddMember, CommandResult, Day, FormTeam, ItemsPage, RemoveMember
 
@@ -74,7 +81,10 @@ def team_workload(
     who: CenterReader,
     as_of: AsOfDep,
     queries: QueriesDep,
+    settings: SettingsDep,
     today: Annotated[Day | None, Query(description="default: today")] = None,
 ) -> dict[str, Any]:
     """Per team and per member: contracts, referrals and follow-ups (issue 3's counts)."""
-    return visible(queries.team_workload(who.scope, team_id, today or date.today(), as_of=as_of))
+    return visible(
+        queries.team_workload(who.scope, team_id, today or settings.today(), as_of=as_of)
+    )

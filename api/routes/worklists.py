@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from api.deps import CenterReader, HospitalReader, PageDep, QueriesDep
+from api.deps import CenterReader, HospitalReader, PageDep, QueriesDep, SettingsDep
 from api.openapi import QUERY_ERRORS, example_response, paged, visible
 from api.schemas import EXAMPLE_ID, PATIENT_ID, Day, ItemsPage
 
@@ -40,8 +39,9 @@ def center_worklist(
     center_id: UUID,
     who: CenterReader,
     queries: QueriesDep,
+    settings: SettingsDep,
     page: PageDep,
     today: Annotated[Day | None, Query(description="default: today")] = None,
 ) -> dict[str, Any]:
     """Returns awaiting acknowledgement and overdue follow-ups of a community center."""
-    return visible(queries.center_worklist(who.scope, center_id, today or date.today(), page))
+    return visible(queries.center_worklist(who.scope, center_id, today or settings.today(), page))

@@ -255,7 +255,10 @@ def patient_journey(patient_id: str, ctx: Ctx = Readers, as_of: str = "") -> HTM
     overdue: list[dict[str, Any]] = []
     if moment is None and who.role != Role.HOSPITAL_STAFF and patient.get("center_id"):
         work = queries.center_worklist(
-            scope, UUID(patient["center_id"]), now.astimezone().date(), EVERYTHING
+            scope,
+            UUID(patient["center_id"]),
+            now.astimezone(ctx.services.settings.zone()).date(),
+            EVERYTHING,
         )
         if work is not None:
             overdue = [o for o in work["overdue_follow_ups"] if o["patient_id"] == str(pid)]
@@ -281,7 +284,7 @@ def teams(ctx: Ctx = CenterReaders) -> HTMLResponse:
 @router.get("/teams/{team_id}")
 def team(team_id: str, ctx: Ctx = CenterReaders, as_of: str = "") -> HTMLResponse:
     moment = parse_as_of(ctx, as_of)
-    today = (moment or datetime.now(UTC)).astimezone().date()
+    today = (moment or datetime.now(UTC)).astimezone(ctx.services.settings.zone()).date()
     found = ctx.queries.team_workload(
         ctx.principal.scope, uuid_or_404(team_id), today, as_of=moment
     )
@@ -339,7 +342,7 @@ def hospital_worklist(ctx: Ctx = HospitalReaders, org: str = "", done: str = "")
 def _center_page(
     ctx: Ctx, org: UUID | None, status: int = 200, message: str = "", error: str = ""
 ) -> HTMLResponse:
-    today = datetime.now(UTC).astimezone().date()
+    today = ctx.services.settings.today()
     work: dict[str, list[dict[str, Any]]] = {
         "returns_awaiting_acknowledgement": [],
         "overdue_follow_ups": [],

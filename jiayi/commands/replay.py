@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     app = build_application(settings)
     reader = LogReader(app)
     location = view_location(settings)
-    queries = ViewQueries(location, reader)
+    queries = ViewQueries(location, reader, timezone=settings.zone())
     moment = moment_text(args.as_of)
     try:
         with tqdm(total=reader.max_position(), unit="event", disable=None) as bar:
