@@ -30,7 +30,6 @@ from domain.common import (
     DomainError,
     InvalidValue,
     NotFound,
-    NotPermitted,
 )
 from domain.contracts import Contract, ContractNotActive, ContractStatus
 from domain.followups import (
@@ -349,7 +348,6 @@ class CareCoordination(Application[UUID]):
         at: datetime | None = None,
     ) -> Outcome:
         org = self.load(Organisation, hospital_id)
-        self._ensure_own(org.id, actor)
         org.add_department(code, name, referral_contact, actor, self.when(at))
         return Outcome(org.id, self.commit(org))
 
@@ -364,14 +362,8 @@ class CareCoordination(Application[UUID]):
         at: datetime | None = None,
     ) -> Outcome:
         org = self.load(Organisation, center_id)
-        self._ensure_own(org.id, actor)
         org.record_residents(total, key_population, as_of, actor, self.when(at))
         return Outcome(org.id, self.commit(org))
-
-    @staticmethod
-    def _ensure_own(org_id: UUID, actor: Actor) -> None:
-        if actor.org_id != org_id:
-            raise NotPermitted("an organisation changes only its own record")
 
     # --- teams -----------------------------------------------------------------------------
 
@@ -433,7 +425,6 @@ class CareCoordination(Application[UUID]):
         center = self.load(Organisation, center_id)
         if not center.is_center:
             raise NotACommunityCenter("patients register at a community center")
-        self._ensure_own(center.id, actor)
         when = self.when(at)
         patient = Patient.register(
             self._new_id(id),
@@ -461,7 +452,6 @@ class CareCoordination(Application[UUID]):
         at: datetime | None = None,
     ) -> Outcome:
         patient = self.load(Patient, patient_id)
-        self._ensure_center_of(patient, actor)
         if present:
             patient.tag(tag, actor, self.when(at))
         else:
@@ -474,7 +464,6 @@ class CareCoordination(Application[UUID]):
     ) -> Outcome:
         when = self.when(at)
         patient = self.load(Patient, patient_id)
-        self._ensure_center_of(patient, actor)
         patient.move_away(destination, actor, when)
         # Moving out of the area ends the contract with the team here.
         contract: Contract | None = None
@@ -487,11 +476,6 @@ class CareCoordination(Application[UUID]):
             followups.withdraw(contract.id, when.date(), "moved out of the area", actor, when)
             return Outcome(patient.id, self.commit(patient, contract, followups))
         return Outcome(patient.id, self.commit(patient))
-
-    @staticmethod
-    def _ensure_center_of(patient: Patient, actor: Actor) -> None:
-        if actor.org_id != patient.center_id:
-            raise NotPermitted("only the patient's community center changes the registry")
 
     # --- contracts -------------------------------------------------------------------------
 
@@ -916,8 +900,6 @@ class CareCoordination(Application[UUID]):
         if patient.contract_id is not None:
             contract = self.load(Contract, patient.contract_id)
             team_id, centers = contract.team_id, centers | {contract.center_id}
-        if actor.org_id not in centers:
-            raise NotPermitted("a center books slots for its own patients")
         booking_id = id or uuid4()
         quota.book(
             booking_id,
@@ -929,6 +911,7 @@ class CareCoordination(Application[UUID]):
             team_id=team_id,
             booker_is_center=center.is_center,
             recorded=self.now(),
+            patient_centers=frozenset(centers),
         )
         return Outcome(booking_id, self.commit(quota))
 

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.common import Actor, DomainError, InvalidValue, NotFound
+from domain.common import Actor, DomainError, InvalidValue, NotFound, NotPermitted
 
 
 class OrgKind(StrEnum):
@@ -101,6 +101,7 @@ class Organisation(Aggregate):
         self, code: str, name: str, referral_contact: str | None, actor: Actor, at: datetime
     ) -> None:
         """A hospital opens a department that accepts referrals (with its contact person)."""
+        self._ensure_own(actor)
         if not self.is_hospital:
             raise NotAHospital("only hospitals have departments", org_id=str(self.id))
         if not code.strip():
@@ -129,6 +130,7 @@ class Organisation(Aggregate):
         self, total: int, key_population: int, as_of: date, actor: Actor, at: datetime
     ) -> None:
         """A center records its registered residents (the denominators of signing rates)."""
+        self._ensure_own(actor)
         if not self.is_center:
             raise NotACommunityCenter("only community centers record residents")
         if total < 0 or key_population < 0 or key_population > total:
@@ -142,3 +144,7 @@ class Organisation(Aggregate):
         self, total: int, key_population: int, as_of: date, actor: Actor, at: datetime
     ) -> None:
         self.residents = {"total": total, "key_population": key_population}
+
+    def _ensure_own(self, actor: Actor) -> None:
+        if actor.org_id != self.id:
+            raise NotPermitted("an organisation changes only its own record")

@@ -110,6 +110,9 @@ class Patient(Aggregate):
         actor: Actor,
         at: datetime,
     ) -> Patient:
+        """A resident joins the registry of their community center (the center registers)."""
+        if actor.org_id != center_id:
+            raise NotPermitted("patients are registered by their own community center")
         if not name.strip():
             raise InvalidValue("a patient needs a name", field="name")
         if sex not in ("F", "M"):
@@ -136,6 +139,7 @@ class Patient(Aggregate):
     # --- key populations ----------------------------------------------------------------
 
     def tag(self, tag: str, actor: Actor, at: datetime) -> None:
+        self._ensure_center(actor)
         if tag not in set(Tag):
             raise InvalidValue(f"unknown key-population tag {tag!r}", field="tag")
         if tag not in self.tags:
@@ -146,6 +150,7 @@ class Patient(Aggregate):
         self.tags.add(tag)
 
     def untag(self, tag: str, actor: Actor, at: datetime) -> None:
+        self._ensure_center(actor)
         if tag in self.tags:
             self._untagged(tag=tag, actor=actor, at=at)
 
@@ -172,6 +177,7 @@ class Patient(Aggregate):
 
     def move_away(self, destination: str, actor: Actor, at: datetime) -> None:
         """Moving out of the area (a TB patient's move is reported upward)."""
+        self._ensure_center(actor)
         if self.moved_away:
             raise PatientMovedAway(f"{self.name} has already moved out of the area")
         self._moved_away(destination=destination, actor=actor, at=at)
@@ -189,6 +195,10 @@ class Patient(Aggregate):
     def _transferred(self, center_id: UUID, district: str, actor: Actor, at: datetime) -> None:
         self.center_id = center_id
         self.district = district
+
+    def _ensure_center(self, actor: Actor) -> None:
+        if actor.org_id != self.center_id:
+            raise NotPermitted("only the patient's community center changes the registry")
 
     # --- the contract slot: one active contract at any moment ---------------------------
 

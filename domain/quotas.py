@@ -186,6 +186,7 @@ class Quota(Aggregate):
         team_id: UUID | None = None,
         booker_is_center: bool = True,
         recorded: datetime | None = None,
+        patient_centers: frozenset[UUID] = frozenset(),
     ) -> None:
         """A family-doctor team books a slot for a patient, ideally tied to a referral.
 
@@ -193,9 +194,13 @@ class Quota(Aggregate):
         a hospital in a reserved district does not book its own family-doctor quota.
         The cutoff is checked against when the booking is recorded (``recorded``) as well as
         when it is said to have happened: a back-dated entry cannot take a released slot.
+        ``patient_centers`` are the centers caring for the patient (registry and contract):
+        a center books only for its own patients.
         """
         if not booker_is_center:
             raise NotReservedForYou("quotas are booked by community centers' teams")
+        if patient_centers and actor.org_id not in patient_centers:
+            raise NotPermitted("a center books slots for its own patients")
         if self.reserved_for_center is not None and actor.org_id != self.reserved_for_center:
             raise NotReservedForYou("the quota is reserved for another community center")
         if self.reserved_for_district is not None and actor_district != self.reserved_for_district:
