@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from domain.common import InvalidValue
+from domain.common import InvalidValue, NotPermitted
 from domain.organisations import (
     DepartmentExists,
     NotACommunityCenter,
@@ -12,7 +12,17 @@ from domain.organisations import (
     Organisation,
     UnknownDepartment,
 )
-from tests.unit.story import CENTER, CENTER_ADMIN, HOSPITAL, HOSPITAL_DESK, TODAY, at, recorded
+from tests.unit.story import (
+    CENTER,
+    CENTER_ADMIN,
+    HOSPITAL,
+    HOSPITAL_DESK,
+    OTHER_CENTER_GP,
+    OTHER_HOSPITAL_DESK,
+    TODAY,
+    at,
+    recorded,
+)
 
 
 def hospital() -> Organisation:
@@ -83,3 +93,12 @@ def test_only_centers_record_residents_and_key_population_fits_in_total() -> Non
         c.record_residents(100, 101, TODAY, CENTER_ADMIN, at())
     with pytest.raises(NotACommunityCenter):
         hospital().record_residents(10, 1, TODAY, HOSPITAL_DESK, at())
+
+
+def test_an_organisation_changes_only_its_own_record() -> None:
+    h, c = hospital(), center()
+    with pytest.raises(NotPermitted):
+        h.add_department("neurology", "神经内科", None, OTHER_HOSPITAL_DESK, at())
+    with pytest.raises(NotPermitted):
+        c.record_residents(1000, 300, TODAY, OTHER_CENTER_GP, at())
+    assert "neurology" not in h.departments

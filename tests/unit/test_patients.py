@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from domain.common import InvalidValue, stable_id
+from domain.common import InvalidValue, NotPermitted, stable_id
 from domain.patients import (
     ContractAlreadyActive,
     DerivedTag,
@@ -16,7 +16,17 @@ from domain.patients import (
     PatientMovedAway,
     valid_national_id,
 )
-from tests.unit.story import CENTER, CENTER_ADMIN, PATIENT, TODAY, at, days, recorded
+from tests.unit.story import (
+    CENTER,
+    CENTER_ADMIN,
+    HOSPITAL_DESK,
+    OTHER_CENTER_GP,
+    PATIENT,
+    TODAY,
+    at,
+    days,
+    recorded,
+)
 from tests.world import national_id
 
 CONTRACT = stable_id("unit", "contract", 1)
@@ -163,3 +173,29 @@ def test_only_the_current_contract_is_extended() -> None:
     assert p.has_active_contract(days(1000))
     with pytest.raises(NotCurrentContract):
         p.extend_contract(NEXT_CONTRACT, days(2000), CENTER_ADMIN, at())
+
+
+def test_only_the_patients_own_center_registers_tags_or_moves_them() -> None:
+    with pytest.raises(NotPermitted):
+        Patient.register(
+            PATIENT,
+            "王秀英",
+            "F",
+            date(1950, 3, 4),
+            national_id(date(1950, 3, 4)),
+            "13800000000",
+            "鼓楼区",
+            CENTER,
+            OTHER_CENTER_GP,
+            at(),
+        )
+    p = patient()
+    recorded(p)
+    for step in (
+        lambda: p.tag("hypertension", OTHER_CENTER_GP, at()),
+        lambda: p.untag("hypertension", OTHER_CENTER_GP, at()),
+        lambda: p.move_away("上海市", HOSPITAL_DESK, at()),
+    ):
+        with pytest.raises(NotPermitted):
+            step()
+    assert recorded(p) == [] and not p.moved_away

@@ -25,6 +25,7 @@ from tests.unit.story import (
     GP,
     HOSPITAL,
     HOSPITAL_DESK,
+    OTHER_CENTER,
     OTHER_CENTER_GP,
     OTHER_HOSPITAL_DESK,
     at,
@@ -261,3 +262,21 @@ def test_a_cancelled_booking_has_no_attendance() -> None:
     q.cancel_booking(booking(1), "x", GP, at(days(2)))
     with pytest.raises(InvalidValue):
         q.record_attendance(booking(1), True, HOSPITAL_DESK, at(SESSION))
+
+
+def test_a_center_books_only_for_its_own_patients() -> None:
+    q = quota()
+    with pytest.raises(NotPermitted):
+        q.book(
+            booking(1),
+            patient(1),
+            None,
+            GP,
+            "鼓楼区",
+            at(days(1)),
+            patient_centers=frozenset({OTHER_CENTER}),
+        )
+    q.book(
+        booking(2), patient(2), None, GP, "鼓楼区", at(days(1)), patient_centers=frozenset({CENTER})
+    )
+    assert list(q.active_bookings) == [booking(2)]
