@@ -24,15 +24,25 @@ fi
 
 as_owner() {
   # initdb and postgres refuse to run as root: run them as the 'postgres' system user.
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 if ! "$bin/pg_isready" -q -h 127.0.0.1 -p "$port"; then
   if [ ! -f "$dir/PG_VERSION" ]; then
-    log "creating cluster in $dir"
     mkdir -p "$dir"
     [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
     chmod 700 "$dir"
+    if ! as_owner test -w "$dir"; then
+      # The checkout lies where the 'postgres' user cannot reach (e.g. under /root).
+      rmdir "$dir" 2>/dev/null || true
+      dir=/var/tmp/jiayi-postgres-$port
+      mkdir -p "$dir"
+      [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
+      chmod 700 "$dir"
+    fi
+  fi
+  if [ ! -f "$dir/PG_VERSION" ]; then
+    log "creating cluster in $dir"
     as_owner "$bin/initdb" -D "$dir" -U jiayi --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
   fi
   log "starting on 127.0.0.1:$port"
