@@ -74,7 +74,7 @@ class Queries(Protocol):
     def team_workload(
         self, scope: Scope, team_id: UUID, today: date, as_of: datetime | None = None
     ) -> dict[str, Any] | None:
-        """Per team and per member: the counts of issue 3 (contracts, referrals, follow-ups)."""
+        """Per team and per member: contracts (key population), referrals, returns, follow-ups."""
 
     def teams(self, scope: Scope, page: Page) -> list[dict[str, Any]]:
         """Teams in scope with their headline workload counts."""

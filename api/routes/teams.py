@@ -84,7 +84,7 @@ def team_workload(
     settings: SettingsDep,
     today: Annotated[Day | None, Query(description="default: today")] = None,
 ) -> dict[str, Any]:
-    """Per team and per member: contracts, referrals and follow-ups (issue 3's counts)."""
+    """Per team and per member: contracts, referrals, returns and follow-ups (performance pay)."""
     return visible(
         queries.team_workload(who.scope, team_id, today or settings.today(), as_of=as_of)
     )
