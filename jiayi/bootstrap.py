@@ -88,10 +88,18 @@ def ensure_schema(settings: Settings) -> None:
 
 
 def build_application(
-    settings: Settings, clock: Callable[[], datetime] | None = None
+    settings: Settings,
+    clock: Callable[[], datetime] | None = None,
+    recorder_topic: str | None = None,
 ) -> CareCoordination:
+    """The application on the deployment's event store (``recorder_topic``: another
+    recorder class for the same tables, as the Kafka exchange uses)."""
     ensure_schema(settings)
-    return CareCoordination(env=event_store_env(settings), clock=clock, timezone=settings.zone())
+    env = event_store_env(settings)
+    if recorder_topic is not None:
+        env["APPLICATION_RECORDER_TOPIC"] = recorder_topic
+        env[f"{CareCoordination.name.upper()}_APPLICATION_RECORDER_TOPIC"] = recorder_topic
+    return CareCoordination(env=env, clock=clock, timezone=settings.zone())
 
 
 def view_location(settings: Settings) -> Location:
@@ -157,12 +165,7 @@ def build_exchange_application(
     """The application with the exchange's recorder: tracking positions and the inbox."""
     from consumers.store import exchange_recorder_topic
 
-    ensure_schema(settings)
-    env = event_store_env(settings)
-    topic = exchange_recorder_topic(settings.uses_postgres)
-    env["APPLICATION_RECORDER_TOPIC"] = topic
-    env[f"{CareCoordination.name.upper()}_APPLICATION_RECORDER_TOPIC"] = topic
-    return CareCoordination(env=env, clock=clock, timezone=settings.zone())
+    return build_application(settings, clock, exchange_recorder_topic(settings.uses_postgres))
 
 
 def _bootstrap(settings: Settings) -> list[str]:

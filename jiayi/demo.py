@@ -359,7 +359,6 @@ class CityBuilder:
         rid = outcome.id
         self.count("referrals requested")
         hosp = Actor(f"h-{hospital.hex[:6]}-{department}", hospital)
-        steps: list[tuple[int, Callable[[datetime], object]]] = []
         decision = rng.random()
         if decision < 0.1 or day >= self.today - timedelta(days=1):
             self.count("referrals awaiting decision")
@@ -406,7 +405,6 @@ class CityBuilder:
             at=self.moment(stay, 15),
         )
         self.count("returns to community")
-        del steps
         if stay + timedelta(days=1) < self.today and rng.random() < 0.85:
             ack = stay + timedelta(days=1)
             self.app.acknowledge_return(rid, actor, at=self.moment(ack, 9))
@@ -464,9 +462,8 @@ class CityBuilder:
 
     def release_quotas(self) -> None:
         for (hospital, _, _, _), qid in sorted(self.quotas.items(), key=lambda kv: str(kv[1])):
-            quota_release = self.app.release_quota
             try:
-                quota_release(
+                self.app.release_quota(
                     qid,
                     Actor("quota-release", hospital),
                     at=datetime.combine(self.today, time(0), tzinfo=self.app.timezone),

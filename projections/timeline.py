@@ -151,14 +151,16 @@ class TimelineProjection(Projection):
 
     # --- registry -----------------------------------------------------------------------
 
-    def patient_registered(self, ev: Ev, rows: Rows) -> None:
+    def _patient_at_center(self, ev: Ev, rows: Rows, kind: str, summary: str) -> None:
+        """The patient now belongs to ``center_id`` of the event (registered or moved)."""
         center = ev.d["center_id"]
         self._ref(
             rows, ev.oid, "patient", patient_id=ev.oid, center_id=center, name=ev.d["district"]
         )
-        self._entry(
-            ev, rows, ev.oid, "registry.registered", f"Registered at {self._name(rows, center)}"
-        )
+        self._entry(ev, rows, ev.oid, kind, f"{summary} {self._name(rows, center)}")
+
+    def patient_registered(self, ev: Ev, rows: Rows) -> None:
+        self._patient_at_center(ev, rows, "registry.registered", "Registered at")
 
     def tagged(self, ev: Ev, rows: Rows) -> None:
         self._entry(ev, rows, ev.oid, "registry.tagged", f"Key population recorded: {ev.d['tag']}")
@@ -170,13 +172,7 @@ class TimelineProjection(Projection):
         self._entry(ev, rows, ev.oid, "registry.moved_away", f"Moved away to {ev.d['destination']}")
 
     def transferred(self, ev: Ev, rows: Rows) -> None:
-        center = ev.d["center_id"]
-        self._ref(
-            rows, ev.oid, "patient", patient_id=ev.oid, center_id=center, name=ev.d["district"]
-        )
-        self._entry(
-            ev, rows, ev.oid, "registry.transferred", f"Care moved to {self._name(rows, center)}"
-        )
+        self._patient_at_center(ev, rows, "registry.transferred", "Care moved to")
 
     # --- contracts ----------------------------------------------------------------------
 
