@@ -15,12 +15,14 @@ COPYs their values into a table; the ratio says what the exchange's work costs.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -57,6 +59,9 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--patients", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument(
+        "--consumers", type=int, default=1, help="consumer processes in the group (<= 6)"
+    )
     parser.add_argument(
         "--no-crc-check", action="store_true", help="both pipelines skip client CRC checks"
     )
@@ -126,18 +131,13 @@ def main() -> int:
         print(f"produced: {args.messages} partner events in {time.perf_counter() - t0:.1f} s")
 
         before = count_events(url, schema)
-        inbound = build_inbound_consumer(settings, app=app)
-        inbound.subscribe()
-        t0 = time.perf_counter()
-        while inbound.applied + inbound.dead < args.messages:
-            inbound.poll_once(timeout_ms=200)
-        jiayi_s = time.perf_counter() - t0
-        inbound.consumer.close()
+        jiayi_s, applied, dead = run_consumers(settings, args.consumers, args.messages)
         events = count_events(url, schema) - before
         print(
-            f"jiayi consume: {args.messages} messages -> {events} events in {jiayi_s:.1f} s: "
-            f"{events / jiayi_s:,.0f} events/s ({args.messages / jiayi_s:,.0f} messages/s), "
-            f"dead letters: {inbound.dead}"
+            f"jiayi consume ({args.consumers} process{'es' if args.consumers > 1 else ''}): "
+            f"{applied} messages -> {events} events in {jiayi_s:.1f} s: "
+            f"{events / jiayi_s:,.0f} events/s ({applied / jiayi_s:,.0f} messages/s), "
+            f"dead letters: {dead}"
         )
 
         raw_s = raw_pipeline(settings, url, schema, args.messages)
@@ -153,6 +153,68 @@ def main() -> int:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
     return 0
+
+
+def consumer_process(
+    settings: Settings, go: Any, done: Any, handled: Any
+) -> None:  # pragma: no cover - runs in a child process
+    """One member of the group, as ``jiayi consume`` runs it: set up, wait for the start, then
+    poll until the parent says every message is handled; ``handled`` = (applied, dead)."""
+    inbound = build_inbound_consumer(settings)
+    go.wait()
+    cpu = time.process_time()
+    inbound.subscribe()
+    while not done.is_set():
+        inbound.poll_once(timeout_ms=100)
+        with handled.get_lock():
+            handled[0], handled[1] = inbound.applied, inbound.dead
+            handled[2] = int((time.process_time() - cpu) * 1000)
+    inbound.consumer.close()
+    inbound.app.close()
+
+
+def run_consumers(settings: Settings, n: int, messages: int) -> tuple[float, int, int]:
+    """``n`` consumer processes in one group: seconds from the start signal until every message
+    is applied (its events committed) or dead-lettered; total applied; total dead-lettered."""
+    ctx = multiprocessing.get_context("spawn")
+    go, done = ctx.Event(), ctx.Event()
+    counters = [ctx.Array("q", 3) for _ in range(n)]
+    procs = [ctx.Process(target=consumer_process, args=(settings, go, done, c)) for c in counters]
+    for p in procs:
+        p.start()
+    time.sleep(3)  # imports and set-up, outside the timing as in a running service
+
+    def totals() -> tuple[int, int]:
+        return sum(c[0] for c in counters), sum(c[1] for c in counters)
+
+    busy0 = busy_seconds()
+    t0 = time.perf_counter()
+    go.set()
+    while sum(totals()) < messages:
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - t0
+    busy = busy_seconds() - busy0
+    done.set()
+    for p in procs:
+        p.join()
+    applied, dead = totals()
+    cpu = sum(c[2] for c in counters) / 1000
+    print(
+        f"CPU while consuming: consumers {cpu:.1f} s, whole machine {busy:.1f} s "
+        f"of {elapsed * (os.cpu_count() or 1):.1f} s ({os.cpu_count()} cores)"
+    )
+    return elapsed, applied, dead
+
+
+def busy_seconds() -> float:
+    """CPU seconds this machine has been busy (all cores, from /proc/stat; 0 elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(f) for f in fields]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def raw_pipeline(settings: Settings, url: str, schema: str, n: int) -> float:

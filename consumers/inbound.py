@@ -23,7 +23,6 @@ from itertools import groupby
 from typing import Any, Protocol
 from uuid import UUID
 
-from eventsourcing.application import project_aggregate
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     IntegrityError,
@@ -54,7 +53,7 @@ CACHE_LIMIT = 200_000
 class ExchangeRecorder(Protocol):
     def received(self, keys: Any) -> set[MessageKey]: ...
     def select_events_of(self, ids: Any) -> list[StoredEvent]: ...
-    def max_versions(self, ids: Any) -> dict[UUID, int]: ...
+    def changes_since(self, position: int, own: Any = ()) -> list[tuple[int, UUID, int]]: ...
     def max_tracking_id(self, application_name: str) -> int | None: ...
 
 
@@ -98,6 +97,10 @@ class InboundConsumer:
         self.dead = 0
         #: Aggregates as last recorded by this consumer (see :meth:`_keep`).
         self.cache: dict[UUID, Aggregate] = {}
+        #: Every change up to this log position is reflected in :attr:`cache`, and so are
+        #: the positions in :attr:`own` (what this consumer recorded since).
+        self.seen: int | None = None
+        self.own: list[tuple[int, int]] = []
 
     # --- positions ----------------------------------------------------------------------
 
@@ -193,12 +196,35 @@ class InboundConsumer:
 
     def _keep(self, batch: Batch) -> None:
         """After a batch is recorded, its aggregates equal the stored ones: keep them for the
-        next batches. Another writer (the API) may change one meanwhile: :meth:`_prefetch`
-        uses a kept aggregate only while its version is still the stored one (an aggregate a
+        next batches. Another writer (the API, another member of the group) may change one
+        meanwhile: :meth:`_forget_changed` drops it before it is used again (an aggregate a
         batch only reads is never checked when the batch is recorded)."""
         if len(self.cache) + len(batch.aggregates) > CACHE_LIMIT:
-            self.cache.clear()
+            self._forget_all()
         self.cache.update(batch.aggregates)
+        if batch.recorded is not None:
+            self.own.append(batch.recorded)
+
+    def _forget_all(self) -> None:
+        self.cache.clear()
+        self.seen = None
+        self.own = []
+
+    def _forget_changed(self) -> None:
+        """Drop the kept aggregates that others changed since :attr:`seen`: one query over the
+        log's newest positions (the log is written in position order, under a table lock, so
+        nothing can appear later at or below a position already read)."""
+        if self.seen is None or not self.cache:
+            self._forget_all()
+            self.seen = self.app.max_position()  # before anything is read for the cache
+            return
+        changes = self.recorder.changes_since(self.seen, self.own)
+        for _, id, version in changes:
+            kept = self.cache.get(id)
+            if kept is not None and kept.version < version:
+                del self.cache[id]
+        self.seen = max([self.seen, *(last for _, last in self.own), *(c[0] for c in changes)])
+        self.own = []
 
     def _apply_split(self, tp: TopicPartition, items: list[Item]) -> None:
         try:
@@ -215,7 +241,7 @@ class InboundConsumer:
         try:
             self._apply_batch(tp, items)
         except BaseException:
-            self.cache.clear()  # a failed batch may have changed cached aggregates in place
+            self._forget_all()  # a failed batch may have changed kept aggregates in place
             raise
 
     def _apply_batch(self, tp: TopicPartition, items: list[Item]) -> None:
@@ -263,20 +289,15 @@ class InboundConsumer:
         ids: set[UUID] = {m.org_id for m in messages}
         for m in messages:
             ids.update(m.command.touches())
-        kept = ids & self.cache.keys()
-        if kept:
-            current = self.recorder.max_versions(kept)
-            for known in kept:
-                cached = self.cache[known]
-                if current.get(known) == cached.version:
-                    batch.seed(cached)
-                else:  # changed (or gone) since: read afresh below
-                    del self.cache[known]
+        self._forget_changed()
+        for known in ids & self.cache.keys():
+            batch.seed(self.cache[known])
         wanted = ids - batch.aggregates.keys()
         stored = self.recorder.select_events_of(wanted)
         batch.seed_absent(wanted - {s.originator_id for s in stored})
         for _, group in groupby(stored, key=lambda s: s.originator_id):
-            events = [self.app.mapper.to_domain_event(s) for s in group]
-            aggregate = project_aggregate(None, events)
+            aggregate: Aggregate | None = None
+            for stored_event in group:
+                aggregate = self.app.mapper.to_domain_event(stored_event).mutate(aggregate)
             if aggregate is not None:
                 batch.seed(aggregate)

@@ -46,20 +46,50 @@ class PostgresExchangeRecorder(PostgresProcessRecorder):
             ).format(schema, self.inbox_table)
         )
         self._insert_inbox = SQL(
-            "INSERT INTO {0}.{1} (source, id) SELECT * FROM unnest(%s::text[], %s::text[])"
+            "INSERT INTO {0}.{1} (source, id) SELECT * FROM unnest(%b::text[], %b::text[])"
         ).format(schema, self.inbox_table)
         self._select_inbox = SQL(
             "SELECT source, id FROM {0}.{1} WHERE (source, id) IN "
-            "(SELECT * FROM unnest(%s::text[], %s::text[]))"
+            "(SELECT * FROM unnest(%b::text[], %b::text[]))"
         ).format(schema, self.inbox_table)
+        self._insert_columns = SQL(
+            "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%b::{2}[], %b::bigint[], %b::text[], %b::bytea[]) "
+            "RETURNING notification_id"
+        ).format(
+            schema,
+            Identifier(self.events_table_name),
+            Identifier(self.datastore.originator_id_type),
+        )
         self._select_many = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {0}.{1} "
-            "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+            "WHERE originator_id = ANY(%b) ORDER BY originator_id, originator_version"
         ).format(schema, Identifier(self.events_table_name))
-        self._select_versions = SQL(
-            "SELECT originator_id, max(originator_version) AS version FROM {0}.{1} "
-            "WHERE originator_id = ANY(%s) GROUP BY originator_id"
+        self._select_changes = SQL(
+            "SELECT notification_id, originator_id, originator_version FROM {0}.{1} "
+            "WHERE notification_id > %b AND NOT EXISTS (SELECT FROM unnest(%b::bigint[], "
+            "%b::bigint[]) AS own(first, last) WHERE notification_id BETWEEN first AND last)"
         ).format(schema, Identifier(self.events_table_name))
+
+    def _insert_stored_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        """The library's insert (table lock, notify, one statement) with one typed array a
+        column, sent in binary, instead of an array of a composite type sent as text: psycopg
+        quotes every field of a composite with regular expressions, which was a tenth of the
+        consumer's time."""
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        curs.execute(
+            self._insert_columns,
+            (
+                [e.originator_id for e in stored_events],
+                [e.originator_version for e in stored_events],
+                [e.topic for e in stored_events],
+                [e.state for e in stored_events],
+            ),
+            binary=True,
+        )
 
     def _insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -67,7 +97,11 @@ class PostgresExchangeRecorder(PostgresProcessRecorder):
         super()._insert_events(curs, stored_events, **kwargs)
         received: list[MessageKey] = kwargs.get("received") or []
         if received:  # one statement for the whole batch
-            curs.execute(self._insert_inbox, ([k[0] for k in received], [k[1] for k in received]))
+            curs.execute(
+                self._insert_inbox,
+                ([k[0] for k in received], [k[1] for k in received]),
+                binary=True,
+            )
 
     def received(self, keys: Iterable[MessageKey]) -> set[MessageKey]:
         """Which of ``keys`` were applied already."""
@@ -75,7 +109,9 @@ class PostgresExchangeRecorder(PostgresProcessRecorder):
         if not keys:
             return set()
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(self._select_inbox, ([k[0] for k in keys], [k[1] for k in keys]))
+            curs.execute(
+                self._select_inbox, ([k[0] for k in keys], [k[1] for k in keys]), binary=True
+            )
             rows: list[DictRow] = curs.fetchall()
         return {(r["source"], r["id"]) for r in rows}
 
@@ -85,7 +121,7 @@ class PostgresExchangeRecorder(PostgresProcessRecorder):
         if not ids:
             return []
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(self._select_many, (ids,))
+            curs.execute(self._select_many, (ids,), binary=True)
             return [
                 StoredEvent(
                     originator_id=r["originator_id"],
@@ -96,14 +132,21 @@ class PostgresExchangeRecorder(PostgresProcessRecorder):
                 for r in curs.fetchall()
             ]
 
-    def max_versions(self, originator_ids: Iterable[UUID]) -> dict[UUID, int]:
-        """The current version of each of the given aggregates that exists, in one query."""
-        ids = list(originator_ids)
-        if not ids:
-            return {}
+    def changes_since(
+        self, position: int, own: Sequence[tuple[int, int]] = ()
+    ) -> list[tuple[int, UUID, int]]:
+        """(position, aggregate id, version) of each event after ``position``, leaving out the
+        ranges of positions in ``own`` (batches the caller recorded itself)."""
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(self._select_versions, (ids,))
-            return {r["originator_id"]: r["version"] for r in curs.fetchall()}
+            curs.execute(
+                self._select_changes,
+                (position, [o[0] for o in own], [o[1] for o in own]),
+                binary=True,
+            )
+            return [
+                (r["notification_id"], r["originator_id"], r["originator_version"])
+                for r in curs.fetchall()
+            ]
 
 
 class SQLiteExchangeRecorder(SQLiteProcessRecorder):
@@ -137,22 +180,21 @@ class SQLiteExchangeRecorder(SQLiteProcessRecorder):
     def select_events_of(self, originator_ids: Iterable[UUID]) -> list[StoredEvent]:
         return [e for i in originator_ids for e in self.select_events(i)]
 
-    def max_versions(self, originator_ids: Iterable[UUID]) -> dict[UUID, int]:
-        """The current version of each of the given aggregates that exists (ids stored as hex,
-        as the library's recorder stores them)."""
-        ids = [i.hex for i in originator_ids]
-        found: dict[UUID, int] = {}
+    def changes_since(
+        self, position: int, own: Sequence[tuple[int, int]] = ()
+    ) -> list[tuple[int, UUID, int]]:
         with self.datastore.transaction(commit=False) as c:
-            for start in range(0, len(ids), 500):  # well under SQLite's bound-variable limit
-                chunk = ids[start : start + 500]
-                c.execute(
-                    f"SELECT originator_id, MAX(originator_version) AS version"
-                    f" FROM {self.events_table_name} WHERE originator_id IN"
-                    f" ({', '.join('?' * len(chunk))}) GROUP BY originator_id",
-                    chunk,
-                )
-                found.update({UUID(r["originator_id"]): r["version"] for r in c.fetchall()})
-        return found
+            c.execute(
+                "SELECT rowid, originator_id, originator_version"
+                f" FROM {self.events_table_name} WHERE rowid > ?",
+                (position,),
+            )
+            rows = c.fetchall()
+        return [
+            (r["rowid"], UUID(r["originator_id"]), r["originator_version"])
+            for r in rows
+            if not any(first <= r["rowid"] <= last for first, last in own)
+        ]
 
 
 def exchange_recorder_topic(postgres: bool) -> str:

@@ -96,10 +96,11 @@ def test_bulk_mode_writes_the_same_log_as_one_transaction_per_use_case(
     assert logs[0] == logs[1]
 
 
-def test_the_exchange_recorder_reads_current_versions_in_bulk(
+def test_the_exchange_recorder_lists_the_changes_after_a_position(
     settings: Settings, clock: Clock
 ) -> None:
-    """What the consumer checks its kept aggregates against, on both stores."""
+    """What the consumer checks its kept aggregates against, on both stores: every event
+    after a log position, except in the ranges the consumer recorded itself."""
     from jiayi.bootstrap import build_exchange_application
     from tests.world import build_world
 
@@ -107,15 +108,16 @@ def test_the_exchange_recorder_reads_current_versions_in_bulk(
     try:
         world = build_world(app)
         patient = world.contracted_patient()
-        app.tag_patient(patient, "hypertension", world.gp)
-        ids = [patient, world.team, world.center, uuid.uuid4()]
-        many = [uuid.uuid4() for _ in range(600)]  # more than one SQLite statement's worth
-        found = app.recorder.max_versions(ids + many)  # type: ignore[attr-defined]
-        assert found == {
-            patient: len(list(app.events.get(patient))),
-            world.team: len(list(app.events.get(world.team))),
-            world.center: len(list(app.events.get(world.center))),
-        }
-        assert found[patient] >= 3  # registered, contract taken, tagged
+        before = app.max_position()
+        own = app.tag_patient(patient, "hypertension", world.gp).position
+        app.tag_patient(patient, "type2_diabetes", world.gp)
+        after = app.max_position()
+        version = len(list(app.events.get(patient)))
+        changes = app.recorder.changes_since(before, [(own, own)])  # type: ignore[attr-defined]
+        assert [c[1:] for c in changes if c[1] == patient] == [(patient, version)]
+        assert all(before < c[0] <= after and c[0] != own for c in changes)
+        assert app.recorder.changes_since(after) == []  # type: ignore[attr-defined]
+        everything = app.recorder.changes_since(before)  # type: ignore[attr-defined]
+        assert [c[0] for c in everything] == [own] + [c[0] for c in changes]
     finally:
         app.close()
