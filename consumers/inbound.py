@@ -20,10 +20,10 @@ import threading
 import time
 from collections.abc import Sequence
 from itertools import groupby
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, AggregateEvent
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
@@ -298,6 +298,7 @@ class InboundConsumer:
         for _, group in groupby(stored, key=lambda s: s.originator_id):
             aggregate: Aggregate | None = None
             for stored_event in group:
-                aggregate = self.app.mapper.to_domain_event(stored_event).mutate(aggregate)
+                event = cast(AggregateEvent, self.app.mapper.to_domain_event(stored_event))
+                aggregate = event.mutate(aggregate)
             if aggregate is not None:
                 batch.seed(aggregate)
