@@ -21,6 +21,8 @@ class Failure:
     code: str
     message: str
     exception: str
+    #: (source, id) of a valid message that failed a rule: it may have been applied before.
+    key: tuple[str, str] | None = None
 
 
 def reason_headers(record: ConsumerRecord, failure: Failure) -> list[tuple[str, bytes]]:

@@ -68,10 +68,11 @@ def tracking_name(tp: TopicPartition) -> str:
     return f"kafka:{tp.topic}:{tp.partition}"
 
 
-def _failure(exc: Exception) -> Failure:
+def _failure(exc: Exception, key: MessageKey | None = None) -> Failure:
     cls = type(exc)
     code = getattr(exc, "code", "domain-rule-broken")
-    return Failure(code, getattr(exc, "message", str(exc)), f"{cls.__module__}.{cls.__qualname__}")
+    message = getattr(exc, "message", str(exc))
+    return Failure(code, message, f"{cls.__module__}.{cls.__qualname__}", key)
 
 
 class InboundConsumer:
@@ -176,15 +177,19 @@ class InboundConsumer:
             if not items:
                 return 0
             try:
-                self._apply_split(tp, items)
+                # First optimistically: the inbox is only read when something fails. A message
+                # applied before that applies again breaks the inbox's key: then read it first.
+                self._apply_split(tp, items, read_inbox=attempt > 0)
                 self.positions[tp] = items[-1][0].offset + 1
                 return len(items)
             except IntegrityError:
-                # An aggregate changed meanwhile, or another member applied some of these.
+                # An aggregate changed meanwhile, another member applied some of these, or a
+                # message was applied before.
                 stored = self.stored(tp)
                 if stored is not None:
                     items = [i for i in items if i[0].offset >= stored]
-                time.sleep(0.05 * (attempt + 1))
+                if attempt:
+                    time.sleep(0.05 * attempt)
         raise IntegrityError(f"{tp}: kept conflicting")
 
     @staticmethod
@@ -226,27 +231,33 @@ class InboundConsumer:
         self.seen = max([self.seen, *(last for _, last in self.own), *(c[0] for c in changes)])
         self.own = []
 
-    def _apply_split(self, tp: TopicPartition, items: list[Item]) -> None:
+    def _apply_split(self, tp: TopicPartition, items: list[Item], read_inbox: bool) -> None:
         try:
-            self._apply(tp, items)
+            self._apply(tp, items, read_inbox)
         except _Spoilt as spoilt:
             i = spoilt.index
             if i:
-                self._apply_split(tp, items[:i])
-            self._apply(tp, [(items[i][0], spoilt.failure)])
+                self._apply_split(tp, items[:i], read_inbox)
+            self._apply(tp, [(items[i][0], spoilt.failure)], read_inbox)
             if items[i + 1 :]:
-                self._apply_split(tp, items[i + 1 :])
+                self._apply_split(tp, items[i + 1 :], read_inbox)
 
-    def _apply(self, tp: TopicPartition, items: list[Item]) -> None:
+    def _apply(self, tp: TopicPartition, items: list[Item], read_inbox: bool) -> None:
         try:
-            self._apply_batch(tp, items)
+            self._apply_batch(tp, items, read_inbox)
         except BaseException:
             self._forget_all()  # a failed batch may have changed kept aggregates in place
             raise
 
-    def _apply_batch(self, tp: TopicPartition, items: list[Item]) -> None:
+    def _apply_batch(self, tp: TopicPartition, items: list[Item], read_inbox: bool) -> None:
+        """Run the batch's commands; record their events, the inbox rows and the partition's
+        next offset in one transaction; dead-letter what failed (before that commit).
+
+        With ``read_inbox`` the messages applied before are skipped up front; without, the
+        inbox is read only for the messages that failed (a re-published message typically
+        fails the second time), and one that applies twice makes the recording fail."""
         messages = [m for _, m in items if isinstance(m, PartnerMessage)]
-        seen = self.recorder.received({m.key for m in messages})
+        seen = self.recorder.received({m.key for m in messages}) if read_inbox else set()
         failed: list[tuple[ConsumerRecord, Failure]] = []
         received: list[MessageKey] = []
         with self.app.batch() as batch:
@@ -255,18 +266,22 @@ class InboundConsumer:
                 if isinstance(message, Failure):
                     failed.append((record, message))
                     continue
-                if message.key in seen:
+                key = message.key
+                if key in seen:
                     continue  # applied before: redelivered or re-published
                 try:
                     self._authorise(message)
                     message.command.run(self.app, message.actor, message.at)
                 except (DomainError, MessageRejected) as exc:
                     if batch.dirty:
-                        raise _Spoilt(index, _failure(exc)) from exc
-                    failed.append((record, _failure(exc)))
+                        raise _Spoilt(index, _failure(exc, key)) from exc
+                    failed.append((record, _failure(exc, key)))
                     continue
-                seen.add(message.key)
-                received.append(message.key)
+                seen.add(key)
+                received.append(key)
+            if failed and not read_inbox:
+                before = self.recorder.received({f.key for _, f in failed if f.key})
+                failed = [(r, f) for r, f in failed if f.key is None or f.key not in before]
             self.dead_letters.send(failed)
             self.app.record_batch(
                 batch, Tracking(tracking_name(tp), items[-1][0].offset + 1), received=received

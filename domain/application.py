@@ -21,7 +21,13 @@ from zoneinfo import ZoneInfo
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, ProcessRecorder, Tracking
+from eventsourcing.persistence import (
+    IntegrityError,
+    JSONTranscoder,
+    ProcessRecorder,
+    Tracking,
+    Transcoder,
+)
 
 from domain.common import (
     Actor,
@@ -30,6 +36,7 @@ from domain.common import (
     DomainError,
     InvalidValue,
     NotFound,
+    OrjsonTranscoder,
 )
 from domain.contracts import Contract, ContractNotActive, ContractStatus
 from domain.followups import (
@@ -163,6 +170,15 @@ class CareCoordination(Application[UUID]):
         #: Calendar days (due dates, session days, "today") are days of this zone.
         self.timezone = timezone or ZoneInfo(DEFAULT_TIMEZONE)
         self._local = threading.local()
+
+    def construct_transcoder(self) -> Transcoder:
+        """The library's JSON documents, written with orjson (see :class:`OrjsonTranscoder`),
+        unless the environment names another transcoder (``TRANSCODER_TOPIC``)."""
+        if self.env.get("TRANSCODER_TOPIC"):
+            return super().construct_transcoder()
+        transcoder = OrjsonTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

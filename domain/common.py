@@ -8,7 +8,8 @@ from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
 from uuid import UUID
 
-from eventsourcing.persistence import Transcoding
+import orjson
+from eventsourcing.persistence import JSONTranscoder, Transcoding
 
 NAMESPACE = UUID("5b0f4a3e-1f0e-4f4f-9a51-6a6979690001")
 
@@ -111,3 +112,33 @@ def utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         raise InvalidValue("a moment must carry a timezone", value=str(moment))
     return moment
+
+
+class OrjsonTranscoder(JSONTranscoder):
+    """The library's JSON format, written by orjson (several times faster than ``json`` with a
+    Python ``default`` per value): the same transcodings, the same documents, read back by the
+    library's decoder.
+
+    orjson writes UUIDs itself (as plain strings, which would come back as strings), so they
+    are turned into their transcoding first; datetimes, dates and dataclasses are passed to the
+    registered transcodings as ``json`` does.
+    """
+
+    OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+    def encode(self, obj: Any) -> bytes:
+        return orjson.dumps(self._uuids(obj), default=self._encode_obj, option=self.OPTIONS)
+
+    def _uuids(self, o: Any) -> Any:
+        """``o`` with every UUID in it replaced by its transcoding (leaves are not called)."""
+        t = type(o)
+        if t is dict:
+            return {k: self._uuids(v) if type(v) in _WALK else v for k, v in o.items()}
+        if t is list or t is tuple:
+            return [self._uuids(v) if type(v) in _WALK else v for v in o]
+        if t is UUID:
+            return self._encode_obj(o)
+        return o
+
+
+_WALK = frozenset({UUID, dict, list, tuple})

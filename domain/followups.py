@@ -41,6 +41,8 @@ class ObligationReason(StrEnum):
 
 
 FACE_TO_FACE_KINDS = frozenset({VisitKind.FACE_TO_FACE, VisitKind.HOME_VISIT})
+VISIT_KINDS = frozenset(VisitKind)
+RISK_LEVELS = frozenset(RiskLevel)
 MEASUREMENTS = {
     "systolic_bp": (50, 300),
     "diastolic_bp": (30, 200),
@@ -270,9 +272,9 @@ class FollowUps(Aggregate):
         """
         if actor.org_id != self.center_id:
             raise NotPermitted("follow-ups are recorded by the patient's community center")
-        if kind not in set(VisitKind):
+        if kind not in VISIT_KINDS:
             raise InvalidValue(f"unknown visit kind {kind!r}", field="kind")
-        if risk_level is not None and risk_level not in set(RiskLevel):
+        if risk_level is not None and risk_level not in RISK_LEVELS:
             raise InvalidValue("risk level is 0 to 5", field="risk_level")
         if on > at.date():
             raise InvalidValue("a visit cannot be recorded before it happens", field="date")

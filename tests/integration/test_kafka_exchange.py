@@ -258,10 +258,18 @@ def test_a_redelivered_or_republished_message_has_no_further_effect(
     send(settings, (patient, accept), (patient, followup), (patient, accept))
     drain(inbound, lambda: inbound.applied >= 2)
     send(settings, (patient, followup), (patient, accept))  # re-published later
-    drain(inbound, lambda: inbound.positions_total() >= 5)
+    # The same CloudEvent (source + id) again, though its data names another patient: the
+    # command itself would succeed, and the inbox still stops it.
+    other = world.contracted_patient()
+    reused = partner_event(FOLLOWUP, c, "dup-2", {**visit, "patient_id": str(other)})
+    fresh = partner_event(FOLLOWUP, c, "dup-3", {**visit, "patient_id": str(other)})
+    send(settings, (other, reused), (other, fresh))
+    drain(inbound, lambda: inbound.positions_total() >= 7)
 
     assert [type(e).__qualname__ for e in app.events.get(referral)].count("Referral.Accepted") == 1
     assert len(app.load(FollowUps, FollowUps.id_for(patient)).visits) == 1
+    assert len(app.load(FollowUps, FollowUps.id_for(other)).visits) == 1
+    assert inbound.applied == 3
     assert inbound.dead == 0
     assert read_all(settings.kafka_bootstrap or "", settings.dead_letter_topic, 0, timeout=3) == []
 

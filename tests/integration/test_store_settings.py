@@ -9,9 +9,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from eventsourcing.persistence import JSONTranscoder
 from psycopg import sql
 
 from domain.application import CareCoordination
+from domain.common import OrjsonTranscoder
 from jiayi.bootstrap import build_application
 from jiayi.demo import generate
 from jiayi.settings import Settings
@@ -94,6 +96,26 @@ def test_bulk_mode_writes_the_same_log_as_one_transaction_per_use_case(
         single.close()
     assert len(logs[0]) > 300
     assert logs[0] == logs[1]
+
+
+def test_events_are_stored_as_the_librarys_json_would_store_them(
+    make_app: Callable[[], CareCoordination], clock: Clock
+) -> None:
+    """Events are written with orjson; every document of a demo history is byte for byte what
+    the library's own ``json`` transcoder writes, and reads back to the same event."""
+    app = make_app()
+    generate(app, patients=60, seed=2, today=clock.now.date() - timedelta(days=1))
+    library = JSONTranscoder()
+    app.register_transcodings(library)
+    assert isinstance(app.mapper.transcoder, OrjsonTranscoder)
+    notifications = app.recorder.select_notifications(start=1, limit=100_000)
+    assert len(notifications) > 300
+    for n in notifications:
+        event = app.mapper.to_domain_event(n)
+        state = dict(vars(event))
+        del state["originator_id"], state["originator_version"]
+        assert app.mapper.transcoder.encode(state) == library.encode(state) == n.state
+        assert library.decode(n.state) == state
 
 
 def test_the_exchange_recorder_lists_the_changes_after_a_position(
