@@ -1,0 +1,34 @@
+"""The operators' deployment (infra/compose.yaml, Dockerfile) names commands that exist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from jiayi.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_service_of_the_compose_file_runs_a_command_jiayi_accepts() -> None:
+    compose = yaml.safe_load((ROOT / "infra/compose.yaml").read_text())
+    commands = {
+        name: service["command"]
+        for name, service in compose["services"].items()
+        if service.get("command", [None])[0] == "jiayi"
+    }
+    assert set(commands) == {"api", "consumer", "relay", "projections"}
+    parser = build_parser()
+    for command in commands.values():
+        assert callable(parser.parse_args(command[1:]).func)
+    assert compose["services"]["relay"].get("deploy", {}).get("replicas", 1) == 1
+
+
+def test_the_image_the_compose_file_builds_installs_every_package() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    packages = ["domain", "projections", "api", "consumers", "jiayi"]
+    assert all(f'"{p}*"' in pyproject for p in packages)
+    assert all(f"COPY {p} ./{p}" in dockerfile for p in packages)
+    assert "pip install --no-cache-dir ." in dockerfile
