@@ -30,6 +30,7 @@ import psycopg
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from psycopg import sql
 
+from consumers.inbound import InboundConsumer
 from consumers.messages import partner_event
 from domain.common import Actor
 from domain.patients import Patient
@@ -159,16 +160,17 @@ def consumer_process(
     settings: Settings, go: Any, done: Any, handled: Any
 ) -> None:  # pragma: no cover - runs in a child process
     """One member of the group, as ``jiayi consume`` runs it: set up, wait for the start, then
-    poll until the parent says every message is handled; ``handled`` = (applied, dead)."""
+    poll until the parent says every message is handled; ``handled`` = (applied, dead, CPU ms)."""
     inbound = build_inbound_consumer(settings)
     go.wait()
     cpu = time.process_time()
-    inbound.subscribe()
-    while not done.is_set():
-        inbound.poll_once(timeout_ms=100)
+
+    def progress(consumer: InboundConsumer) -> None:
         with handled.get_lock():
-            handled[0], handled[1] = inbound.applied, inbound.dead
+            handled[0], handled[1] = consumer.applied, consumer.dead
             handled[2] = int((time.process_time() - cpu) * 1000)
+
+    inbound.run(done, progress=progress)
     inbound.consumer.close()
     inbound.app.close()
 

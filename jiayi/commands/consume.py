@@ -6,7 +6,6 @@ import argparse
 import logging
 import signal
 import threading
-import time
 from typing import Any
 
 from jiayi.bootstrap import build_inbound_consumer, ensure_topics
@@ -34,14 +33,8 @@ def run(args: argparse.Namespace) -> int:
     ensure_topics(settings)
     inbound = build_inbound_consumer(settings)
     stop = stop_on_signals()
-    inbound.subscribe()
-    idle_since = time.monotonic()
     print(f"consuming {settings.partner_topic} as group {settings.consumer_group}", flush=True)
-    while not stop.is_set():
-        if inbound.poll_once() or not inbound.positions:  # idle counts once assigned
-            idle_since = time.monotonic()
-        elif args.idle_exit is not None and time.monotonic() - idle_since > args.idle_exit:
-            break
+    inbound.run(stop, idle_exit=args.idle_exit)
     print(f"applied {inbound.applied}, dead-lettered {inbound.dead}", flush=True)
     inbound.consumer.close()
     inbound.app.close()
