@@ -15,7 +15,6 @@ is then split around the failing message, and the good messages still apply.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
@@ -42,6 +41,7 @@ from consumers.store import MessageKey
 from domain.application import Batch, CareCoordination
 from domain.common import DomainError, NotFound
 from domain.organisations import Organisation
+from domain.pacing import CollectBetweenBatches
 
 log = logging.getLogger(__name__)
 
@@ -74,40 +74,6 @@ def _failure(exc: Exception, key: MessageKey | None = None) -> Failure:
     code = getattr(exc, "code", "domain-rule-broken")
     message = getattr(exc, "message", str(exc))
     return Failure(code, message, f"{cls.__module__}.{cls.__qualname__}", key)
-
-
-class CollectBetweenBatches:
-    """The cyclic garbage collector paced by batches instead of by allocations.
-
-    A consumer keeps many objects for long (the aggregates kept between batches) and makes
-    many short-lived ones per message. Triggered by allocation counts, the collector runs in
-    the middle of batches and walks the kept aggregates again and again: about a third of the
-    consumer's CPU time in ``bench/ingest.py``. Inside this context the automatic collector is
-    off; :meth:`between_batches` collects the young generations (what the last batch left) and,
-    every ``full_every`` seconds, everything. Cycles are still freed, only at known moments.
-    """
-
-    def __init__(self, full_every: float = 60.0) -> None:
-        self.full_every = full_every
-        self.last_full = time.monotonic()
-        self.was_enabled = True
-
-    def __enter__(self) -> CollectBetweenBatches:
-        self.was_enabled = gc.isenabled()
-        gc.disable()
-        self.last_full = time.monotonic()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.was_enabled:
-            gc.enable()
-
-    def between_batches(self) -> None:
-        if time.monotonic() - self.last_full >= self.full_every:
-            gc.collect()
-            self.last_full = time.monotonic()
-        else:
-            gc.collect(1)
 
 
 class InboundConsumer:

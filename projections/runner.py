@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from domain.pacing import CollectBetweenBatches
 from projections.base import Projection, Rows
 from projections.care import CareProjection
 from projections.directory import DirectoryProjection
@@ -155,12 +156,13 @@ def rebuild(
     rows = {p.name: Rows(store, p.table_map(), empty=True) for p in projections}
     counts: dict[str, int] = {}
     after = events = 0
-    with store.transaction():
+    with store.transaction(), CollectBetweenBatches() as collector:
         for p in projections:
             for table in p.tables:
                 store.drop(table)
                 store.create(table, with_keys=False)
         while page := reader.page(after, REBUILD_PAGE):
+            collector.between_batches()
             batch = reader.decode(page)
             if as_of is not None:
                 batch = [ev for ev in batch if ev.timestamp <= as_of]

@@ -1,11 +1,11 @@
-"""The consumer runs the cyclic garbage collector between batches, and still frees cycles."""
+"""Batch work runs the cyclic garbage collector between batches, and still frees cycles."""
 
 from __future__ import annotations
 
 import gc
 import weakref
 
-from consumers.inbound import CollectBetweenBatches
+from domain.pacing import CollectBetweenBatches
 
 
 class Node:
