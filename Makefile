@@ -62,4 +62,5 @@ clean:
 bench-ingest: $(STAMP)
 	JIAYI_POSTGRES_URL=$${JIAYI_POSTGRES_URL:-$$(infra/postgres/ensure.sh)} \
 	JIAYI_KAFKA_BOOTSTRAP=$${JIAYI_KAFKA_BOOTSTRAP:-$$(infra/kafka/ensure.sh)} \
-	$(BIN)/python bench/ingest.py --messages $${MESSAGES:-200000} --patients $${PATIENTS:-20000} $(BENCH_ARGS)
+	$(BIN)/python bench/ingest.py --messages $${MESSAGES:-200000} --patients $${PATIENTS:-20000} \
+	  --consumers $${CONSUMERS:-2} $(BENCH_ARGS)

@@ -1,15 +1,19 @@
 """Partner events -> PostgreSQL event store through ``jiayi consume``'s consumer, vs. a raw pipeline.
 
+    make bench-ingest                      # 200,000 messages, a group of 2 consumer processes
     JIAYI_POSTGRES_URL=postgresql://jiayi@127.0.0.1:55432/jiayi \\
     JIAYI_KAFKA_BOOTSTRAP=$(infra/kafka/ensure.sh) \\
-    .venv/bin/python bench/ingest.py --messages 200000 --patients 20000
+    .venv/bin/python bench/ingest.py --messages 200000 --patients 20000 --consumers 2
 
 Prepares a population (one community center, ``--patients`` residents, saved in bulk) in a fresh
 PostgreSQL schema, puts ``--messages`` follow-up-recorded CloudEvents on a fresh 6-partition
-topic, then times the real consumer (validation, authorisation, commands through the
-application's use cases, inbox + offsets + events in one transaction per partition batch)
-until every message is applied. The raw pipeline reads the same messages with kafka-python and
-COPYs their values into a table; the ratio says what the exchange's work costs.
+topic, then times ``--consumers`` members of one consumer group, each a process running
+``InboundConsumer.run`` as ``jiayi consume`` does (validation, authorisation, commands through
+the application's use cases, inbox + offsets + events in one transaction per partition batch),
+from a start signal (after their imports and set-up) until every message is applied. The raw
+pipeline reads the same messages with kafka-python and COPYs their values into a table in one
+process; the ratio says what the exchange's work costs. Also printed: the CPU seconds the
+consumers and the whole machine spent meanwhile (PostgreSQL and the broker share the cores).
 """
 
 from __future__ import annotations

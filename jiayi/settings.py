@@ -56,8 +56,8 @@ class Settings(BaseSettings):
     kafka_partitions: int = 6
     #: Most records one poll (and so one event-store transaction per partition) handles.
     kafka_batch: int = 2000
-    #: Whether the consumer re-checks record CRCs (kafka-python computes CRC32C in pure Python
-    #: unless the ``crc32c`` package is installed: about a quarter of the consumer's time).
+    #: Whether the consumer re-checks record CRCs (cheap: kafka-python uses the ``crc32c``
+    #: package, a dependency; its pure-Python fallback took a quarter of the consumer's time).
     kafka_check_crcs: bool = True
 
     def zone(self) -> ZoneInfo:
