@@ -225,6 +225,10 @@ def build_inbound_consumer(
         fetch_max_bytes=64 * 1024 * 1024,
         max_partition_fetch_bytes=8 * 1024 * 1024,
         reconnect_backoff_max_ms=2000,
+        # A member that dies (SIGKILL, lost host) holds its partitions until its session ends:
+        # 10 s rather than the client's 45 s default (the broker's minimum is 6 s).
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=3_000,
     )
     dead_letters = DeadLetters(
         build_producer(settings, "jiayi-dead-letters"), settings.dead_letter_topic

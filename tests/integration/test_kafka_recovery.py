@@ -119,6 +119,53 @@ def test_a_consumer_killed_mid_run_and_restarted_applies_each_message_exactly_on
     app.close()
 
 
+def test_two_members_sharing_the_partitions_one_killed_apply_each_message_exactly_once(
+    postgres_settings: Settings, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The deployment runs several ``jiayi consume`` members: a second one joins (the group
+    splits the partitions), both write, then the first dies mid-run and the second takes its
+    partitions over from the offsets stored with the events."""
+    settings = exchange_settings(postgres_settings, kafka_bootstrap, partitions=4)
+    ensure_topics(settings)
+    app = build_exchange_application(settings)
+    world = build_world(app)
+    patients = [world.patient(serial=i) for i in range(40)]
+    url, schema = settings.postgres_url or "", settings.postgres_schema or ""
+    cmd = [sys.executable, "-m", "jiayi.cli", "consume"]
+    messages = followups(world, patients, 10_000, "pair")
+    logs = [tmp_path / f"member-{i}.log" for i in (1, 2)]
+
+    def assigned(log: Path) -> list[str]:
+        lines = [ln for ln in log.read_text().splitlines() if "consumers.inbound assigned" in ln]
+        return lines[-1].split("assigned ", 1)[1].strip("[]").split(", ") if lines else []
+
+    produce(kafka_bootstrap, settings.partner_topic, messages[:2000])
+    out = logs[0].open("w")
+    first = subprocess.Popen(cmd, env=env_for(settings), cwd=ROOT, stdout=out, stderr=out)
+    wait_for(lambda: count_events(url, schema, VISITS) == 2000, 120, "the first member alone")
+    out = logs[1].open("w")
+    second = subprocess.Popen(
+        [*cmd, "--idle-exit", "20"], env=env_for(settings), cwd=ROOT, stdout=out, stderr=out
+    )
+    wait_for(lambda: len(assigned(logs[1])) == 2 == len(assigned(logs[0])), 120, "a split")
+
+    produce(kafka_bootstrap, settings.partner_topic, messages[2000:])
+    wait_for(lambda: count_events(url, schema, VISITS) >= 4000, 120, "both members' batches")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert count_events(url, schema, VISITS) < len(messages), "killed too late to be mid-run"
+    assert second.wait(timeout=240) == 0, logs[1].read_text()[-2000:]
+    assert len(assigned(logs[1])) == 4  # it took the dead member's partitions over
+
+    from domain.followups import FollowUps
+
+    per_patient = [len(app.load(FollowUps, FollowUps.id_for(p)).visits) for p in patients]
+    assert per_patient == [len(messages) // len(patients)] * len(patients)
+    assert count_events(url, schema, VISITS) == len(messages)
+    assert read_all(kafka_bootstrap, settings.dead_letter_topic, 0, timeout=3) == []
+    app.close()
+
+
 # --- a broker of our own, restarted under a running consumer and relay ----------------------
 
 PORT, CONTROLLER_PORT = 59192, 59193
