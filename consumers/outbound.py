@@ -22,6 +22,7 @@ from uuid import UUID
 from eventsourcing.persistence import Notification, Tracking
 from kafka import KafkaProducer
 
+from consumers.leadership import Leadership
 from consumers.messages import CONTENT_TYPE, domain_event
 from domain.application import CareCoordination
 from domain.quotas import Quota
@@ -82,8 +83,11 @@ class Relay:
         producers: Callable[[], KafkaProducer],
         topic: str,
         page: int = 1000,
+        leadership: Leadership | None = None,
     ) -> None:
         self.app = app
+        #: Held while this relay publishes (see :mod:`consumers.leadership`); None: always.
+        self.leadership = leadership
         self.recorder: TrackingRecorder = app.recorder  # type: ignore[assignment]
         self.producers = producers
         self._producer: KafkaProducer | None = None
@@ -141,18 +145,38 @@ class Relay:
         self.published += len(page)
         return len(page)
 
-    def run(self, stop: threading.Event, idle_sleep: float = 0.2) -> None:
+    def run(
+        self, stop: threading.Event, idle_sleep: float = 0.2, standby_poll: float = 2.0
+    ) -> None:
+        """Publish until ``stop`` is set, while holding the leadership; stand by otherwise."""
         backoff = 0.5
-        while not stop.is_set():
-            try:
-                sent = self.publish_once()
-                backoff = 0.5
-            except Exception as exc:  # broker or database away: never skip, try again
-                log.warning("relay: %s; retrying from the stored position in %.1fs", exc, backoff)
-                self.drop_producer()
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
-            if not sent:
-                stop.wait(idle_sleep)
-        self.close()
+        standing_by = False
+        try:
+            while not stop.is_set():
+                if self.leadership is not None and not self.leadership.hold():
+                    if not standing_by:
+                        log.info("relay: another instance publishes %s; standing by", self.topic)
+                        standing_by = True
+                    self.drop_producer()
+                    stop.wait(standby_poll)
+                    continue
+                if standing_by:
+                    log.info("relay: leading for %s from position %d", self.topic, self.position())
+                    standing_by = False
+                try:
+                    sent = self.publish_once()
+                    backoff = 0.5
+                except Exception as exc:  # broker or database away: never skip, try again
+                    log.warning(
+                        "relay: %s; retrying from the stored position in %.1fs", exc, backoff
+                    )
+                    self.drop_producer()
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                if not sent:
+                    stop.wait(idle_sleep)
+        finally:
+            self.close()
+            if self.leadership is not None:
+                self.leadership.release()

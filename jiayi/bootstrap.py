@@ -20,6 +20,7 @@ from projections.views import ViewQueries
 
 if TYPE_CHECKING:
     from consumers.inbound import InboundConsumer
+    from consumers.leadership import Leadership
     from consumers.outbound import Relay
 
 
@@ -249,4 +250,15 @@ def build_relay(settings: Settings, app: CareCoordination | None = None) -> Rela
         app or build_exchange_application(settings),
         lambda: build_producer(settings, "jiayi-publish"),
         settings.domain_topic,
+        leadership=build_relay_leadership(settings),
     )
+
+
+def build_relay_leadership(settings: Settings) -> Leadership:
+    """The lock one relay per event store and topic holds while it publishes."""
+    from consumers.leadership import FileLeadership, PostgresLeadership
+
+    if settings.postgres_url:
+        name = f"{settings.postgres_schema or 'public'}:kafka-relay:{settings.domain_topic}"
+        return PostgresLeadership(settings.postgres_url, name)
+    return FileLeadership(settings.data_dir / f"kafka-relay.{settings.domain_topic}.lock")
