@@ -540,6 +540,11 @@ class ViewQueries:
         if not centers:
             return i
         s, e, marks = start.isoformat(), end.isoformat(), _in(centers)
+        # The period's days are the deployment's; moments in the views are UTC text.
+        since = moment_text(datetime.combine(start, datetime.min.time(), self.timezone))
+        until = moment_text(
+            datetime.combine(end + timedelta(days=1), datetime.min.time(), self.timezone)
+        )
         for c in centers:
             found = db.one(
                 "SELECT total, key_population FROM v_residents WHERE center_id = ? AND as_of <= ? "
@@ -576,7 +581,7 @@ class ViewQueries:
             "SELECT requested_at, decided_at FROM v_referrals WHERE direction = 'up' "
             f"AND center_id IN ({marks}) AND decided_at IS NOT NULL "
             "AND requested_at >= ? AND requested_at < ?",
-            [*centers, s, (end + timedelta(days=1)).isoformat()],
+            [*centers, since, until],
         ):
             hours = (
                 datetime.fromisoformat(r["decided_at"]) - datetime.fromisoformat(r["requested_at"])
@@ -587,7 +592,7 @@ class ViewQueries:
             "AND followed_up_on <= follow_up_due THEN 1 ELSE 0 END) AS k FROM v_referrals "
             f"WHERE center_id IN ({marks}) AND returned_at >= ? AND returned_at < ? "
             "AND follow_up_due <= ?",
-            [*centers, s, (end + timedelta(days=1)).isoformat(), e],
+            [*centers, since, until, e],
         )
         if loop:
             i.returns_due, i.returns_closed = int(loop["n"] or 0), int(loop["k"] or 0)

@@ -144,6 +144,28 @@ def test_kpi_formulas_on_a_hand_made_history(
     assert other["centers"] == 1 and other["signing_rate"] is None
 
 
+def test_kpi_periods_are_days_of_the_deployments_zone(
+    world: World, views: Projections, clock: Clock
+) -> None:
+    """A referral requested at 07:30 in Beijing on 2 June is 23:30 UTC on 1 June: it counts in
+    June 2's figures, not June 1's."""
+    app, q = world.app, views.queries
+    patient = world.contracted_patient()
+    clock.now = datetime(2026, 6, 1, 23, 30, tzinfo=UTC)  # 2026-06-02 07:30 in Asia/Shanghai
+    referral = world.referral(patient)
+    clock.advance(hours=1)
+    app.accept_referral(referral, world.hospital_staff)
+    assert q.wait_for(app.max_position())
+
+    def decided(day: date) -> int:
+        k = q.kpis(EVERYTHING, day, day, center_id=world.center)
+        assert k is not None
+        count: int = k["referral_turnaround_hours"]["count"]
+        return count
+
+    assert (decided(date(2026, 6, 1)), decided(date(2026, 6, 2))) == (0, 1)
+
+
 def test_team_workload_counts_per_team_and_member(world: World, views: Projections) -> None:
     app, q = world.app, views.queries
     patient = world.contracted_patient(tags=("hypertension",))
