@@ -244,7 +244,7 @@ class CareProjection(Projection):
         terminated = ev.name == "Contract.Terminated"
         row.update(
             status="terminated" if terminated else "expired",
-            ended_on=ev.at[:10] if terminated else ev.d["on"],
+            ended_on=ev.at_day if terminated else ev.d["on"],
         )
         rows.put("v_contracts", row)
 

@@ -58,6 +58,10 @@ def moment_text(moment: datetime) -> str:
     return _utc(moment).isoformat(timespec="microseconds")
 
 
+#: Where :func:`_decode` keeps the local day of ``at`` (before moments become UTC text).
+AT_DAY = "_at_day"
+
+
 def _plain(value: Any) -> Any:
     """A decoded value with eventsourcing's transcoded forms (``{"_type_", "_data_"}``)
     replaced by their stored data; moments normalised by :func:`norm_moment`."""
@@ -76,6 +80,10 @@ def _plain(value: Any) -> Any:
 def _decode(state: bytes) -> dict[str, Any]:
     """The stored JSON of one event (orjson is several times faster than json here)."""
     d: dict[str, Any] = orjson.loads(state)
+    at = d.get("at")
+    if type(at) is dict and at.get("_type_") == "datetime_iso":
+        # The use cases record ``at`` in the deployment's zone: its date is the local day.
+        d[AT_DAY] = at["_data_"][:10]
     for key, value in d.items():
         kind = type(value)
         if kind is dict or kind is list:
@@ -107,6 +115,12 @@ class Ev:
         """When it happened (UTC text); the recording time when the event has no ``at``."""
         at: str | None = self.d.get("at")
         return at if at is not None else self.timestamp
+
+    @property
+    def at_day(self) -> str:
+        """The day it happened, in the zone it was recorded in (the deployment's)."""
+        day: str | None = self.d.get(AT_DAY)
+        return day if day is not None else self.at[:10]
 
     @property
     def staff(self) -> str | None:

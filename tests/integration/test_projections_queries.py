@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from domain.application import CareCoordination
+from domain.patients import Patient
 from jiayi.bootstrap import Projections, build_projections
 from jiayi.settings import Settings
 from projections.kpis import percentile
@@ -164,6 +165,29 @@ def test_kpi_periods_are_days_of_the_deployments_zone(
         return count
 
     assert (decided(date(2026, 6, 1)), decided(date(2026, 6, 2))) == (0, 1)
+
+
+def test_a_contract_terminated_early_in_the_morning_ends_on_that_local_day(
+    world: World, views: Projections, clock: Clock
+) -> None:
+    """Terminated at 07:30 in Beijing on 2 June (23:30 UTC on 1 June): still in force on
+    1 June, not on 2 June."""
+    app, q = world.app, views.queries
+    app.record_residents(world.center, 10, 4, world.today, world.center_admin)
+    patient = world.contracted_patient()
+    contract = app.load(Patient, patient).contract_id
+    assert contract is not None
+    clock.now = datetime(2026, 6, 1, 23, 30, tzinfo=UTC)
+    app.terminate_contract(contract, "moved to another city", world.gp)
+    assert q.wait_for(app.max_position())
+
+    def signed(day: date) -> int:
+        k = q.kpis(EVERYTHING, day, day, center_id=world.center)
+        assert k is not None
+        count: int = k["inputs"]["signed"]
+        return count
+
+    assert (signed(date(2026, 6, 1)), signed(date(2026, 6, 2))) == (1, 0)
 
 
 def test_team_workload_counts_per_team_and_member(world: World, views: Projections) -> None:
