@@ -36,3 +36,28 @@ class Location:
             return replace(self, schema=name)
         folder = self.replay_dir or (self.sqlite_path or Path(".")).parent / "asof"
         return replace(self, sqlite_path=folder / f"views-{stamp}.sqlite3")
+
+    def discard(self) -> None:
+        """Delete this store's views for good (an as-of replay no longer wanted)."""
+        if self.postgres_params is not None:
+            import psycopg
+            from psycopg import sql
+
+            assert self.schema, "only a replay's own schema is discarded"
+            p = self.postgres_params
+            with psycopg.connect(
+                host=p["host"],
+                port=p["port"],
+                user=p["user"],
+                password=p["password"] or None,
+                dbname=p["dbname"],
+                autocommit=True,
+                connect_timeout=5,
+            ) as conn:
+                conn.execute(
+                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema))
+                )
+            return
+        assert self.sqlite_path is not None
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.sqlite_path}{suffix}").unlink(missing_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
@@ -47,20 +48,38 @@ def _in(marks: list[Any]) -> str:
 
 
 class ViewQueries:
-    """Reads the live views, or views replayed as of a moment (built on first use, cached)."""
+    """Reads the live views, or views replayed as of a moment (built on first use, cached).
 
-    def __init__(self, location: Location, reader: LogReader, timezone: tzinfo = UTC) -> None:
+    At most ``keep_replays`` replays are kept, the least recently used going first: a replay
+    is a whole set of views, and every distinct moment an auditor asks about makes one. One
+    let go is closed and deleted ``grace`` seconds later (a query may still be reading it).
+    """
+
+    def __init__(
+        self,
+        location: Location,
+        reader: LogReader,
+        timezone: tzinfo = UTC,
+        keep_replays: int = 8,
+        grace: float = 60.0,
+    ) -> None:
         self.location = location
         self.reader = reader
         #: "Today" for lists that take none is a day of this zone (the deployment's).
         self.timezone = timezone
         self.store = location.open()
-        self._as_of: dict[str, ViewStore] = {}
+        self.keep_replays = keep_replays
+        self.grace = grace
+        self._as_of: OrderedDict[str, ViewStore] = OrderedDict()
+        #: Replays let go: (when, moment, store), deleted once ``grace`` has passed.
+        self._retired: list[tuple[float, str, ViewStore]] = []
         self._lock = threading.Lock()
 
     def close(self) -> None:
         self.store.close()
         for s in self._as_of.values():
+            s.close()
+        for _, _, s in self._retired:
             s.close()
 
     # --- positions ----------------------------------------------------------------------
@@ -89,11 +108,28 @@ class ViewQueries:
             return self.store
         moment = moment_text(as_of)
         with self._lock:
+            self._discard_retired()
             found = self._as_of.get(moment)
             if found is None:
                 found = self.replay(moment)
                 self._as_of[moment] = found
+                while len(self._as_of) > self.keep_replays:
+                    old, store = self._as_of.popitem(last=False)
+                    self._retired.append((time.monotonic(), old, store))
+            self._as_of.move_to_end(moment)
             return found
+
+    def _discard_retired(self) -> None:
+        now, kept = time.monotonic(), []
+        for entry in self._retired:
+            retired_at, moment, store = entry
+            if now - retired_at < self.grace:
+                kept.append(entry)
+                continue
+            store.close()
+            if moment not in self._as_of:  # asked for again meanwhile: still in use
+                self.location.as_of(moment).discard()
+        self._retired = kept
 
     def replay(self, moment: str, progress: Callable[[int], None] | None = None) -> ViewStore:
         """The views as of ``moment``: reused when already replayed, else rebuilt."""

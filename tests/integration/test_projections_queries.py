@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
+import psycopg
 import pytest
 
 from domain.application import CareCoordination
 from domain.patients import Patient
 from jiayi.bootstrap import Projections, build_projections
 from jiayi.settings import Settings
+from projections.events import moment_text
 from projections.kpis import percentile
 from projections.queries import Page, Scope
+from projections.views import ViewQueries
 from tests.conftest import Clock
 from tests.world import World, build_world
 
@@ -91,6 +94,52 @@ def test_as_of_replay_shows_a_referral_still_pending(
     assert live is not None and live["status"] == "accepted"
     assert past is not None and past["status"] == "requested"
     assert q.hospital_worklist(EVERYTHING, world.hospital, Page()) == []
+
+
+def test_as_of_replays_are_kept_up_to_a_limit_and_the_oldest_deleted(
+    settings: Settings, world: World, clock: Clock
+) -> None:
+    """Every distinct moment an auditor asks about makes a whole set of views: only the most
+    recently used few are kept; one let go is deleted (after a grace period) and made again
+    if asked for again."""
+    app = world.app
+    referral = world.referral()
+    moments = []
+    for _ in range(3):
+        clock.advance(hours=1)
+        moments.append(datetime.now(UTC))
+    app.accept_referral(referral, world.hospital_staff)
+    views = build_projections(settings, app, poll=0.02)
+    q = views.queries
+    assert isinstance(q, ViewQueries)
+    q.keep_replays, q.grace = 2, 0.0
+    try:
+        assert q.wait_for(app.max_position())
+
+        def status(moment: datetime) -> str:
+            found = q.referral(EVERYTHING, referral, as_of=moment)
+            assert found is not None
+            return str(found["status"])
+
+        def stored(moment: datetime) -> bool:
+            place = q.location.as_of(moment_text(moment))
+            if place.sqlite_path is not None:
+                return place.sqlite_path.exists()
+            with psycopg.connect(settings.postgres_url or "") as conn:
+                row = conn.execute(
+                    "SELECT 1 FROM pg_namespace WHERE nspname = %s", (place.schema,)
+                ).fetchone()
+            return row is not None
+
+        assert [status(m) for m in moments] == ["requested"] * 3
+        assert [stored(m) for m in moments] == [True, True, True]  # the first: in its grace
+        assert status(moments[2]) == "requested"  # a later query deletes what was let go
+        assert [stored(m) for m in moments] == [False, True, True]
+        assert status(moments[0]) == "requested"  # asked again: replayed again
+        assert stored(moments[0])
+        assert status(datetime.now(UTC)) == "accepted"
+    finally:
+        views.close()
 
 
 def test_kpi_formulas_on_a_hand_made_history(
