@@ -68,19 +68,11 @@ def ensure_schema(settings: Settings) -> None:
     """Create the configured PostgreSQL schema if it does not exist yet."""
     if not (settings.uses_postgres and settings.postgres_schema):
         return
-    import psycopg
     from psycopg import sql
 
-    params = settings.postgres_params()
-    with psycopg.connect(
-        host=params["host"],
-        port=params["port"],
-        user=params["user"],
-        password=params["password"] or None,
-        dbname=params["dbname"],
-        autocommit=True,
-        connect_timeout=5,
-    ) as conn:
+    from projections.store import connect
+
+    with connect(settings.postgres_params()) as conn:
         conn.execute(
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                 sql.Identifier(settings.postgres_schema)

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from projections.store import ViewStore
+from projections.store import ViewStore, connect
 
 
 @dataclass(frozen=True)
@@ -40,20 +40,10 @@ class Location:
     def discard(self) -> None:
         """Delete this store's views for good (an as-of replay no longer wanted)."""
         if self.postgres_params is not None:
-            import psycopg
             from psycopg import sql
 
             assert self.schema, "only a replay's own schema is discarded"
-            p = self.postgres_params
-            with psycopg.connect(
-                host=p["host"],
-                port=p["port"],
-                user=p["user"],
-                password=p["password"] or None,
-                dbname=p["dbname"],
-                autocommit=True,
-                connect_timeout=5,
-            ) as conn:
+            with connect(self.postgres_params) as conn:
                 conn.execute(
                     sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema))
                 )

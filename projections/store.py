@@ -41,6 +41,21 @@ class Table:
         return tuple(row.get(c) for c in self.names)
 
 
+def connect(params: dict[str, str]) -> Any:
+    """An autocommit psycopg connection from ``Settings.postgres_params()``."""
+    import psycopg
+
+    return psycopg.connect(
+        host=params["host"],
+        port=params["port"],
+        user=params["user"],
+        password=params["password"] or None,
+        dbname=params["dbname"],
+        autocommit=True,
+        connect_timeout=5,
+    )
+
+
 class ViewStore:
     """One connection to the views' database; ``postgres`` says which dialect."""
 
@@ -62,18 +77,9 @@ class ViewStore:
 
     @classmethod
     def postgres_(cls, params: dict[str, str], schema: str | None) -> ViewStore:
-        import psycopg
         from psycopg import sql
 
-        conn = psycopg.connect(
-            host=params["host"],
-            port=params["port"],
-            user=params["user"],
-            password=params["password"] or None,
-            dbname=params["dbname"],
-            autocommit=True,
-            connect_timeout=5,
-        )
+        conn = connect(params)
         if schema:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
             conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
