@@ -49,12 +49,16 @@ Item = tuple[ConsumerRecord, PartnerMessage | Failure]
 RETRIES = 10
 #: Aggregates kept between batches, at most.
 CACHE_LIMIT = 200_000
+#: More changes by others than this since the last batch: drop every kept aggregate instead.
+CHANGES_LIMIT = 50_000
 
 
 class ExchangeRecorder(Protocol):
     def received(self, keys: Any) -> set[MessageKey]: ...
     def select_events_of(self, ids: Any) -> list[StoredEvent]: ...
-    def changes_since(self, position: int, own: Any = ()) -> list[tuple[int, UUID, int]]: ...
+    def changes_since(
+        self, position: int, own: Any = (), limit: int | None = None
+    ) -> list[tuple[int, UUID, int]] | None: ...
     def max_tracking_id(self, application_name: str) -> int | None: ...
 
 
@@ -223,7 +227,7 @@ class InboundConsumer:
         meanwhile: :meth:`_forget_changed` drops it before it is used again (an aggregate a
         batch only reads is never checked when the batch is recorded)."""
         if len(self.cache) + len(batch.aggregates) > CACHE_LIMIT:
-            self._forget_all()
+            self.cache.clear()  # what stays (this batch's aggregates) is as recorded
         self.cache.update(batch.aggregates)
         if batch.recorded is not None:
             self.own.append(batch.recorded)
@@ -241,7 +245,11 @@ class InboundConsumer:
             self._forget_all()
             self.seen = self.app.max_position()  # before anything is read for the cache
             return
-        changes = self.recorder.changes_since(self.seen, self.own)
+        changes = self.recorder.changes_since(self.seen, self.own, CHANGES_LIMIT)
+        if changes is None:  # much was written meanwhile: start afresh
+            self._forget_all()
+            self.seen = self.app.max_position()
+            return
         for _, id, version in changes:
             kept = self.cache.get(id)
             if kept is not None and kept.version < version:
@@ -298,7 +306,13 @@ class InboundConsumer:
                 seen.add(key)
                 received.append(key)
             if failed and not read_inbox:
-                before = self.recorder.received({f.key for _, f in failed if f.key})
+                # Before anything is dead-lettered: was a failing message applied before (then
+                # it is no dead letter), or did one applied before run again (then the others'
+                # outcomes may depend on it: run the batch again, reading the inbox first)?
+                keys = {f.key for _, f in failed if f.key}
+                before = self.recorder.received(keys | set(received))
+                if before & set(received):
+                    raise IntegrityError("a message applied before ran again")
                 failed = [(r, f) for r, f in failed if f.key is None or f.key not in before]
             self.dead_letters.send(failed)
             self.app.record_batch(

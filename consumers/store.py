@@ -68,7 +68,8 @@ class PostgresExchangeRecorder(PostgresProcessRecorder):
         self._select_changes = SQL(
             "SELECT notification_id, originator_id, originator_version FROM {0}.{1} "
             "WHERE notification_id > %b AND NOT EXISTS (SELECT FROM unnest(%b::bigint[], "
-            "%b::bigint[]) AS own(first, last) WHERE notification_id BETWEEN first AND last)"
+            "%b::bigint[]) AS own(first, last) WHERE notification_id BETWEEN first AND last) "
+            "ORDER BY notification_id"
         ).format(schema, Identifier(self.events_table_name))
 
     def _insert_stored_events(
@@ -133,20 +134,19 @@ class PostgresExchangeRecorder(PostgresProcessRecorder):
             ]
 
     def changes_since(
-        self, position: int, own: Sequence[tuple[int, int]] = ()
-    ) -> list[tuple[int, UUID, int]]:
+        self, position: int, own: Sequence[tuple[int, int]] = (), limit: int | None = None
+    ) -> list[tuple[int, UUID, int]] | None:
         """(position, aggregate id, version) of each event after ``position``, leaving out the
-        ranges of positions in ``own`` (batches the caller recorded itself)."""
+        ranges of positions in ``own`` (batches the caller recorded itself); None when there
+        are more than ``limit``."""
+        query = self._select_changes if limit is None else self._select_changes + SQL(" LIMIT %b")
+        params: tuple[Any, ...] = (position, [o[0] for o in own], [o[1] for o in own])
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(
-                self._select_changes,
-                (position, [o[0] for o in own], [o[1] for o in own]),
-                binary=True,
-            )
-            return [
-                (r["notification_id"], r["originator_id"], r["originator_version"])
-                for r in curs.fetchall()
-            ]
+            curs.execute(query, params if limit is None else (*params, limit + 1), binary=True)
+            rows = curs.fetchall()
+        if limit is not None and len(rows) > limit:
+            return None
+        return [(r["notification_id"], r["originator_id"], r["originator_version"]) for r in rows]
 
 
 class SQLiteExchangeRecorder(SQLiteProcessRecorder):
@@ -181,20 +181,22 @@ class SQLiteExchangeRecorder(SQLiteProcessRecorder):
         return [e for i in originator_ids for e in self.select_events(i)]
 
     def changes_since(
-        self, position: int, own: Sequence[tuple[int, int]] = ()
-    ) -> list[tuple[int, UUID, int]]:
+        self, position: int, own: Sequence[tuple[int, int]] = (), limit: int | None = None
+    ) -> list[tuple[int, UUID, int]] | None:
+        found: list[tuple[int, UUID, int]] = []
         with self.datastore.transaction(commit=False) as c:
             c.execute(
                 "SELECT rowid, originator_id, originator_version"
-                f" FROM {self.events_table_name} WHERE rowid > ?",
+                f" FROM {self.events_table_name} WHERE rowid > ? ORDER BY rowid",
                 (position,),
             )
-            rows = c.fetchall()
-        return [
-            (r["rowid"], UUID(r["originator_id"]), r["originator_version"])
-            for r in rows
-            if not any(first <= r["rowid"] <= last for first, last in own)
-        ]
+            for r in c.fetchall():
+                if any(first <= r["rowid"] <= last for first, last in own):
+                    continue
+                if limit is not None and len(found) == limit:
+                    return None
+                found.append((r["rowid"], UUID(r["originator_id"]), r["originator_version"]))
+        return found
 
 
 def exchange_recorder_topic(postgres: bool) -> str:

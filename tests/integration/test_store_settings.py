@@ -141,5 +141,8 @@ def test_the_exchange_recorder_lists_the_changes_after_a_position(
         assert app.recorder.changes_since(after) == []  # type: ignore[attr-defined]
         everything = app.recorder.changes_since(before)  # type: ignore[attr-defined]
         assert [c[0] for c in everything] == [own] + [c[0] for c in changes]
+        # past a limit, the caller is told there are too many to list
+        assert app.recorder.changes_since(before, limit=len(everything)) == everything  # type: ignore[attr-defined]
+        assert app.recorder.changes_since(before, limit=len(everything) - 1) is None  # type: ignore[attr-defined]
     finally:
         app.close()
