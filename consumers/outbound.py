@@ -76,6 +76,11 @@ class PatientKeys:
         return patient_id if isinstance(patient_id, UUID) else None
 
 
+class LeadershipLost(Exception):
+    """The lock went while a page was out: its position is not stored (the page may be sent
+    again by whoever leads now: a duplicate, never a gap)."""
+
+
 class Relay:
     def __init__(
         self,
@@ -110,15 +115,19 @@ class Relay:
             self._producer = None
 
     def close(self) -> None:
+        """Close the producer (after sending what it buffers) and let the leadership go."""
         if self._producer is not None:
             self._producer.close()
             self._producer = None
+        if self.leadership is not None:
+            self.leadership.release()
 
     def position(self) -> int:
         return self.recorder.max_tracking_id(self.name) or 0
 
     def publish_once(self) -> int:
-        """Send the next page after the stored position; store the position once acked."""
+        """Send the next page after the stored position; store the position once acked, if
+        this relay (still) holds the leadership, which it takes when free."""
         start = self.position()
         page: Sequence[Notification] = self.app.recorder.select_notifications(
             start=start + 1, limit=self.page
@@ -141,6 +150,8 @@ class Relay:
         self.producer.flush(timeout=SEND_TIMEOUT)
         for f in futures:
             f.get(timeout=SEND_TIMEOUT)  # raises unless the broker acknowledged
+        if self.leadership is not None and not self.leadership.hold():
+            raise LeadershipLost(f"another relay may be publishing {self.topic}")
         self.recorder.insert_tracking(Tracking(self.name, page[-1].id))
         self.published += len(page)
         return len(page)
@@ -178,5 +189,3 @@ class Relay:
                     stop.wait(idle_sleep)
         finally:
             self.close()
-            if self.leadership is not None:
-                self.leadership.release()

@@ -32,6 +32,7 @@ def test_the_advisory_lock_passes_on_when_the_holders_session_dies(postgres_url:
     other = PostgresLeadership(postgres_url, "test:another-relay")
     try:
         assert (first.hold(), second.hold(), other.hold()) == (True, False, True)
+        assert first.hold() and other.hold()  # held: checked in pg_locks, not just alive
         assert first.conn is not None
         pid = first.conn.info.backend_pid
         with psycopg.connect(postgres_url, autocommit=True) as admin:
