@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from projections.store import ViewStore, connect
+from projections.store import ViewStore
 
 
 @dataclass(frozen=True)
@@ -36,18 +36,3 @@ class Location:
             return replace(self, schema=name)
         folder = self.replay_dir or (self.sqlite_path or Path(".")).parent / "asof"
         return replace(self, sqlite_path=folder / f"views-{stamp}.sqlite3")
-
-    def discard(self) -> None:
-        """Delete this store's views for good (an as-of replay no longer wanted)."""
-        if self.postgres_params is not None:
-            from psycopg import sql
-
-            assert self.schema, "only a replay's own schema is discarded"
-            with connect(self.postgres_params) as conn:
-                conn.execute(
-                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema))
-                )
-            return
-        assert self.sqlite_path is not None
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{self.sqlite_path}{suffix}").unlink(missing_ok=True)

@@ -11,6 +11,7 @@ recorded up to ``as_of``) in one transaction: readers see the old views until it
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -148,21 +149,27 @@ def rebuild(
     names: Sequence[str] | None = None,
     progress: Callable[[int], None] | None = None,
     as_of: str | None = None,
+    pace_gc: bool = True,
 ) -> RebuildSummary:
-    """Rebuild views from the log (events recorded up to ``as_of`` when given), atomically."""
+    """Rebuild views from the log (events recorded up to ``as_of`` when given), atomically.
+
+    ``pace_gc``: run the cyclic garbage collector between pages (:class:`CollectBetweenBatches`,
+    process-wide: not for a rebuild inside a process serving other threads)."""
     began = time.perf_counter()
     projections = select(names)
     store.ensure_tracking()
     rows = {p.name: Rows(store, p.table_map(), empty=True) for p in projections}
     counts: dict[str, int] = {}
     after = events = 0
-    with store.transaction(), CollectBetweenBatches() as collector:
+    collector = CollectBetweenBatches() if pace_gc else None
+    with store.transaction(), collector or contextlib.nullcontext():
         for p in projections:
             for table in p.tables:
                 store.drop(table)
                 store.create(table, with_keys=False)
         while page := reader.page(after, REBUILD_PAGE):
-            collector.between_batches()
+            if collector is not None:
+                collector.between_batches()
             batch = reader.decode(page)
             if as_of is not None:
                 batch = [ev for ev in batch if ev.timestamp <= as_of]

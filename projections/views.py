@@ -8,6 +8,7 @@ district coordinator sees the centers and hospitals of the district; ``everythin
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -30,6 +31,9 @@ ID_COLUMNS = {
 }  # fmt: skip
 
 
+log = logging.getLogger(__name__)
+
+
 def _out(row: dict[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
@@ -50,9 +54,11 @@ def _in(marks: list[Any]) -> str:
 class ViewQueries:
     """Reads the live views, or views replayed as of a moment (built on first use, cached).
 
-    At most ``keep_replays`` replays are kept, the least recently used going first: a replay
-    is a whole set of views, and every distinct moment an auditor asks about makes one. One
-    let go is closed and deleted ``grace`` seconds later (a query may still be reading it).
+    At most ``keep_replays`` replays are kept open, the least recently used going first: each
+    holds a connection (and, on SQLite, a file's caches), and every distinct moment an auditor
+    asks about makes one. One let go is closed ``grace`` seconds later (a query may still be
+    reading it); its views stay where they are, shared with other processes (another API
+    instance, ``jiayi replay``), and are reopened, not replayed again, when asked for again.
     """
 
     def __init__(
@@ -71,15 +77,15 @@ class ViewQueries:
         self.keep_replays = keep_replays
         self.grace = grace
         self._as_of: OrderedDict[str, ViewStore] = OrderedDict()
-        #: Replays let go: (when, moment, store), deleted once ``grace`` has passed.
-        self._retired: list[tuple[float, str, ViewStore]] = []
+        #: Replays let go: (when, store), closed once ``grace`` has passed.
+        self._retired: list[tuple[float, ViewStore]] = []
         self._lock = threading.Lock()
 
     def close(self) -> None:
         self.store.close()
         for s in self._as_of.values():
             s.close()
-        for _, _, s in self._retired:
+        for _, s in self._retired:
             s.close()
 
     # --- positions ----------------------------------------------------------------------
@@ -108,27 +114,27 @@ class ViewQueries:
             return self.store
         moment = moment_text(as_of)
         with self._lock:
-            self._discard_retired()
+            self._close_retired()
             found = self._as_of.get(moment)
             if found is None:
                 found = self.replay(moment)
                 self._as_of[moment] = found
                 while len(self._as_of) > self.keep_replays:
-                    old, store = self._as_of.popitem(last=False)
-                    self._retired.append((time.monotonic(), old, store))
+                    _, store = self._as_of.popitem(last=False)
+                    self._retired.append((time.monotonic(), store))
             self._as_of.move_to_end(moment)
             return found
 
-    def _discard_retired(self) -> None:
+    def _close_retired(self) -> None:
         now, kept = time.monotonic(), []
-        for entry in self._retired:
-            retired_at, moment, store = entry
+        for retired_at, store in self._retired:
             if now - retired_at < self.grace:
-                kept.append(entry)
+                kept.append((retired_at, store))
                 continue
-            store.close()
-            if moment not in self._as_of:  # asked for again meanwhile: still in use
-                self.location.as_of(moment).discard()
+            try:
+                store.close()
+            except Exception:  # already gone (database restarted): nothing left to free
+                log.debug("closing a replay's store failed", exc_info=True)
         self._retired = kept
 
     def replay(self, moment: str, progress: Callable[[int], None] | None = None) -> ViewStore:
@@ -136,7 +142,8 @@ class ViewQueries:
         store = self.location.as_of(moment).open()
         store.ensure_tracking()
         if set(store.positions()) < {p.name for p in select()}:
-            rebuild(store, self.reader, progress=progress, as_of=moment)
+            # not pacing the collector: this may run in a request thread of the API
+            rebuild(store, self.reader, progress=progress, as_of=moment, pace_gc=False)
         return store
 
     # --- scope --------------------------------------------------------------------------

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
-import psycopg
 import pytest
 
+import projections.views
 from domain.application import CareCoordination
 from domain.patients import Patient
 from jiayi.bootstrap import Projections, build_projections
 from jiayi.settings import Settings
-from projections.events import moment_text
 from projections.kpis import percentile
 from projections.queries import Page, Scope
 from projections.views import ViewQueries
@@ -96,12 +96,12 @@ def test_as_of_replay_shows_a_referral_still_pending(
     assert q.hospital_worklist(EVERYTHING, world.hospital, Page()) == []
 
 
-def test_as_of_replays_are_kept_up_to_a_limit_and_the_oldest_deleted(
-    settings: Settings, world: World, clock: Clock
+def test_as_of_replays_are_kept_open_up_to_a_limit_and_reopened_when_asked_again(
+    settings: Settings, world: World, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every distinct moment an auditor asks about makes a whole set of views: only the most
-    recently used few are kept; one let go is deleted (after a grace period) and made again
-    if asked for again."""
+    """Every distinct moment an auditor asks about makes a whole set of views with a
+    connection of its own: only the most recently used few stay open; one let go is closed
+    (after a grace period) and reopened, not replayed again, if asked for again."""
     app = world.app
     referral = world.referral()
     moments = []
@@ -113,6 +113,14 @@ def test_as_of_replays_are_kept_up_to_a_limit_and_the_oldest_deleted(
     q = views.queries
     assert isinstance(q, ViewQueries)
     q.keep_replays, q.grace = 2, 0.0
+    replays: list[str] = []
+    real_rebuild = projections.views.rebuild
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        replays.append(kwargs["as_of"])
+        return real_rebuild(*args, **kwargs)
+
+    monkeypatch.setattr(projections.views, "rebuild", counting)
     try:
         assert q.wait_for(app.max_position())
 
@@ -121,22 +129,16 @@ def test_as_of_replays_are_kept_up_to_a_limit_and_the_oldest_deleted(
             assert found is not None
             return str(found["status"])
 
-        def stored(moment: datetime) -> bool:
-            place = q.location.as_of(moment_text(moment))
-            if place.sqlite_path is not None:
-                return place.sqlite_path.exists()
-            with psycopg.connect(settings.postgres_url or "") as conn:
-                row = conn.execute(
-                    "SELECT 1 FROM pg_namespace WHERE nspname = %s", (place.schema,)
-                ).fetchone()
-            return row is not None
-
         assert [status(m) for m in moments] == ["requested"] * 3
-        assert [stored(m) for m in moments] == [True, True, True]  # the first: in its grace
-        assert status(moments[2]) == "requested"  # a later query deletes what was let go
-        assert [stored(m) for m in moments] == [False, True, True]
-        assert status(moments[0]) == "requested"  # asked again: replayed again
-        assert stored(moments[0])
+        assert len(replays) == 3
+        first = q._retired[0][1]
+        assert status(moments[2]) == "requested"  # a later query closes what was let go
+        assert q._retired == []
+        with pytest.raises(Exception):  # noqa: B017 - sqlite3 or psycopg: closed either way
+            first.one("SELECT 1 AS x")
+        assert status(moments[0]) == "requested"  # asked again: reopened, not replayed
+        assert len(replays) == 3
+        assert len(q._as_of) == 2
         assert status(datetime.now(UTC)) == "accepted"
     finally:
         views.close()
