@@ -120,25 +120,34 @@ class OrjsonTranscoder(JSONTranscoder):
     library's decoder.
 
     orjson writes UUIDs itself (as plain strings, which would come back as strings), so they
-    are turned into their transcoding first; datetimes, dates and dataclasses are passed to the
-    registered transcodings as ``json`` does.
+    are turned into their transcoding first, wherever they are (also inside what another
+    transcoding returns); datetimes, dates and dataclasses are passed to the registered
+    transcodings as ``json`` does. What orjson refuses (keys that are not strings, integers
+    past 64 bits, unregistered types) goes to the library's encoder, which writes it as before
+    or raises its own error. Not the same: a float NaN or infinity is written as ``null``
+    (``json`` writes ``NaN``, which is not JSON); the rules reject such measurements.
     """
 
     OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
     def encode(self, obj: Any) -> bytes:
-        return orjson.dumps(self._uuids(obj), default=self._encode_obj, option=self.OPTIONS)
+        try:
+            return orjson.dumps(self._uuids(obj), default=self._transcode, option=self.OPTIONS)
+        except orjson.JSONEncodeError:
+            return super().encode(obj)
+
+    def _transcode(self, o: Any) -> Any:
+        return self._uuids(self._encode_obj(o))
 
     def _uuids(self, o: Any) -> Any:
         """``o`` with every UUID in it replaced by its transcoding (leaves are not called)."""
-        t = type(o)
-        if t is dict:
-            return {k: self._uuids(v) if type(v) in _WALK else v for k, v in o.items()}
-        if t is list or t is tuple:
-            return [self._uuids(v) if type(v) in _WALK else v for v in o]
-        if t is UUID:
+        if isinstance(o, dict):
+            return {k: self._uuids(v) if isinstance(v, _WALK) else v for k, v in o.items()}
+        if isinstance(o, list | tuple):
+            return [self._uuids(v) if isinstance(v, _WALK) else v for v in o]
+        if isinstance(o, UUID):
             return self._encode_obj(o)
         return o
 
 
-_WALK = frozenset({UUID, dict, list, tuple})
+_WALK = (UUID, dict, list, tuple)
