@@ -95,6 +95,19 @@ class TimelineProjection(Projection):
     def _ref(self, rows: Rows, id: str, kind: str, **values: Any) -> None:
         rows.put("v_timeline_refs", {"id": id, "kind": kind, **values})
 
+    def _referral_ref(self, ev: Ev, rows: Rows) -> None:
+        """What later steps of a referral (requested up, or a return started) look up."""
+        d = ev.d
+        self._ref(
+            rows,
+            ev.oid,
+            "referral",
+            patient_id=d["patient_id"],
+            center_id=d["center_id"],
+            hospital_id=d["hospital_id"],
+            name=d["department"],
+        )
+
     def _name(self, rows: Rows, id: str | None) -> str:
         ref = rows.get("v_timeline_refs", id) if id else None
         return (ref or {}).get("name") or "?"
@@ -218,15 +231,7 @@ class TimelineProjection(Projection):
 
     def requested(self, ev: Ev, rows: Rows) -> None:
         d = ev.d
-        self._ref(
-            rows,
-            ev.oid,
-            "referral",
-            patient_id=d["patient_id"],
-            center_id=d["center_id"],
-            hospital_id=d["hospital_id"],
-            name=d["department"],
-        )
+        self._referral_ref(ev, rows)
         green = ", green channel" if d["green_channel"] else ""
         self._entry(
             ev,
@@ -242,15 +247,7 @@ class TimelineProjection(Projection):
 
     def return_started(self, ev: Ev, rows: Rows) -> None:
         d = ev.d
-        self._ref(
-            rows,
-            ev.oid,
-            "referral",
-            patient_id=d["patient_id"],
-            center_id=d["center_id"],
-            hospital_id=d["hospital_id"],
-            name=d["department"],
-        )
+        self._referral_ref(ev, rows)
         self._entry(
             ev,
             rows,
