@@ -87,12 +87,12 @@ def _race(served: Served, requests: int, slots: int, clients: int) -> float:
     patients = [world.contracted_patient(serial=i) for i in range(requests)]
     quota = app.publish_quota(
         world.hospital,
-        "expert",
-        "cardiology",
-        world.today + timedelta(days=3),
-        slots,
-        datetime.now(UTC) + timedelta(days=2),
-        world.hospital_staff,
+        kind="expert",
+        department="cardiology",
+        session_date=world.today + timedelta(days=3),
+        slots=slots,
+        release_at=datetime.now(UTC) + timedelta(days=2),
+        actor=world.hospital_staff,
         expert="Dr. Zhou",
         half_day="am",
         reserved_for_center=world.center,

@@ -92,7 +92,10 @@ def main() -> int:
     try:
         today = datetime.now(UTC)
         center = app.register_organisation(
-            "community_center", "鼓楼社区卫生服务中心", "鼓楼区", Actor("setup", uuid.UUID(int=0))
+            "community_center",
+            name="鼓楼社区卫生服务中心",
+            district="鼓楼区",
+            actor=Actor("setup", uuid.UUID(int=0)),
         ).id
         admin = Actor("registry", center)
         t0 = time.perf_counter()
@@ -101,15 +104,15 @@ def main() -> int:
             chunk = [
                 Patient.register(
                     uuid.uuid4(),
-                    "王秀英",
-                    "F",
-                    date(1950, 3, 4),
-                    national_id(i),
-                    "13800000000",
-                    "鼓楼区",
-                    center,
-                    admin,
-                    today,
+                    name="王秀英",
+                    sex="F",
+                    birth_date=date(1950, 3, 4),
+                    national_id=national_id(i),
+                    phone="13800000000",
+                    district="鼓楼区",
+                    center_id=center,
+                    actor=admin,
+                    at=today,
                 )
                 for i in range(start, min(start + 500, args.patients))
             ]

@@ -9,8 +9,8 @@ validation, authorisation or a domain rule is sent to the dead-letter topic (and
 by the broker) before the batch's transaction commits, so it is never lost; after a crash
 between the two it may be dead-lettered twice.
 
-A use case that fails after changing an aggregate spoils the batch (``Batch.dirty``): the batch
-is then split around the failing message, and the good messages still apply.
+A message whose use case fails leaves the batch as it was (the unit of work rolls back what
+it changed, :mod:`domain.unit_of_work`): it is dead-lettered and the others still apply.
 """
 
 from __future__ import annotations
@@ -60,13 +60,6 @@ class ExchangeRecorder(Protocol):
         self, position: int, own: Any = (), limit: int | None = None
     ) -> list[tuple[int, UUID, int]] | None: ...
     def max_tracking_id(self, application_name: str) -> int | None: ...
-
-
-class _Spoilt(Exception):
-    def __init__(self, index: int, failure: Failure) -> None:
-        super().__init__(failure.message)
-        self.index = index
-        self.failure = failure
 
 
 def tracking_name(tp: TopicPartition) -> str:
@@ -201,7 +194,7 @@ class InboundConsumer:
             try:
                 # First optimistically: the inbox is only read when something fails. A message
                 # applied before that applies again breaks the inbox's key: then read it first.
-                self._apply_split(tp, items, read_inbox=attempt > 0)
+                self._apply(tp, items, read_inbox=attempt > 0)
                 self.positions[tp] = items[-1][0].offset + 1
                 return len(items)
             except IntegrityError:
@@ -257,17 +250,6 @@ class InboundConsumer:
         self.seen = max([self.seen, *(last for _, last in self.own), *(c[0] for c in changes)])
         self.own = []
 
-    def _apply_split(self, tp: TopicPartition, items: list[Item], read_inbox: bool) -> None:
-        try:
-            self._apply(tp, items, read_inbox)
-        except _Spoilt as spoilt:
-            i = spoilt.index
-            if i:
-                self._apply_split(tp, items[:i], read_inbox)
-            self._apply(tp, [(items[i][0], spoilt.failure)], read_inbox)
-            if items[i + 1 :]:
-                self._apply_split(tp, items[i + 1 :], read_inbox)
-
     def _apply(self, tp: TopicPartition, items: list[Item], read_inbox: bool) -> None:
         try:
             self._apply_batch(tp, items, read_inbox)
@@ -288,7 +270,7 @@ class InboundConsumer:
         received: list[MessageKey] = []
         with self.app.batch() as batch:
             self._prefetch(batch, messages)
-            for index, (record, message) in enumerate(items):
+            for record, message in items:
                 if isinstance(message, Failure):
                     failed.append((record, message))
                     continue
@@ -299,8 +281,7 @@ class InboundConsumer:
                     self._authorise(message)
                     message.command.run(self.app, message.actor, message.at)
                 except (DomainError, MessageRejected) as exc:
-                    if batch.dirty:
-                        raise _Spoilt(index, _failure(exc, key)) from exc
+                    # the use case left the batch as it was (domain.unit_of_work)
                     failed.append((record, _failure(exc, key)))
                     continue
                 seen.add(key)

@@ -73,17 +73,23 @@ class RequestReferral(Command):
     urgency: str
 
     def touches(self) -> Iterator[UUID]:
-        yield from (self.patient_id, self.hospital_id, FollowUps.id_for(self.patient_id))
+        # the new referral's id too: the prefetch then knows whether it is taken
+        yield from (
+            self.referral_id,
+            self.patient_id,
+            self.hospital_id,
+            FollowUps.id_for(self.patient_id),
+        )
 
     def run(self, app: CareCoordination, actor: Actor, at: datetime | None) -> None:
         app.request_referral(
             self.patient_id,
-            self.hospital_id,
-            self.department,
-            self.reason,
-            self.diagnosis,
-            self.urgency,
-            actor,
+            hospital_id=self.hospital_id,
+            department=self.department,
+            reason=self.reason,
+            diagnosis=self.diagnosis,
+            urgency=self.urgency,
+            actor=actor,
             id=self.referral_id,
             at=at,
         )
@@ -103,7 +109,7 @@ class AcceptReferral(ReferralStep):
     note: str = ""
 
     def run(self, app: CareCoordination, actor: Actor, at: datetime | None) -> None:
-        app.accept_referral(self.referral_id, actor, note=self.note, at=at)
+        app.accept_referral(self.referral_id, actor=actor, note=self.note, at=at)
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,9 @@ class RejectReferral(ReferralStep):
     note: str = ""
 
     def run(self, app: CareCoordination, actor: Actor, at: datetime | None) -> None:
-        app.reject_referral(self.referral_id, self.reason_code, actor, note=self.note, at=at)
+        app.reject_referral(
+            self.referral_id, reason_code=self.reason_code, actor=actor, note=self.note, at=at
+        )
 
 
 @dataclass(frozen=True)
@@ -121,7 +129,7 @@ class RecordArrival(ReferralStep):
     type = "cn.jiayi.partner.patient.arrived.v1"
 
     def run(self, app: CareCoordination, actor: Actor, at: datetime | None) -> None:
-        app.record_arrival(self.referral_id, actor, at=at)
+        app.record_arrival(self.referral_id, actor=actor, at=at)
 
 
 @dataclass(frozen=True)
@@ -135,11 +143,11 @@ class ReturnToCommunity(ReferralStep):
     def run(self, app: CareCoordination, actor: Actor, at: datetime | None) -> None:
         app.return_to_community(
             self.referral_id,
-            self.summary,
-            [dict(p) for p in self.prescriptions],
-            self.rehabilitation,
-            self.follow_up_due,
-            actor,
+            summary=self.summary,
+            prescriptions=[dict(p) for p in self.prescriptions],
+            rehabilitation=self.rehabilitation,
+            follow_up_due=self.follow_up_due,
+            actor=actor,
             at=at,
         )
 
@@ -155,7 +163,9 @@ class RecordAttendance(Command):
         yield self.quota_id
 
     def run(self, app: CareCoordination, actor: Actor, at: datetime | None) -> None:
-        app.record_attendance(self.quota_id, self.booking_id, self.attended, actor, at=at)
+        app.record_attendance(
+            self.quota_id, booking_id=self.booking_id, attended=self.attended, actor=actor, at=at
+        )
 
 
 @dataclass(frozen=True)
@@ -182,9 +192,9 @@ class RecordFollowUp(Command):
     def run(self, app: CareCoordination, actor: Actor, at: datetime | None) -> None:
         app.record_follow_up(
             self.patient_id,
-            self.on,
-            self.kind,
-            actor,
+            on=self.on,
+            kind=self.kind,
+            actor=actor,
             measurements=dict(self.measurements),
             risk_level=self.risk_level,
             note=self.note,

@@ -1,39 +1,28 @@
 """The care-coordination application: every use case on one event store (one ordered log).
 
-Use cases are thin: load the aggregates, ask them to decide, save what they decided in one
-atomic write. A version conflict (another request changed an aggregate meanwhile) is retried
-from the start, so rules hold under concurrent requests.
+Use cases are thin: load the aggregates, ask them to decide, commit what they decided in one
+atomic write. How that works (all or nothing, retries on a version conflict, batches) is the
+contract of :mod:`domain.unit_of_work`. Parameters after the first one or two are keyword-only,
+so two ids cannot be swapped by position.
 """
 
 from __future__ import annotations
 
-import functools
-import random
-import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, cast
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import (
-    IntegrityError,
-    JSONTranscoder,
-    ProcessRecorder,
-    Tracking,
-    Transcoder,
-)
+from eventsourcing.persistence import JSONTranscoder, Transcoder
 
 from domain.common import (
     Actor,
     ActorAsDict,
     DateAsISO,
-    DomainError,
     InvalidValue,
     NotFound,
     OrjsonTranscoder,
@@ -50,15 +39,23 @@ from domain.patients import Patient, Tag
 from domain.quotas import Quota
 from domain.referrals import Referral
 from domain.teams import CareTeam
+from domain.unit_of_work import (
+    AlreadyExists,
+    Batch,
+    Outcome,
+    TooMuchContention,
+    UnitOfWork,
+    use_case,
+)
 
-P = ParamSpec("P")
-R = TypeVar("R")
-A = TypeVar("A", bound=Aggregate)
+__all__ = [
+    "AlreadyExists",
+    "Batch",
+    "CareCoordination",
+    "Outcome",
+    "TooMuchContention",
+]
 
-MAX_ATTEMPTS = 30
-#: Retry pauses: BACKOFF_BASE * 2**attempt seconds at most, never more than BACKOFF_CAP.
-BACKOFF_BASE = 0.001
-BACKOFF_CAP = 0.1
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 #: Nothing in the log happened before this.
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
@@ -66,95 +63,7 @@ EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 CLOCK_SKEW = timedelta(minutes=5)
 
 
-class AlreadyExists(DomainError):
-    """The id chosen for a new record is already taken."""
-
-    code = "already-exists"
-
-
-class ConflictPersisted(DomainError):
-    """Concurrent writers kept changing the same aggregate; the request was not applied."""
-
-    code = "too-much-contention"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a command did: the aggregate it created or changed and the log position reached."""
-
-    id: UUID
-    position: int
-
-
-class Batch:
-    """What use cases run inside :meth:`CareCoordination.batch` decided, not yet recorded.
-
-    Aggregates loaded or changed in the batch are kept (an identity map), so a later use case in
-    the same batch sees the changes of an earlier one.
-    """
-
-    def __init__(self, autoflush: int | None = None) -> None:
-        self.processing: ProcessingEvent[UUID] = ProcessingEvent()
-        self.aggregates: dict[UUID, Aggregate] = {}
-        self.absent: set[UUID] = set()
-        #: Write the events collected so far whenever there are this many (bulk mode).
-        self.autoflush = autoflush
-        #: The log positions (first, last) the batch's events took when last recorded.
-        self.recorded: tuple[int, int] | None = None
-
-    def seed(self, aggregate: Aggregate) -> None:
-        """Offer an aggregate loaded elsewhere (in bulk) so the use cases need not load it."""
-        self.aggregates.setdefault(aggregate.id, aggregate)
-
-    def seed_absent(self, ids: set[UUID]) -> None:
-        """Say that these aggregates do not exist (a bulk read found nothing for them)."""
-        self.absent |= ids - self.aggregates.keys()
-
-    @property
-    def size(self) -> int:
-        """How many events the batch holds."""
-        return len(self.processing.events)
-
-    @property
-    def dirty(self) -> bool:
-        """A use case changed an aggregate and failed before committing it: the batch is spoilt."""
-        return any(a.pending_events for a in self.aggregates.values())
-
-
-def backoff(attempt: int) -> float:
-    """Seconds to wait before retry ``attempt`` (1, 2, ...): exponential, full jitter."""
-    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
-
-
-def retrying(func: Callable[P, R]) -> Callable[P, R]:
-    """Re-run a use case from the start when an optimistic-concurrency conflict occurs.
-
-    The first attempt runs freely. After a conflict, the use case is re-run while holding a
-    lock shared by this process's retries of the same use case, pausing (exponential backoff,
-    full jitter) between further conflicts: the losers of a race on one hot aggregate (many
-    bookings of one quota at once) queue instead of colliding again and again. Between
-    processes the optimistic check still decides; the lock only saves wasted attempts.
-    """
-    retries = threading.RLock()
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except IntegrityError:
-            pass
-        with retries:
-            for attempt in range(1, MAX_ATTEMPTS):
-                try:
-                    return func(*args, **kwargs)
-                except IntegrityError:
-                    time.sleep(backoff(attempt))
-        raise ConflictPersisted("the request kept conflicting with concurrent changes")
-
-    return wrapper
-
-
-class CareCoordination(Application[UUID]):
+class CareCoordination(UnitOfWork):
     """Organisations, teams, patients, contracts, referrals, quotas and follow-ups."""
 
     name = "carecoordination"
@@ -165,11 +74,10 @@ class CareCoordination(Application[UUID]):
         clock: Callable[[], datetime] | None = None,
         timezone: tzinfo | None = None,
     ) -> None:
-        super().__init__(env=dict(env or {}))
+        super().__init__(env)
         self.clock = clock or (lambda: datetime.now(UTC))
         #: Calendar days (due dates, session days, "today") are days of this zone.
         self.timezone = timezone or ZoneInfo(DEFAULT_TIMEZONE)
-        self._local = threading.local()
 
     def construct_transcoder(self) -> Transcoder:
         """The library's JSON documents, written with orjson (see :class:`OrjsonTranscoder`),
@@ -187,38 +95,12 @@ class CareCoordination(Application[UUID]):
 
     # --- plumbing -------------------------------------------------------------------------
 
-    def load(self, cls: type[A], id: UUID) -> A:
-        """The aggregate ``id`` of type ``cls``, or :class:`NotFound`."""
-        batch = self._batch()
-        found: Aggregate | None = batch.aggregates.get(id) if batch else None
-        if found is None and batch is not None and id in batch.absent:
-            raise NotFound(f"no {cls.__name__.lower()} {id}", kind=cls.__name__)
-        if found is None:
-            try:
-                found = self.repository.get(id)
-            except AggregateNotFoundError:
-                raise NotFound(f"no {cls.__name__.lower()} {id}", kind=cls.__name__) from None
-            if batch is not None:
-                batch.aggregates[id] = found
-        if not isinstance(found, cls):
-            raise NotFound(f"no {cls.__name__.lower()} {id}", kind=cls.__name__)
-        return found
-
     def load_at(self, id: UUID, version: int | None = None) -> Aggregate:
         """One aggregate as of one of its versions (an audit of its history)."""
         try:
             return cast(Aggregate, self.repository.get(id, version=version))
         except AggregateNotFoundError:
             raise NotFound(f"nothing recorded for {id}") from None
-
-    def _new_id(self, id: UUID | None) -> UUID:
-        """A new aggregate's id: the one the caller chose (refused when taken, which is no
-        race to retry) or a random one. Inside a batch the write itself refuses a taken id."""
-        if id is None:
-            return uuid4()
-        if self._batch() is None and self.recorder.select_events(id, limit=1):
-            raise AlreadyExists(f"{id} is already taken", id=str(id))
-        return id
 
     @contextmanager
     def recorded_as_of(self, moment: datetime) -> Iterator[None]:
@@ -250,80 +132,6 @@ class CareCoordination(Application[UUID]):
             raise InvalidValue("a moment before 1900 is not a care event", field="at")
         return at.astimezone(self.timezone)
 
-    def commit(self, *aggregates: Aggregate | None) -> int:
-        """Record what the aggregates decided, atomically; the log position reached.
-
-        Inside :meth:`batch` nothing is written yet: the events join the batch and the position
-        is 0 (unknown until :meth:`record_batch`).
-        """
-        batch = self._batch()
-        if batch is not None:
-            for aggregate in aggregates:
-                if aggregate is not None:
-                    # What ProcessingEvent.collect_events does, without its isinstance checks
-                    # against runtime protocols (slow on Python 3.11, and per use case here).
-                    batch.processing.events.extend(aggregate.collect_events())
-                    batch.processing.aggregates[aggregate.id] = aggregate
-                    batch.aggregates[aggregate.id] = aggregate
-            if batch.autoflush is not None and batch.size >= batch.autoflush:
-                self.record_batch(batch)
-            return 0
-        recordings = self.save(*aggregates)
-        return max((r.notification.id for r in recordings), default=self.max_position())
-
-    # --- batches: several use cases, one transaction (for consumers of other systems) ------
-
-    def _batch(self) -> Batch | None:
-        batch: Batch | None = getattr(self._local, "batch", None)
-        return batch
-
-    @contextmanager
-    def bulk(self, flush_every: int = 1000) -> Iterator[Batch]:
-        """Single-writer bulk mode for generating histories (the demo, benchmarks): a batch
-        written about ``flush_every`` events at a time, in the order the use cases decided them,
-        instead of one transaction per use case. The aggregates stay in the batch as a cache,
-        which is only right while nothing else writes."""
-        with self.batch(autoflush=flush_every) as batch:
-            yield batch
-            self.record_batch(batch)
-
-    @contextmanager
-    def batch(self, autoflush: int | None = None) -> Iterator[Batch]:
-        """Run use cases in this thread without writing; :meth:`record_batch` writes them.
-
-        Use cases keep their signatures and rules. One that raises leaves the batch as it was,
-        unless it changed an aggregate before failing (:attr:`Batch.dirty`): then discard the
-        batch and run its commands again without that one.
-        """
-        if self._batch() is not None:
-            raise RuntimeError("batches do not nest")
-        self._local.batch = batch = Batch(autoflush)
-        try:
-            yield batch
-        finally:
-            self._local.batch = None
-
-    def record_batch(self, batch: Batch, tracking: Tracking | None = None, **kwargs: Any) -> int:
-        """Write a batch's events and ``tracking`` (a position in another system's log) in one
-        transaction; ``kwargs`` go to the recorder. Raises ``IntegrityError`` on a conflict (an
-        aggregate changed meanwhile, or the tracked position was already recorded)."""
-        if batch.dirty:
-            raise RuntimeError("a failed use case left uncommitted changes in the batch")
-        if tracking is not None and not isinstance(self.recorder, ProcessRecorder):
-            raise RuntimeError("tracking needs a process recorder (APPLICATION_RECORDER_TOPIC)")
-        batch.processing.tracking = tracking
-        batch.processing.saved_kwargs.update(kwargs)
-        recordings = self._record(batch.processing) if batch.processing.events or tracking else []
-        self._take_snapshots(batch.processing)
-        self._notify(recordings)
-        batch.processing = ProcessingEvent()
-        positions = [r.notification.id for r in recordings]
-        batch.recorded = (min(positions), max(positions)) if positions else None
-        return max(positions, default=0)
-
-    def max_position(self) -> int:
-        return self.recorder.max_notification_id() or 0
-
     def _followups(self, patient: Patient, actor: Actor, at: datetime) -> FollowUps:
         try:
             return self.load(FollowUps, FollowUps.id_for(patient.id))
@@ -333,6 +141,7 @@ class CareCoordination(Application[UUID]):
     def _owe_follow_up(
         self,
         patient: Patient,
+        *,
         reason: str,
         source_id: UUID,
         due: date,
@@ -346,10 +155,11 @@ class CareCoordination(Application[UUID]):
 
     # --- organisations ---------------------------------------------------------------------
 
-    @retrying
+    @use_case
     def register_organisation(
         self,
         kind: str,
+        *,
         name: str,
         district: str,
         actor: Actor,
@@ -358,14 +168,21 @@ class CareCoordination(Application[UUID]):
         at: datetime | None = None,
     ) -> Outcome:
         org = Organisation.register(
-            self._new_id(id), kind, name, district, actor, self.when(at), level=level
+            self.new_id(id),
+            kind=kind,
+            name=name,
+            district=district,
+            actor=actor,
+            at=self.when(at),
+            level=level,
         )
         return Outcome(org.id, self.commit(org))
 
-    @retrying
+    @use_case
     def add_department(
         self,
         hospital_id: UUID,
+        *,
         code: str,
         name: str,
         actor: Actor,
@@ -376,10 +193,11 @@ class CareCoordination(Application[UUID]):
         org.add_department(code, name, referral_contact, actor, self.when(at))
         return Outcome(org.id, self.commit(org))
 
-    @retrying
+    @use_case
     def record_residents(
         self,
         center_id: UUID,
+        *,
         total: int,
         key_population: int,
         as_of: date,
@@ -392,10 +210,11 @@ class CareCoordination(Application[UUID]):
 
     # --- teams -----------------------------------------------------------------------------
 
-    @retrying
+    @use_case
     def form_team(
         self,
         center_id: UUID,
+        *,
         name: str,
         actor: Actor,
         id: UUID | None = None,
@@ -404,13 +223,16 @@ class CareCoordination(Application[UUID]):
         center = self.load(Organisation, center_id)
         if not center.is_center:
             raise NotACommunityCenter("teams belong to community centers")
-        team = CareTeam.form(self._new_id(id), center.id, name, actor, self.when(at))
+        team = CareTeam.form(
+            self.new_id(id), center_id=center.id, name=name, actor=actor, at=self.when(at)
+        )
         return Outcome(team.id, self.commit(team))
 
-    @retrying
+    @use_case
     def add_team_member(
         self,
         team_id: UUID,
+        *,
         staff_id: str,
         name: str,
         role: str,
@@ -423,9 +245,9 @@ class CareCoordination(Application[UUID]):
         team.add_member(staff_id, name, role, home.id, home.is_hospital, actor, self.when(at))
         return Outcome(team.id, self.commit(team))
 
-    @retrying
+    @use_case
     def remove_team_member(
-        self, team_id: UUID, staff_id: str, actor: Actor, at: datetime | None = None
+        self, team_id: UUID, *, staff_id: str, actor: Actor, at: datetime | None = None
     ) -> Outcome:
         team = self.load(CareTeam, team_id)
         team.remove_member(staff_id, actor, self.when(at))
@@ -433,10 +255,11 @@ class CareCoordination(Application[UUID]):
 
     # --- patients --------------------------------------------------------------------------
 
-    @retrying
+    @use_case
     def register_patient(
         self,
         name: str,
+        *,
         sex: str,
         birth_date: date,
         national_id: str,
@@ -452,25 +275,26 @@ class CareCoordination(Application[UUID]):
             raise NotACommunityCenter("patients register at a community center")
         when = self.when(at)
         patient = Patient.register(
-            self._new_id(id),
-            name,
-            sex,
-            birth_date,
-            national_id,
-            phone,
-            center.district,
-            center.id,
-            actor,
-            when,
+            self.new_id(id),
+            name=name,
+            sex=sex,
+            birth_date=birth_date,
+            national_id=national_id,
+            phone=phone,
+            district=center.district,
+            center_id=center.id,
+            actor=actor,
+            at=when,
         )
         for tag in tags:
             patient.tag(tag, actor, when)
         return Outcome(patient.id, self.commit(patient))
 
-    @retrying
+    @use_case
     def tag_patient(
         self,
         patient_id: UUID,
+        *,
         tag: str,
         actor: Actor,
         present: bool = True,
@@ -483,9 +307,9 @@ class CareCoordination(Application[UUID]):
             patient.untag(tag, actor, self.when(at))
         return Outcome(patient.id, self.commit(patient))
 
-    @retrying
+    @use_case
     def move_patient_away(
-        self, patient_id: UUID, destination: str, actor: Actor, at: datetime | None = None
+        self, patient_id: UUID, *, destination: str, actor: Actor, at: datetime | None = None
     ) -> Outcome:
         when = self.when(at)
         patient = self.load(Patient, patient_id)
@@ -504,10 +328,11 @@ class CareCoordination(Application[UUID]):
 
     # --- contracts -------------------------------------------------------------------------
 
-    @retrying
+    @use_case
     def sign_contract(
         self,
         patient_id: UUID,
+        *,
         team_id: UUID,
         package: str,
         start: date,
@@ -515,13 +340,23 @@ class CareCoordination(Application[UUID]):
         id: UUID | None = None,
         at: datetime | None = None,
     ) -> Outcome:
-        [outcome] = self._sign([patient_id], team_id, package, start, actor, [id], None, at)
+        [outcome] = self._sign(
+            [patient_id],
+            team_id=team_id,
+            package=package,
+            start=start,
+            actor=actor,
+            ids=[id],
+            household_id=None,
+            at=at,
+        )
         return outcome
 
-    @retrying
+    @use_case
     def sign_household(
         self,
         patient_ids: list[UUID],
+        *,
         team_id: UUID,
         package: str,
         start: date,
@@ -540,18 +375,19 @@ class CareCoordination(Application[UUID]):
             raise InvalidValue("one distinct contract id per patient", field="ids")
         return self._sign(
             patient_ids,
-            team_id,
-            package,
-            start,
-            actor,
-            list(ids) if ids is not None else [None] * len(patient_ids),
-            household_id or uuid4(),
-            at,
+            team_id=team_id,
+            package=package,
+            start=start,
+            actor=actor,
+            ids=list(ids) if ids is not None else [None] * len(patient_ids),
+            household_id=household_id or uuid4(),
+            at=at,
         )
 
     def _sign(
         self,
         patient_ids: list[UUID],
+        *,
         team_id: UUID,
         package: str,
         start: date,
@@ -568,14 +404,14 @@ class CareCoordination(Application[UUID]):
         for patient_id, cid in zip(patient_ids, ids, strict=True):
             patient = self.load(Patient, patient_id)
             contract = Contract.sign(
-                self._new_id(cid),
-                patient.id,
-                team.id,
-                team.center_id,
-                package,
-                start,
-                actor,
-                when,
+                self.new_id(cid),
+                patient_id=patient.id,
+                team_id=team.id,
+                center_id=team.center_id,
+                package=package,
+                start=start,
+                actor=actor,
+                at=when,
                 household_id=household_id,
             )
             patient.take_contract(
@@ -592,9 +428,9 @@ class CareCoordination(Application[UUID]):
         position = self.commit(*changed)
         return [Outcome(c.id, position) for c in contracts]
 
-    @retrying
+    @use_case
     def renew_contract(
-        self, contract_id: UUID, years: int, actor: Actor, at: datetime | None = None
+        self, contract_id: UUID, *, years: int, actor: Actor, at: datetime | None = None
     ) -> Outcome:
         when = self.when(at)
         contract = self.load(Contract, contract_id)
@@ -610,9 +446,9 @@ class CareCoordination(Application[UUID]):
         )
         return Outcome(contract.id, self.commit(contract, patient, followups))
 
-    @retrying
+    @use_case
     def terminate_contract(
-        self, contract_id: UUID, reason: str, actor: Actor, at: datetime | None = None
+        self, contract_id: UUID, *, reason: str, actor: Actor, at: datetime | None = None
     ) -> Outcome:
         when = self.when(at)
         contract = self.load(Contract, contract_id)
@@ -623,9 +459,9 @@ class CareCoordination(Application[UUID]):
         followups.withdraw(contract.id, when.date(), "contract terminated", actor, when)
         return Outcome(contract.id, self.commit(contract, patient, followups))
 
-    @retrying
+    @use_case
     def expire_contract(
-        self, contract_id: UUID, actor: Actor, at: datetime | None = None
+        self, contract_id: UUID, *, actor: Actor, at: datetime | None = None
     ) -> Outcome:
         when = self.when(at)
         contract = self.load(Contract, contract_id)
@@ -634,10 +470,11 @@ class CareCoordination(Application[UUID]):
         patient.release_contract(contract.id, actor, when)
         return Outcome(contract.id, self.commit(contract, patient))
 
-    @retrying
+    @use_case
     def change_contract_team(
         self,
         contract_id: UUID,
+        *,
         team_id: UUID,
         reason: str,
         actor: Actor,
@@ -658,10 +495,11 @@ class CareCoordination(Application[UUID]):
 
     # --- referrals -------------------------------------------------------------------------
 
-    @retrying
+    @use_case
     def request_referral(
         self,
         patient_id: UUID,
+        *,
         hospital_id: UUID,
         department: str,
         reason: str,
@@ -680,28 +518,28 @@ class CareCoordination(Application[UUID]):
         hospital = self.load(Organisation, hospital_id)
         hospital.ensure_department(department)
         referral = Referral.request(
-            self._new_id(id),
-            patient.id,
-            contract.id,
-            team.id,
-            team.center_id,
-            hospital.id,
-            department,
-            reason,
-            diagnosis,
-            urgency,
-            Tag.REGISTERED_POOR in patient.tags,
-            actor,
-            when,
+            self.new_id(id),
+            patient_id=patient.id,
+            contract_id=contract.id,
+            team_id=team.id,
+            center_id=team.center_id,
+            hospital_id=hospital.id,
+            department=department,
+            reason=reason,
+            diagnosis=diagnosis,
+            urgency=urgency,
+            registered_poor=Tag.REGISTERED_POOR in patient.tags,
+            actor=actor,
+            at=when,
             team_speaks_for_actor=team.speaks_for(actor),
         )
         followups = self._owe_follow_up(
             patient,
-            ObligationReason.AFTER_REFERRAL,
-            referral.id,
-            referral.follow_up_due,
-            actor,
-            when,
+            reason=ObligationReason.AFTER_REFERRAL,
+            source_id=referral.id,
+            due=referral.follow_up_due,
+            actor=actor,
+            when=when,
         )
         return Outcome(referral.id, self.commit(referral, followups))
 
@@ -715,17 +553,18 @@ class CareCoordination(Application[UUID]):
             return False
         return self.load(CareTeam, referral.team_id).speaks_for(actor)
 
-    @retrying
+    @use_case
     def accept_referral(
-        self, referral_id: UUID, actor: Actor, note: str = "", at: datetime | None = None
+        self, referral_id: UUID, *, actor: Actor, note: str = "", at: datetime | None = None
     ) -> Outcome:
         when = self.when(at)
         return self._referral_step(referral_id, lambda r: r.accept(actor, when, note))
 
-    @retrying
+    @use_case
     def reject_referral(
         self,
         referral_id: UUID,
+        *,
         reason_code: str,
         actor: Actor,
         note: str = "",
@@ -734,33 +573,34 @@ class CareCoordination(Application[UUID]):
         when = self.when(at)
         return self._referral_step(referral_id, lambda r: r.reject(reason_code, note, actor, when))
 
-    @retrying
+    @use_case
     def cancel_referral(
-        self, referral_id: UUID, reason: str, actor: Actor, at: datetime | None = None
+        self, referral_id: UUID, *, reason: str, actor: Actor, at: datetime | None = None
     ) -> Outcome:
         when = self.when(at)
         return self._referral_step(
             referral_id, lambda r: r.cancel(reason, actor, when, self._speaks(r, actor))
         )
 
-    @retrying
+    @use_case
     def record_arrival(
-        self, referral_id: UUID, actor: Actor, at: datetime | None = None
+        self, referral_id: UUID, *, actor: Actor, at: datetime | None = None
     ) -> Outcome:
         when = self.when(at)
         return self._referral_step(referral_id, lambda r: r.arrive(actor, when))
 
-    @retrying
+    @use_case
     def record_admission(
-        self, referral_id: UUID, ward: str, actor: Actor, at: datetime | None = None
+        self, referral_id: UUID, *, ward: str, actor: Actor, at: datetime | None = None
     ) -> Outcome:
         when = self.when(at)
         return self._referral_step(referral_id, lambda r: r.admit(ward, actor, when))
 
-    @retrying
+    @use_case
     def return_to_community(
         self,
         referral_id: UUID,
+        *,
         summary: str,
         prescriptions: list[dict[str, Any]],
         rehabilitation: str,
@@ -775,14 +615,20 @@ class CareCoordination(Application[UUID]):
         )
         patient = self.load(Patient, referral.patient_id)
         followups = self._owe_follow_up(
-            patient, ObligationReason.RETURN_TO_COMMUNITY, referral.id, follow_up_due, actor, when
+            patient,
+            reason=ObligationReason.RETURN_TO_COMMUNITY,
+            source_id=referral.id,
+            due=follow_up_due,
+            actor=actor,
+            when=when,
         )
         return Outcome(referral.id, self.commit(referral, followups))
 
-    @retrying
+    @use_case
     def start_return(
         self,
         patient_id: UUID,
+        *,
         hospital_id: UUID,
         department: str,
         summary: str,
@@ -798,26 +644,31 @@ class CareCoordination(Application[UUID]):
         hospital = self.load(Organisation, hospital_id)
         hospital.ensure_department(department)
         referral = Referral.start_return(
-            self._new_id(id),
-            patient.id,
-            patient.center_id,
-            hospital.id,
-            department,
-            summary,
-            prescriptions,
-            rehabilitation,
-            follow_up_due,
-            actor,
-            when,
+            self.new_id(id),
+            patient_id=patient.id,
+            center_id=patient.center_id,
+            hospital_id=hospital.id,
+            department=department,
+            summary=summary,
+            prescriptions=prescriptions,
+            rehabilitation=rehabilitation,
+            follow_up_due=follow_up_due,
+            actor=actor,
+            at=when,
         )
         followups = self._owe_follow_up(
-            patient, ObligationReason.RETURN_TO_COMMUNITY, referral.id, follow_up_due, actor, when
+            patient,
+            reason=ObligationReason.RETURN_TO_COMMUNITY,
+            source_id=referral.id,
+            due=follow_up_due,
+            actor=actor,
+            when=when,
         )
         return Outcome(referral.id, self.commit(referral, followups))
 
-    @retrying
+    @use_case
     def acknowledge_return(
-        self, referral_id: UUID, actor: Actor, at: datetime | None = None
+        self, referral_id: UUID, *, actor: Actor, at: datetime | None = None
     ) -> Outcome:
         when = self.when(at)
         return self._referral_step(
@@ -827,10 +678,11 @@ class CareCoordination(Application[UUID]):
 
     # --- follow-ups ------------------------------------------------------------------------
 
-    @retrying
+    @use_case
     def record_follow_up(
         self,
         patient_id: UUID,
+        *,
         on: date,
         kind: str,
         actor: Actor,
@@ -872,10 +724,11 @@ class CareCoordination(Application[UUID]):
 
     # --- quotas ----------------------------------------------------------------------------
 
-    @retrying
+    @use_case
     def publish_quota(
         self,
         hospital_id: UUID,
+        *,
         kind: str,
         department: str,
         session_date: date,
@@ -889,23 +742,24 @@ class CareCoordination(Application[UUID]):
         hospital = self.load(Organisation, hospital_id)
         hospital.ensure_department(department)
         quota = Quota.publish(
-            self._new_id(id),
-            hospital.id,
-            kind,
-            department,
-            session_date,
-            slots,
-            release_at,
-            actor,
-            self.when(at),
+            self.new_id(id),
+            hospital_id=hospital.id,
+            kind=kind,
+            department=department,
+            session_date=session_date,
+            slots=slots,
+            release_at=release_at,
+            actor=actor,
+            at=self.when(at),
             **options,
         )
         return Outcome(quota.id, self.commit(quota))
 
-    @retrying
+    @use_case
     def book_slot(
         self,
         quota_id: UUID,
+        *,
         patient_id: UUID,
         actor: Actor,
         referral_id: UUID | None = None,
@@ -928,11 +782,11 @@ class CareCoordination(Application[UUID]):
         booking_id = id or uuid4()
         quota.book(
             booking_id,
-            patient.id,
-            referral_id,
-            actor,
-            center.district,
-            when,
+            patient_id=patient.id,
+            referral_id=referral_id,
+            actor=actor,
+            actor_district=center.district,
+            at=when,
             team_id=team_id,
             booker_is_center=center.is_center,
             recorded=self.now(),
@@ -940,10 +794,11 @@ class CareCoordination(Application[UUID]):
         )
         return Outcome(booking_id, self.commit(quota))
 
-    @retrying
+    @use_case
     def cancel_booking(
         self,
         quota_id: UUID,
+        *,
         booking_id: UUID,
         reason: str,
         actor: Actor,
@@ -953,16 +808,17 @@ class CareCoordination(Application[UUID]):
         quota.cancel_booking(booking_id, reason, actor, self.when(at), recorded=self.now())
         return Outcome(booking_id, self.commit(quota))
 
-    @retrying
-    def release_quota(self, quota_id: UUID, actor: Actor, at: datetime | None = None) -> Outcome:
+    @use_case
+    def release_quota(self, quota_id: UUID, *, actor: Actor, at: datetime | None = None) -> Outcome:
         quota = self.load(Quota, quota_id)
         quota.release(actor, self.when(at))
         return Outcome(quota.id, self.commit(quota))
 
-    @retrying
+    @use_case
     def record_attendance(
         self,
         quota_id: UUID,
+        *,
         booking_id: UUID,
         attended: bool,
         actor: Actor,

@@ -64,6 +64,7 @@ class Contract(Aggregate):
     def sign(
         cls,
         id: UUID,
+        *,
         patient_id: UUID,
         team_id: UUID,
         center_id: UUID,

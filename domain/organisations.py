@@ -66,6 +66,7 @@ class Organisation(Aggregate):
     def register(
         cls,
         id: UUID,
+        *,
         kind: str,
         name: str,
         district: str,

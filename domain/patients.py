@@ -100,6 +100,7 @@ class Patient(Aggregate):
     def register(
         cls,
         id: UUID,
+        *,
         name: str,
         sex: str,
         birth_date: date,

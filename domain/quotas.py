@@ -111,6 +111,7 @@ class Quota(Aggregate):
     def publish(
         cls,
         id: UUID,
+        *,
         hospital_id: UUID,
         kind: str,
         department: str,
@@ -119,7 +120,6 @@ class Quota(Aggregate):
         release_at: datetime,
         actor: Actor,
         at: datetime,
-        *,
         expert: str | None = None,
         ward: str | None = None,
         half_day: str | None = None,
@@ -178,6 +178,7 @@ class Quota(Aggregate):
     def book(
         self,
         booking_id: UUID,
+        *,
         patient_id: UUID,
         referral_id: UUID | None,
         actor: Actor,

@@ -139,6 +139,7 @@ class Referral(Aggregate):
     def request(
         cls,
         id: UUID,
+        *,
         patient_id: UUID,
         contract_id: UUID,
         team_id: UUID,
@@ -183,6 +184,7 @@ class Referral(Aggregate):
     def start_return(
         cls,
         id: UUID,
+        *,
         patient_id: UUID,
         center_id: UUID,
         hospital_id: UUID,

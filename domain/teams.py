@@ -52,7 +52,7 @@ class CareTeam(Aggregate):
         self.members: dict[str, dict[str, str]] = {}
 
     @classmethod
-    def form(cls, id: UUID, center_id: UUID, name: str, actor: Actor, at: datetime) -> CareTeam:
+    def form(cls, id: UUID, *, center_id: UUID, name: str, actor: Actor, at: datetime) -> CareTeam:
         if actor.org_id != center_id:
             raise NotPermitted("a team is formed by its own community center")
         if not name.strip():

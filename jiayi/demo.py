@@ -114,9 +114,9 @@ class CityBuilder:
             admin = Actor(f"h{i}-admin", hid)
             self.app.register_organisation(
                 OrgKind.HOSPITAL,
-                f"南京市第{i + 1}医院",
-                district,
-                admin,
+                name=f"南京市第{i + 1}医院",
+                district=district,
+                actor=admin,
                 level=3 if i % 2 == 0 else 2,
                 id=hid,
                 at=self.moment(start),
@@ -124,9 +124,9 @@ class CityBuilder:
             for code, name in DEPARTMENTS:
                 self.app.add_department(
                     hid,
-                    code,
-                    name,
-                    admin,
+                    code=code,
+                    name=name,
+                    actor=admin,
                     referral_contact=f"{name}转诊联系人",
                     at=self.moment(start),
                 )
@@ -137,15 +137,20 @@ class CityBuilder:
             admin = Actor(f"c{i}-admin", cid)
             self.app.register_organisation(
                 OrgKind.COMMUNITY_CENTER,
-                f"{district}第{i + 1}社区卫生服务中心",
-                district,
-                admin,
+                name=f"{district}第{i + 1}社区卫生服务中心",
+                district=district,
+                actor=admin,
                 id=cid,
                 at=self.moment(start),
             )
             residents = PATIENTS_PER_CENTER + self.rng.randint(-100, 300)
             self.app.record_residents(
-                cid, residents, int(residents * 0.3), start, admin, at=self.moment(start)
+                cid,
+                total=residents,
+                key_population=int(residents * 0.3),
+                as_of=start,
+                actor=admin,
+                at=self.moment(start),
             )
             self.centers.append((cid, district))
             self._teams(i, cid, start)
@@ -157,7 +162,7 @@ class CityBuilder:
         for t in range(TEAM_PER_CENTER):
             tid = self.uuid()
             self.app.form_team(
-                center_id, f"家庭医生团队{t + 1}", admin, id=tid, at=self.moment(day)
+                center_id, name=f"家庭医生团队{t + 1}", actor=admin, id=tid, at=self.moment(day)
             )
             gp = f"c{index}-t{t}-gp"
             members = [
@@ -172,11 +177,11 @@ class CityBuilder:
             for staff, role, org in members:
                 self.app.add_team_member(
                     tid,
-                    staff,
-                    f"{self.rng.choice(SURNAMES)}医生",
-                    role,
-                    org,
-                    admin,
+                    staff_id=staff,
+                    name=f"{self.rng.choice(SURNAMES)}医生",
+                    role=role,
+                    org_id=org,
+                    actor=admin,
                     at=self.moment(day),
                 )
             self.teams[center_id].append(tid)
@@ -220,12 +225,12 @@ class CityBuilder:
             admin = Actor(f"registry-{center_id.hex[:6]}", center_id)
             self.app.register_patient(
                 f"{self.rng.choice(SURNAMES)}{self.rng.choice(GIVEN)}{self.rng.choice(GIVEN)}",
-                sex,
-                birth,
-                _national_id(self.rng, birth, sex),
-                f"1{self.rng.randint(3, 9)}{self.rng.randint(0, 999999999):09d}",
-                center_id,
-                admin,
+                sex=sex,
+                birth_date=birth,
+                national_id=_national_id(self.rng, birth, sex),
+                phone=f"1{self.rng.randint(3, 9)}{self.rng.randint(0, 999999999):09d}",
+                center_id=center_id,
+                actor=admin,
                 tags=tags,
                 id=pid,
                 at=self.moment(registered),
@@ -256,17 +261,23 @@ class CityBuilder:
         if len(members) == 1:
             outcomes = [
                 self.app.sign_contract(
-                    members[0][0], team_id, package, start, actor, id=self.uuid(), at=at
+                    members[0][0],
+                    team_id=team_id,
+                    package=package,
+                    start=start,
+                    actor=actor,
+                    id=self.uuid(),
+                    at=at,
                 )
             ]
         else:
             household = self.uuid()
             outcomes = self.app.sign_household(
                 [m[0] for m in members],
-                team_id,
-                package,
-                start,
-                actor,
+                team_id=team_id,
+                package=package,
+                start=start,
+                actor=actor,
                 household_id=household,
                 at=at,
                 ids=[stable_id("contract", household, pid) for pid, _, _ in members],
@@ -302,8 +313,8 @@ class CityBuilder:
             try:
                 self.app.terminate_contract(
                     contract_id,
-                    "居民迁出或自愿解约",
-                    actor,
+                    reason="居民迁出或自愿解约",
+                    actor=actor,
                     at=self.moment(self.today - timedelta(days=3)),
                 )
                 self.count("contracts terminated")
@@ -312,8 +323,8 @@ class CityBuilder:
         elif start < self.today - timedelta(days=330) and rng.random() < 0.5:
             self.app.renew_contract(
                 contract_id,
-                rng.choice((1, 2, 3)),
-                actor,
+                years=rng.choice((1, 2, 3)),
+                actor=actor,
                 at=self.moment(self.today - timedelta(days=2)),
             )
             self.count("contracts renewed")
@@ -328,9 +339,9 @@ class CityBuilder:
         kind = self.rng.choice(("face_to_face", "face_to_face", "home_visit", "phone"))
         self.app.record_follow_up(
             pid,
-            day,
-            kind,
-            actor,
+            on=day,
+            kind=kind,
+            actor=actor,
             measurements=m,
             risk_level=risk,
             id=self.uuid(),
@@ -347,12 +358,12 @@ class CityBuilder:
         urgency = rng.choice((Urgency.ROUTINE, Urgency.ROUTINE, Urgency.URGENT))
         outcome = self.app.request_referral(
             pid,
-            hospital,
-            department,
-            reason,
-            diagnosis,
-            urgency,
-            actor,
+            hospital_id=hospital,
+            department=department,
+            reason=reason,
+            diagnosis=diagnosis,
+            urgency=urgency,
+            actor=actor,
             id=self.uuid(),
             at=self.moment(day, 9),
         )
@@ -366,18 +377,20 @@ class CityBuilder:
         if decision < 0.2:
             self.app.reject_referral(
                 rid,
-                rng.choice(list(RejectionReason)),
-                hosp,
+                reason_code=rng.choice(list(RejectionReason)),
+                actor=hosp,
                 note="建议先社区治疗",
                 at=self.moment(day, 14),
             )
             self.count("referrals rejected")
             return
         if decision < 0.25:
-            self.app.cancel_referral(rid, "患者自行前往其他医院", actor, at=self.moment(day, 12))
+            self.app.cancel_referral(
+                rid, reason="患者自行前往其他医院", actor=actor, at=self.moment(day, 12)
+            )
             self.count("referrals cancelled")
             return
-        self.app.accept_referral(rid, hosp, at=self.moment(day, 13))
+        self.app.accept_referral(rid, actor=hosp, at=self.moment(day, 13))
         self.count("referrals accepted")
         session = day + timedelta(days=rng.randint(2, 6))
         if session < self.today and rng.random() < 0.7:
@@ -385,11 +398,13 @@ class CityBuilder:
         arrive = session if session < self.today else None
         if arrive is None or rng.random() < 0.1:
             return
-        self.app.record_arrival(rid, hosp, at=self.moment(arrive, 10))
+        self.app.record_arrival(rid, actor=hosp, at=self.moment(arrive, 10))
         self.count("patients arrived")
         stay = arrive
         if rng.random() < 0.4:
-            self.app.record_admission(rid, f"{department}-病区", hosp, at=self.moment(arrive, 11))
+            self.app.record_admission(
+                rid, ward=f"{department}-病区", actor=hosp, at=self.moment(arrive, 11)
+            )
             stay = arrive + timedelta(days=rng.randint(3, 12))
             self.count("patients admitted")
         if stay >= self.today or rng.random() < 0.15:
@@ -397,17 +412,17 @@ class CityBuilder:
         due = stay + timedelta(days=rng.choice((7, 14, 28)))
         self.app.return_to_community(
             rid,
-            "病情稳定，转回社区康复",
-            [{"drug": "氨氯地平片", "dose": "5mg qd", "days": 30}],
-            "社区随访监测血压血糖，两周后复诊",
-            due,
-            hosp,
+            summary="病情稳定，转回社区康复",
+            prescriptions=[{"drug": "氨氯地平片", "dose": "5mg qd", "days": 30}],
+            rehabilitation="社区随访监测血压血糖，两周后复诊",
+            follow_up_due=due,
+            actor=hosp,
             at=self.moment(stay, 15),
         )
         self.count("returns to community")
         if stay + timedelta(days=1) < self.today and rng.random() < 0.85:
             ack = stay + timedelta(days=1)
-            self.app.acknowledge_return(rid, actor, at=self.moment(ack, 9))
+            self.app.acknowledge_return(rid, actor=actor, at=self.moment(ack, 9))
             self.count("returns acknowledged")
             visit = ack + timedelta(days=rng.randint(1, 20))
             if visit < self.today and rng.random() < 0.8:
@@ -432,12 +447,12 @@ class CityBuilder:
             qid = self.uuid()
             self.app.publish_quota(
                 hospital,
-                "expert",
-                department,
-                session,
-                5,
-                self.moment(session - timedelta(days=1), 12),
-                hosp,
+                kind="expert",
+                department=department,
+                session_date=session,
+                slots=5,
+                release_at=self.moment(session - timedelta(days=1), 12),
+                actor=hosp,
                 id=qid,
                 at=self.moment(day - timedelta(days=1), 8),
                 expert=f"{department}专家",
@@ -450,14 +465,16 @@ class CityBuilder:
         try:
             with self.app.recorded_as_of(booked_at):
                 booking = self.app.book_slot(
-                    qid, pid, actor, referral_id=rid, id=self.uuid(), at=booked_at
+                    qid, patient_id=pid, actor=actor, referral_id=rid, id=self.uuid(), at=booked_at
                 )
         except DomainError:
             self.count("bookings refused (quota full)")
             return
         self.count("expert slots booked")
         attended = self.rng.random() < 0.9
-        self.app.record_attendance(qid, booking.id, attended, hosp, at=self.moment(session, 12))
+        self.app.record_attendance(
+            qid, booking_id=booking.id, attended=attended, actor=hosp, at=self.moment(session, 12)
+        )
         self.count("bookings attended" if attended else "no-shows")
 
     def release_quotas(self) -> None:
@@ -465,7 +482,7 @@ class CityBuilder:
             try:
                 self.app.release_quota(
                     qid,
-                    Actor("quota-release", hospital),
+                    actor=Actor("quota-release", hospital),
                     at=datetime.combine(self.today, time(0), tzinfo=self.app.timezone),
                 )
                 self.count("quotas released at cutoff")
@@ -483,25 +500,25 @@ class CityBuilder:
             pid = self.uuid()
             self.app.register_patient(
                 f"{self.rng.choice(SURNAMES)}{self.rng.choice(GIVEN)}",
-                sex,
-                birth,
-                _national_id(self.rng, birth, sex),
-                "13900000000",
-                center_id,
-                Actor("registry", center_id),
+                sex=sex,
+                birth_date=birth,
+                national_id=_national_id(self.rng, birth, sex),
+                phone="13900000000",
+                center_id=center_id,
+                actor=Actor("registry", center_id),
                 id=pid,
                 at=self.moment(day - timedelta(days=10)),
             )
             self.summary.patients += 1
             self.app.start_return(
                 pid,
-                hospital,
-                "orthopedics",
-                "骨折术后，转社区康复",
-                [{"drug": "钙尔奇D", "dose": "1 tab qd"}],
-                "康复训练，每周一次家访",
-                day + timedelta(days=10),
-                Actor("h-ortho", hospital),
+                hospital_id=hospital,
+                department="orthopedics",
+                summary="骨折术后，转社区康复",
+                prescriptions=[{"drug": "钙尔奇D", "dose": "1 tab qd"}],
+                rehabilitation="康复训练，每周一次家访",
+                follow_up_due=day + timedelta(days=10),
+                actor=Actor("h-ortho", hospital),
                 id=self.uuid(),
                 at=self.moment(day),
             )

@@ -52,18 +52,20 @@ class World:
     ) -> UUID:
         return self.app.register_patient(
             name,
-            "F",
-            birth,
-            national_id(birth, serial),
-            "13800000000",
-            self.center,
-            self.center_admin,
+            sex="F",
+            birth_date=birth,
+            national_id=national_id(birth, serial),
+            phone="13800000000",
+            center_id=self.center,
+            actor=self.center_admin,
             tags=tags,
         ).id
 
     def contracted_patient(self, tags: tuple[str, ...] = (), serial: int = 123) -> UUID:
         pid = self.patient(tags=tags, serial=serial)
-        self.app.sign_contract(pid, self.team, "basic", self.today, self.gp)
+        self.app.sign_contract(
+            pid, team_id=self.team, package="basic", start=self.today, actor=self.gp
+        )
         return pid
 
     @property
@@ -77,24 +79,24 @@ class World:
         pid = patient or self.contracted_patient()
         return self.app.request_referral(
             pid,
-            self.hospital,
-            "cardiology",
-            "uncontrolled hypertension",
-            "I10",
-            urgency,
-            self.gp,
+            hospital_id=self.hospital,
+            department="cardiology",
+            reason="uncontrolled hypertension",
+            diagnosis="I10",
+            urgency=urgency,
+            actor=self.gp,
         ).id
 
     def quota(self, slots: int = 10, days_ahead: int = 7) -> UUID:
         session = self.today + timedelta(days=days_ahead)
         return self.app.publish_quota(
             self.hospital,
-            "expert",
-            "cardiology",
-            session,
-            slots,
-            self.now() + timedelta(days=days_ahead - 1),
-            self.hospital_staff,
+            kind="expert",
+            department="cardiology",
+            session_date=session,
+            slots=slots,
+            release_at=self.now() + timedelta(days=days_ahead - 1),
+            actor=self.hospital_staff,
             expert="Dr. Zhou",
             half_day="am",
             reserved_for_center=self.center,
@@ -104,17 +106,30 @@ class World:
 def build_world(app: CareCoordination) -> World:
     root = Actor("setup", UUID(int=0))
     center = app.register_organisation(
-        "community_center", "鼓楼社区卫生服务中心", DISTRICT, root
+        "community_center", name="鼓楼社区卫生服务中心", district=DISTRICT, actor=root
     ).id
     other_center = app.register_organisation(
-        "community_center", "江宁社区卫生服务中心", "江宁区", root
+        "community_center", name="江宁社区卫生服务中心", district="江宁区", actor=root
     ).id
-    hospital = app.register_organisation("hospital", "鼓楼医院", DISTRICT, root, level=3).id
-    other = app.register_organisation("hospital", "江宁医院", "江宁区", root, level=2).id
+    hospital = app.register_organisation(
+        "hospital", name="鼓楼医院", district=DISTRICT, actor=root, level=3
+    ).id
+    other = app.register_organisation(
+        "hospital", name="江宁医院", district="江宁区", actor=root, level=2
+    ).id
     for h in (hospital, other):
-        app.add_department(h, "cardiology", "心内科", Actor("admin", h))
+        app.add_department(h, code="cardiology", name="心内科", actor=Actor("admin", h))
     admin = Actor("center-admin", center)
-    team = app.form_team(center, "团队一", admin).id
-    app.add_team_member(team, "gp-1", "李医生", "general_practitioner", center, admin)
-    app.add_team_member(team, "nurse-1", "张护士", "nurse", center, admin)
+    team = app.form_team(center, name="团队一", actor=admin).id
+    app.add_team_member(
+        team,
+        staff_id="gp-1",
+        name="李医生",
+        role="general_practitioner",
+        org_id=center,
+        actor=admin,
+    )
+    app.add_team_member(
+        team, staff_id="nurse-1", name="张护士", role="nurse", org_id=center, actor=admin
+    )
     return World(app, center, other_center, hospital, other, team)

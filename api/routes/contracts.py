@@ -28,10 +28,10 @@ def sign(body: SignContract, who: CenterStaff, app: ApplicationDep) -> CommandRe
     return done(
         app.sign_contract(
             body.patient_id,
-            body.team_id,
-            body.package,
-            body.start,
-            who.actor,
+            team_id=body.team_id,
+            package=body.package,
+            start=body.start,
+            actor=who.actor,
             id=body.id,
             at=body.at,
         )
@@ -46,10 +46,10 @@ def sign_household(body: SignHousehold, who: CenterStaff, app: ApplicationDep) -
     household = body.household_id or uuid4()
     outcomes = app.sign_household(
         body.patient_ids,
-        body.team_id,
-        body.package,
-        body.start,
-        who.actor,
+        team_id=body.team_id,
+        package=body.package,
+        start=body.start,
+        actor=who.actor,
         household_id=household,
         at=body.at,
     )
@@ -65,7 +65,7 @@ def renew(
     contract_id: UUID, body: RenewContract, who: CenterStaff, app: ApplicationDep
 ) -> CommandResult:
     """Extend an active contract by 1-3 years."""
-    return done(app.renew_contract(contract_id, body.years, who.actor, at=body.at))
+    return done(app.renew_contract(contract_id, years=body.years, actor=who.actor, at=body.at))
 
 
 @router.post("/{contract_id}/terminate", response_model=CommandResult, responses=COMMAND_ERRORS)
@@ -73,7 +73,9 @@ def terminate(
     contract_id: UUID, body: TerminateContract, who: CenterStaff, app: ApplicationDep
 ) -> CommandResult:
     """End an active contract early, with a reason."""
-    return done(app.terminate_contract(contract_id, body.reason, who.actor, at=body.at))
+    return done(
+        app.terminate_contract(contract_id, reason=body.reason, actor=who.actor, at=body.at)
+    )
 
 
 @router.post("/{contract_id}/expire", response_model=CommandResult, responses=COMMAND_ERRORS)
@@ -81,7 +83,7 @@ def expire(
     contract_id: UUID, body: ExpireContract, who: CenterStaff, app: ApplicationDep
 ) -> CommandResult:
     """Record that a contract ran past its last day."""
-    return done(app.expire_contract(contract_id, who.actor, at=body.at))
+    return done(app.expire_contract(contract_id, actor=who.actor, at=body.at))
 
 
 @router.post("/{contract_id}/change-team", response_model=CommandResult, responses=COMMAND_ERRORS)
@@ -90,5 +92,7 @@ def change_team(
 ) -> CommandResult:
     """Move a contract to another team (by the old or the new center)."""
     return done(
-        app.change_contract_team(contract_id, body.team_id, body.reason, who.actor, at=body.at)
+        app.change_contract_team(
+            contract_id, team_id=body.team_id, reason=body.reason, actor=who.actor, at=body.at
+        )
     )

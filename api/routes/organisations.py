@@ -20,7 +20,13 @@ def register_organisation(
     """Register a community health center or a 2nd/3rd-level hospital."""
     return done(
         app.register_organisation(
-            body.kind, body.name, body.district, who.actor, level=body.level, id=body.id, at=body.at
+            body.kind,
+            name=body.name,
+            district=body.district,
+            actor=who.actor,
+            level=body.level,
+            id=body.id,
+            at=body.at,
         )
     )
 
@@ -33,9 +39,9 @@ def add_department(
     return done(
         app.add_department(
             org_id,
-            body.code,
-            body.name,
-            who.actor,
+            code=body.code,
+            name=body.name,
+            actor=who.actor,
             referral_contact=body.referral_contact,
             at=body.at,
         )
@@ -49,6 +55,11 @@ def record_residents(
     """A center records its registered residents (the denominators of signing rates)."""
     return done(
         app.record_residents(
-            org_id, body.total, body.key_population, body.as_of, who.actor, at=body.at
+            org_id,
+            total=body.total,
+            key_population=body.key_population,
+            as_of=body.as_of,
+            actor=who.actor,
+            at=body.at,
         )
     )

@@ -30,12 +30,12 @@ def register_patient(body: RegisterPatient, who: CenterStaff, app: ApplicationDe
     return done(
         app.register_patient(
             body.name,
-            body.sex,
-            body.birth_date,
-            body.national_id,
-            body.phone,
-            who.actor.org_id,
-            who.actor,
+            sex=body.sex,
+            birth_date=body.birth_date,
+            national_id=body.national_id,
+            phone=body.phone,
+            center_id=who.actor.org_id,
+            actor=who.actor,
             tags=tuple(body.tags),
             id=body.id,
             at=body.at,
@@ -48,7 +48,9 @@ def tag_patient(
     patient_id: UUID, body: TagPatient, who: CenterStaff, app: ApplicationDep
 ) -> CommandResult:
     """Add (or, with ``present: false``, remove) a key-population tag."""
-    return done(app.tag_patient(patient_id, body.tag, who.actor, present=body.present, at=body.at))
+    return done(
+        app.tag_patient(patient_id, tag=body.tag, actor=who.actor, present=body.present, at=body.at)
+    )
 
 
 @router.post("/{patient_id}/move-away", response_model=CommandResult, responses=COMMAND_ERRORS)
@@ -56,7 +58,9 @@ def move_away(
     patient_id: UUID, body: MoveAway, who: CenterStaff, app: ApplicationDep
 ) -> CommandResult:
     """The patient moved out of the area."""
-    return done(app.move_patient_away(patient_id, body.destination, who.actor, at=body.at))
+    return done(
+        app.move_patient_away(patient_id, destination=body.destination, actor=who.actor, at=body.at)
+    )
 
 
 @router.post(
@@ -72,9 +76,9 @@ def record_follow_up(
     return done(
         app.record_follow_up(
             patient_id,
-            body.on,
-            body.kind,
-            who.actor,
+            on=body.on,
+            kind=body.kind,
+            actor=who.actor,
             measurements=dict(body.measurements),
             risk_level=body.risk_level,
             note=body.note,

@@ -37,12 +37,12 @@ def publish(body: PublishQuota, who: HospitalStaff, app: ApplicationDep) -> Comm
     return done(
         app.publish_quota(
             who.actor.org_id,
-            body.kind,
-            body.department,
-            body.session_date,
-            body.slots,
-            body.release_at,
-            who.actor,
+            kind=body.kind,
+            department=body.department,
+            session_date=body.session_date,
+            slots=body.slots,
+            release_at=body.release_at,
+            actor=who.actor,
             id=body.id,
             at=body.at,
             expert=body.expert,
@@ -63,8 +63,8 @@ def book(quota_id: UUID, body: BookSlot, who: CenterStaff, app: ApplicationDep) 
     return done(
         app.book_slot(
             quota_id,
-            body.patient_id,
-            who.actor,
+            patient_id=body.patient_id,
+            actor=who.actor,
             referral_id=body.referral_id,
             id=body.id,
             at=body.at,
@@ -81,7 +81,11 @@ def cancel_booking(
     quota_id: UUID, booking_id: UUID, body: CancelBooking, who: CenterStaff, app: ApplicationDep
 ) -> CommandResult:
     """The booking center frees the slot before the session day."""
-    return done(app.cancel_booking(quota_id, booking_id, body.reason, who.actor, at=body.at))
+    return done(
+        app.cancel_booking(
+            quota_id, booking_id=booking_id, reason=body.reason, actor=who.actor, at=body.at
+        )
+    )
 
 
 @router.post(
@@ -97,7 +101,11 @@ def record_attendance(
     app: ApplicationDep,
 ) -> CommandResult:
     """The hospital records attendance or a no-show, on or after the session day."""
-    return done(app.record_attendance(quota_id, booking_id, body.attended, who.actor, at=body.at))
+    return done(
+        app.record_attendance(
+            quota_id, booking_id=booking_id, attended=body.attended, actor=who.actor, at=body.at
+        )
+    )
 
 
 @router.post("/{quota_id}/release", response_model=CommandResult, responses=COMMAND_ERRORS)
@@ -105,7 +113,7 @@ def release(
     quota_id: UUID, body: ReleaseQuota, who: HospitalStaff, app: ApplicationDep
 ) -> CommandResult:
     """At the cutoff, unbooked slots go back to the hospital."""
-    return done(app.release_quota(quota_id, who.actor, at=body.at))
+    return done(app.release_quota(quota_id, actor=who.actor, at=body.at))
 
 
 QUOTA_EXAMPLE = {

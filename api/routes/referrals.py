@@ -34,12 +34,12 @@ def request_referral(body: RequestReferral, who: TeamStaff, app: ApplicationDep)
     return done(
         app.request_referral(
             body.patient_id,
-            body.hospital_id,
-            body.department,
-            body.reason,
-            body.diagnosis,
-            body.urgency,
-            who.actor,
+            hospital_id=body.hospital_id,
+            department=body.department,
+            reason=body.reason,
+            diagnosis=body.diagnosis,
+            urgency=body.urgency,
+            actor=who.actor,
             id=body.id,
             at=body.at,
         )
@@ -52,13 +52,13 @@ def start_return(body: StartReturn, who: HospitalStaff, app: ApplicationDep) -> 
     return done(
         app.start_return(
             body.patient_id,
-            who.actor.org_id,
-            body.department,
-            body.summary,
-            body.prescription_dicts(),
-            body.rehabilitation,
-            body.follow_up_due,
-            who.actor,
+            hospital_id=who.actor.org_id,
+            department=body.department,
+            summary=body.summary,
+            prescriptions=body.prescription_dicts(),
+            rehabilitation=body.rehabilitation,
+            follow_up_due=body.follow_up_due,
+            actor=who.actor,
             id=body.id,
             at=body.at,
         )
@@ -70,7 +70,7 @@ def accept(
     referral_id: UUID, body: Accept, who: HospitalStaff, app: ApplicationDep
 ) -> CommandResult:
     """The hospital addressed accepts the referral."""
-    return done(app.accept_referral(referral_id, who.actor, note=body.note, at=body.at))
+    return done(app.accept_referral(referral_id, actor=who.actor, note=body.note, at=body.at))
 
 
 @router.post("/{referral_id}/reject", response_model=CommandResult, responses=COMMAND_ERRORS)
@@ -79,7 +79,9 @@ def reject(
 ) -> CommandResult:
     """The hospital addressed rejects a referral it has not accepted."""
     return done(
-        app.reject_referral(referral_id, body.reason_code, who.actor, note=body.note, at=body.at)
+        app.reject_referral(
+            referral_id, reason_code=body.reason_code, actor=who.actor, note=body.note, at=body.at
+        )
     )
 
 
@@ -88,7 +90,7 @@ def cancel(
     referral_id: UUID, body: CancelReferral, who: TeamStaff, app: ApplicationDep
 ) -> CommandResult:
     """The sending center (or its team) cancels before the patient arrives."""
-    return done(app.cancel_referral(referral_id, body.reason, who.actor, at=body.at))
+    return done(app.cancel_referral(referral_id, reason=body.reason, actor=who.actor, at=body.at))
 
 
 @router.post("/{referral_id}/arrival", response_model=CommandResult, responses=COMMAND_ERRORS)
@@ -96,7 +98,7 @@ def arrive(
     referral_id: UUID, body: RecordArrival, who: HospitalStaff, app: ApplicationDep
 ) -> CommandResult:
     """The referred patient arrived at the hospital."""
-    return done(app.record_arrival(referral_id, who.actor, at=body.at))
+    return done(app.record_arrival(referral_id, actor=who.actor, at=body.at))
 
 
 @router.post("/{referral_id}/admission", response_model=CommandResult, responses=COMMAND_ERRORS)
@@ -104,7 +106,7 @@ def admit(
     referral_id: UUID, body: RecordAdmission, who: HospitalStaff, app: ApplicationDep
 ) -> CommandResult:
     """The patient was admitted to a ward."""
-    return done(app.record_admission(referral_id, body.ward, who.actor, at=body.at))
+    return done(app.record_admission(referral_id, ward=body.ward, actor=who.actor, at=body.at))
 
 
 @router.post("/{referral_id}/return", response_model=CommandResult, responses=COMMAND_ERRORS)
@@ -115,11 +117,11 @@ def return_to_community(
     return done(
         app.return_to_community(
             referral_id,
-            body.summary,
-            body.prescription_dicts(),
-            body.rehabilitation,
-            body.follow_up_due,
-            who.actor,
+            summary=body.summary,
+            prescriptions=body.prescription_dicts(),
+            rehabilitation=body.rehabilitation,
+            follow_up_due=body.follow_up_due,
+            actor=who.actor,
             at=body.at,
         )
     )
@@ -130,7 +132,7 @@ def acknowledge(
     referral_id: UUID, body: AcknowledgeReturn, who: TeamStaff, app: ApplicationDep
 ) -> CommandResult:
     """The patient's community center acknowledges the return."""
-    return done(app.acknowledge_return(referral_id, who.actor, at=body.at))
+    return done(app.acknowledge_return(referral_id, actor=who.actor, at=body.at))
 
 
 REFERRAL_EXAMPLE = {

@@ -25,7 +25,9 @@ router = APIRouter(prefix="/teams", tags=["teams"])
 @router.post("", status_code=201, response_model=CommandResult, responses=COMMAND_ERRORS)
 def form_team(body: FormTeam, who: CenterStaff, app: ApplicationDep) -> CommandResult:
     """Your community center forms a family-doctor team."""
-    return done(app.form_team(who.actor.org_id, body.name, who.actor, id=body.id, at=body.at))
+    return done(
+        app.form_team(who.actor.org_id, name=body.name, actor=who.actor, id=body.id, at=body.at)
+    )
 
 
 @router.post("/{team_id}/members", response_model=CommandResult, responses=COMMAND_ERRORS)
@@ -36,11 +38,11 @@ def add_member(
     return done(
         app.add_team_member(
             team_id,
-            body.staff_id,
-            body.name,
-            body.role,
-            body.org_id or who.actor.org_id,
-            who.actor,
+            staff_id=body.staff_id,
+            name=body.name,
+            role=body.role,
+            org_id=body.org_id or who.actor.org_id,
+            actor=who.actor,
             at=body.at,
         )
     )
@@ -53,7 +55,7 @@ def remove_member(
     team_id: UUID, staff_id: str, body: RemoveMember, who: CenterStaff, app: ApplicationDep
 ) -> CommandResult:
     """A member leaves the team."""
-    return done(app.remove_team_member(team_id, staff_id, who.actor, at=body.at))
+    return done(app.remove_team_member(team_id, staff_id=staff_id, actor=who.actor, at=body.at))
 
 
 @router.get("", response_model=ItemsPage, responses=QUERY_ERRORS)

@@ -400,7 +400,7 @@ def accept(referral_id: str, ctx: Ctx = Hospital, fields: dict[str, str] = Form)
     return _act(
         ctx,
         fields,
-        lambda: app.accept_referral(rid, actor, note=note),
+        lambda: app.accept_referral(rid, actor=actor, note=note),
         "accepted",
         _hospital_page,
         "/ui/worklists/hospital",
@@ -416,7 +416,7 @@ def reject(referral_id: str, ctx: Ctx = Hospital, fields: dict[str, str] = Form)
     return _act(
         ctx,
         fields,
-        lambda: app.reject_referral(rid, reason, actor, note=note),
+        lambda: app.reject_referral(rid, reason_code=reason, actor=actor, note=note),
         "rejected",
         _hospital_page,
         "/ui/worklists/hospital",
@@ -429,7 +429,7 @@ def acknowledge(referral_id: str, ctx: Ctx = Center, fields: dict[str, str] = Fo
     return _act(
         ctx,
         fields,
-        lambda: app.acknowledge_return(rid, actor),
+        lambda: app.acknowledge_return(rid, actor=actor),
         "acknowledged",
         _center_page,
         "/ui/worklists/center",

@@ -63,76 +63,113 @@ def tell_story(app: CareCoordination) -> dict[str, UUID]:
     cardio = w.hospital_staff
     pid = app.register_patient(
         "王秀英",
-        "F",
-        datetime(1950, 3, 4).date(),
-        national_id(datetime(1950, 3, 4).date(), 101),
-        "13800000000",
-        w.center,
-        desk,
+        sex="F",
+        birth_date=datetime(1950, 3, 4).date(),
+        national_id=national_id(datetime(1950, 3, 4).date(), 101),
+        phone="13800000000",
+        center_id=w.center,
+        actor=desk,
         tags=("registered_poor", "hypertension"),
         at=ago(130),
     ).id
-    app.sign_contract(pid, w.team, "basic", ago(120).date(), gp, at=ago(120))
+    app.sign_contract(
+        pid, team_id=w.team, package="basic", start=ago(120).date(), actor=gp, at=ago(120)
+    )
     first = app.request_referral(
-        pid, w.hospital, "cardiology", "血压控制不佳", "I10", "routine", gp, at=ago(40)
+        pid,
+        hospital_id=w.hospital,
+        department="cardiology",
+        reason="血压控制不佳",
+        diagnosis="I10",
+        urgency="routine",
+        actor=gp,
+        at=ago(40),
     ).id
-    app.accept_referral(first, cardio, note="请带既往病历", at=ago(39.8))
+    app.accept_referral(first, actor=cardio, note="请带既往病历", at=ago(39.8))
     quota = app.publish_quota(
         w.hospital,
-        "expert",
-        "cardiology",
-        ago(38).date(),
-        5,
-        ago(38.5),
-        cardio,
+        kind="expert",
+        department="cardiology",
+        session_date=ago(38).date(),
+        slots=5,
+        release_at=ago(38.5),
+        actor=cardio,
         at=ago(45),
         expert="周主任",
         half_day="am",
         reserved_for_center=w.center,
     ).id
     with app.recorded_as_of(ago(39.5)):  # booked before the cutoff, as it happened
-        booking = app.book_slot(quota, pid, gp, referral_id=first, at=ago(39.5)).id
-    app.record_arrival(first, cardio, at=ago(38))
-    app.record_attendance(quota, booking, True, cardio, at=ago(38))
-    app.record_admission(first, "心内科二病区", cardio, at=ago(37.9))
+        booking = app.book_slot(quota, patient_id=pid, actor=gp, referral_id=first, at=ago(39.5)).id
+    app.record_arrival(first, actor=cardio, at=ago(38))
+    app.record_attendance(quota, booking_id=booking, attended=True, actor=cardio, at=ago(38))
+    app.record_admission(first, ward="心内科二病区", actor=cardio, at=ago(37.9))
     app.return_to_community(
-        first, "血压平稳出院", [], "低盐饮食，每日监测血压", ago(16).date(), cardio, at=ago(30)
+        first,
+        summary="血压平稳出院",
+        prescriptions=[],
+        rehabilitation="低盐饮食，每日监测血压",
+        follow_up_due=ago(16).date(),
+        actor=cardio,
+        at=ago(30),
     )
-    app.acknowledge_return(first, nurse, at=ago(29.5))
-    app.record_follow_up(pid, ago(20).date(), "face_to_face", gp, at=ago(20))
+    app.acknowledge_return(first, actor=nurse, at=ago(29.5))
+    app.record_follow_up(pid, on=ago(20).date(), kind="face_to_face", actor=gp, at=ago(20))
     pending = app.request_referral(
-        pid, w.hospital, "cardiology", "胸痛待查", "R07.4", "urgent", gp, at=ago(1)
+        pid,
+        hospital_id=w.hospital,
+        department="cardiology",
+        reason="胸痛待查",
+        diagnosis="R07.4",
+        urgency="urgent",
+        actor=gp,
+        at=ago(1),
     ).id
 
     second = app.register_patient(
         "张建华",
-        "M",
-        datetime(1948, 7, 1).date(),
-        national_id(datetime(1948, 7, 1).date(), 102),
-        "13900000000",
-        w.center,
-        desk,
+        sex="M",
+        birth_date=datetime(1948, 7, 1).date(),
+        national_id=national_id(datetime(1948, 7, 1).date(), 102),
+        phone="13900000000",
+        center_id=w.center,
+        actor=desk,
         tags=("type2_diabetes",),
         at=ago(100),
     ).id
-    app.sign_contract(second, w.team, "basic", ago(90).date(), gp, at=ago(90))
+    app.sign_contract(
+        second, team_id=w.team, package="basic", start=ago(90).date(), actor=gp, at=ago(90)
+    )
     returned = app.request_referral(
-        second, w.hospital, "cardiology", "血糖波动", "E11", "routine", gp, at=ago(10)
+        second,
+        hospital_id=w.hospital,
+        department="cardiology",
+        reason="血糖波动",
+        diagnosis="E11",
+        urgency="routine",
+        actor=gp,
+        at=ago(10),
     ).id
-    app.accept_referral(returned, cardio, at=ago(9))
-    app.record_arrival(returned, cardio, at=ago(8))
+    app.accept_referral(returned, actor=cardio, at=ago(9))
+    app.record_arrival(returned, actor=cardio, at=ago(8))
     app.return_to_community(
-        returned, "好转出院", [], "监测血糖", (now + timedelta(days=12)).date(), cardio, at=ago(2)
+        returned,
+        summary="好转出院",
+        prescriptions=[],
+        rehabilitation="监测血糖",
+        follow_up_due=(now + timedelta(days=12)).date(),
+        actor=cardio,
+        at=ago(2),
     )
 
     other = app.register_patient(
         "李国强",
-        "M",
-        datetime(1960, 1, 1).date(),
-        national_id(datetime(1960, 1, 1).date(), 103),
-        "13700000000",
-        w.other_center,
-        Actor("desk", w.other_center),
+        sex="M",
+        birth_date=datetime(1960, 1, 1).date(),
+        national_id=national_id(datetime(1960, 1, 1).date(), 103),
+        phone="13700000000",
+        center_id=w.other_center,
+        actor=Actor("desk", w.other_center),
         at=ago(50),
     ).id
     return {

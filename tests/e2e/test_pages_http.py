@@ -113,7 +113,7 @@ def test_language_from_parameter_cookie_browser_or_setting(world: PagesWorld) ->
 
 def test_as_of_is_for_auditors_and_shows_the_past(world: PagesWorld) -> None:
     before = datetime.now(UTC)
-    world.app.acknowledge_return(world.returned_referral, Actor("nurse-1", world.center))
+    world.app.acknowledge_return(world.returned_referral, actor=Actor("nurse-1", world.center))
     assert world.views.queries.wait_for(world.app.max_position())
     with signed_in(world, "center") as http:
         r = http.get(f"/ui/patients/{world.patient}", params={"as_of": before.isoformat()})

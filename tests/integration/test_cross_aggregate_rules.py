@@ -37,7 +37,13 @@ def test_a_household_signs_all_together_or_not_at_all(app: CareCoordination) -> 
     before = topics(app)
 
     with pytest.raises(ContractAlreadyActive):
-        app.sign_household([husband, wife, child], world.team, "basic", world.today, world.gp)
+        app.sign_household(
+            [husband, wife, child],
+            team_id=world.team,
+            package="basic",
+            start=world.today,
+            actor=world.gp,
+        )
 
     assert topics(app) == before
     assert app.load(Patient, husband).contract_id is None
@@ -47,7 +53,9 @@ def test_a_household_signs_all_together_or_not_at_all(app: CareCoordination) -> 
 def test_a_household_signs_with_one_act(app: CareCoordination) -> None:
     world = build_world(app)
     members = [world.patient(serial=i) for i in range(3)]
-    signed = app.sign_household(members, world.team, "basic", world.today, world.gp)
+    signed = app.sign_household(
+        members, team_id=world.team, package="basic", start=world.today, actor=world.gp
+    )
     contracts = [app.load(Contract, o.id) for o in signed]
     assert len({c.household_id for c in contracts}) == 1
     assert len({o.position for o in signed}) == 1  # one atomic write
@@ -56,20 +64,39 @@ def test_a_household_signs_with_one_act(app: CareCoordination) -> None:
 
 def test_a_team_without_a_general_practitioner_cannot_sign(app: CareCoordination) -> None:
     world = build_world(app)
-    nurses_only = app.form_team(world.center, "护理团队", world.center_admin).id
-    app.add_team_member(nurses_only, "nurse-2", "赵护士", "nurse", world.center, world.center_admin)
+    nurses_only = app.form_team(world.center, name="护理团队", actor=world.center_admin).id
+    app.add_team_member(
+        nurses_only,
+        staff_id="nurse-2",
+        name="赵护士",
+        role="nurse",
+        org_id=world.center,
+        actor=world.center_admin,
+    )
     patient = world.patient()
     with pytest.raises(TeamCannotTakeContracts):
-        app.sign_contract(patient, nurses_only, "basic", world.today, world.center_admin)
+        app.sign_contract(
+            patient,
+            team_id=nurses_only,
+            package="basic",
+            start=world.today,
+            actor=world.center_admin,
+        )
     assert app.load(Patient, patient).contract_id is None
 
 
 def test_when_the_last_gp_leaves_the_team_takes_no_new_contracts(app: CareCoordination) -> None:
     world = build_world(app)
     signed = world.contracted_patient(serial=1)
-    app.remove_team_member(world.team, "gp-1", world.center_admin)
+    app.remove_team_member(world.team, staff_id="gp-1", actor=world.center_admin)
     with pytest.raises(TeamCannotTakeContracts):
-        app.sign_contract(world.patient(serial=2), world.team, "basic", world.today, world.gp)
+        app.sign_contract(
+            world.patient(serial=2),
+            team_id=world.team,
+            package="basic",
+            start=world.today,
+            actor=world.gp,
+        )
     assert app.load(Patient, signed).has_active_contract(world.today)  # existing ones stay
 
 
@@ -77,22 +104,29 @@ def test_a_contract_moves_only_to_a_team_with_a_gp(app: CareCoordination) -> Non
     world = build_world(app)
     contract = app.load(Patient, world.contracted_patient()).contract_id
     assert contract is not None
-    empty = app.form_team(world.center, "新团队", world.center_admin).id
+    empty = app.form_team(world.center, name="新团队", actor=world.center_admin).id
     with pytest.raises(TeamCannotTakeContracts):
-        app.change_contract_team(contract, empty, "调整", world.center_admin)
+        app.change_contract_team(contract, team_id=empty, reason="调整", actor=world.center_admin)
     app.add_team_member(
-        empty, "gp-2", "周医生", "general_practitioner", world.center, world.center_admin
+        empty,
+        staff_id="gp-2",
+        name="周医生",
+        role="general_practitioner",
+        org_id=world.center,
+        actor=world.center_admin,
     )
-    app.change_contract_team(contract, empty, "调整", world.center_admin)
+    app.change_contract_team(contract, team_id=empty, reason="调整", actor=world.center_admin)
     assert app.load(Contract, contract).team_id == empty
 
 
 def test_a_patient_who_moved_away_cannot_sign(app: CareCoordination) -> None:
     world = build_world(app)
     patient = world.patient()
-    app.move_patient_away(patient, "上海市", world.center_admin)
+    app.move_patient_away(patient, destination="上海市", actor=world.center_admin)
     with pytest.raises(PatientMovedAway):
-        app.sign_contract(patient, world.team, "basic", world.today, world.gp)
+        app.sign_contract(
+            patient, team_id=world.team, package="basic", start=world.today, actor=world.gp
+        )
     assert "Signed" not in topics(app)
 
 
@@ -104,9 +138,11 @@ def test_an_expired_contract_frees_the_patient_for_a_new_one(
     contract = app.load(Patient, patient).contract_id
     assert contract is not None
     clock.advance(days=365)
-    app.expire_contract(contract, world.center_admin)
+    app.expire_contract(contract, actor=world.center_admin)
     assert app.load(Contract, contract).status == "expired"
-    app.sign_contract(patient, world.team, "basic", world.today, world.gp)
+    app.sign_contract(
+        patient, team_id=world.team, package="basic", start=world.today, actor=world.gp
+    )
     assert app.load(Patient, patient).contract_id != contract
 
 
@@ -118,7 +154,7 @@ def test_a_renewal_extends_the_patient_and_the_follow_ups_owed(
     contract = app.load(Patient, patient).contract_id
     assert contract is not None
     clock.advance(days=300)
-    app.renew_contract(contract, 2, world.center_admin)
+    app.renew_contract(contract, years=2, actor=world.center_admin)
     stored = app.load(Patient, patient)
     assert stored.contract_until == app.load(Contract, contract).end
     followups = app.load(FollowUps, FollowUps.id_for(patient))
@@ -131,7 +167,13 @@ def test_only_the_contracted_team_or_its_center_refers(app: CareCoordination) ->
     other_center = Actor("gp-9", world.other_center)
     with pytest.raises(NotPermitted):
         app.request_referral(
-            patient, world.hospital, "cardiology", "r", "I10", "routine", other_center
+            patient,
+            hospital_id=world.hospital,
+            department="cardiology",
+            reason="r",
+            diagnosis="I10",
+            urgency="routine",
+            actor=other_center,
         )
     world.referral(patient)  # the team's own GP may
 
@@ -144,18 +186,18 @@ def test_a_direct_return_is_acknowledged_and_followed_up_by_the_community(
     due = world.today + timedelta(days=10)
     rid = app.start_return(
         patient,
-        world.hospital,
-        "cardiology",
-        "PCI 术后",
-        [{"drug": "阿司匹林"}],
-        "心脏康复",
-        due,
-        world.hospital_staff,
+        hospital_id=world.hospital,
+        department="cardiology",
+        summary="PCI 术后",
+        prescriptions=[{"drug": "阿司匹林"}],
+        rehabilitation="心脏康复",
+        follow_up_due=due,
+        actor=world.hospital_staff,
     ).id
     with pytest.raises(NotPermitted):
-        app.acknowledge_return(rid, Actor("gp-9", world.other_center))
-    app.acknowledge_return(rid, world.gp)
-    app.record_follow_up(patient, world.today, "phone", world.gp)
+        app.acknowledge_return(rid, actor=Actor("gp-9", world.other_center))
+    app.acknowledge_return(rid, actor=world.gp)
+    app.record_follow_up(patient, on=world.today, kind="phone", actor=world.gp)
     referral = app.load(Referral, rid)
     assert (referral.status, referral.followed_up_on) == ("acknowledged", world.today)
 
@@ -168,16 +210,16 @@ def test_concurrent_cancellations_and_bookings_keep_the_slots_consistent(
     first = [world.contracted_patient(serial=i) for i in range(slots)]
     later = [world.contracted_patient(serial=100 + i) for i in range(8)]
     quota = world.quota(slots=slots)
-    bookings = [world.app.book_slot(quota, p, world.gp).id for p in first]
+    bookings = [world.app.book_slot(quota, patient_id=p, actor=world.gp).id for p in first]
     apps = [make_app() for _ in range(4)]
 
     def act(i: int) -> str:
         app = apps[i % len(apps)]
         if i < 3:
-            app.cancel_booking(quota, bookings[i], "患者改期", world.gp)
+            app.cancel_booking(quota, booking_id=bookings[i], reason="患者改期", actor=world.gp)
             return "cancelled"
         try:
-            app.book_slot(quota, later[i - 3], world.gp)
+            app.book_slot(quota, patient_id=later[i - 3], actor=world.gp)
             return "booked"
         except QuotaFull:
             return "full"
@@ -202,7 +244,7 @@ def test_moving_away_ends_the_contract_and_withdraws_future_follow_ups(
     contract_id = app.load(Patient, pid).contract_id
     assert contract_id is not None
     clock.advance(days=40)
-    app.move_patient_away(pid, "上海市", world.center_admin)
+    app.move_patient_away(pid, destination="上海市", actor=world.center_admin)
 
     assert app.load(Contract, contract_id).status == "terminated"
     assert app.load(Patient, pid).contract_id is None
@@ -219,22 +261,29 @@ def test_a_team_change_to_another_center_moves_the_patients_care_there(
     contract_id = app.load(Patient, pid).contract_id
     assert contract_id is not None
     other_admin = Actor("other-admin", world.other_center)
-    other_team = app.form_team(world.other_center, "江宁团队", other_admin).id
+    other_team = app.form_team(world.other_center, name="江宁团队", actor=other_admin).id
     app.add_team_member(
-        other_team, "gp-9", "赵医生", "general_practitioner", world.other_center, other_admin
+        other_team,
+        staff_id="gp-9",
+        name="赵医生",
+        role="general_practitioner",
+        org_id=world.other_center,
+        actor=other_admin,
     )
 
-    app.change_contract_team(contract_id, other_team, "moved within the city", world.gp)
+    app.change_contract_team(
+        contract_id, team_id=other_team, reason="moved within the city", actor=world.gp
+    )
 
     assert app.load(Patient, pid).center_id == world.other_center
     assert app.load(Patient, pid).district == "江宁区"
     with pytest.raises(NotPermitted):  # the old center no longer records the follow-ups
-        app.record_follow_up(pid, world.today, "face_to_face", world.gp)
+        app.record_follow_up(pid, on=world.today, kind="face_to_face", actor=world.gp)
     app.record_follow_up(
         pid,
-        world.today,
-        "face_to_face",
-        Actor("gp-9", world.other_center),
+        on=world.today,
+        kind="face_to_face",
+        actor=Actor("gp-9", world.other_center),
         measurements={"systolic_bp": 132, "diastolic_bp": 84},
     )
     assert len(app.load(FollowUps, FollowUps.id_for(pid)).visits) == 1

@@ -26,7 +26,9 @@ def test_two_concurrent_signings_for_one_patient_make_one_contract(
 
     def sign(app: CareCoordination) -> str:
         try:
-            app.sign_contract(patient, world.team, "basic", world.today, world.gp)
+            app.sign_contract(
+                patient, team_id=world.team, package="basic", start=world.today, actor=world.gp
+            )
             return "signed"
         except ContractAlreadyActive:
             return "refused"
@@ -55,7 +57,7 @@ def test_fifty_concurrent_bookings_for_ten_slots_book_exactly_ten(
 
     def book(i: int) -> bool:
         try:
-            apps[i % 5].book_slot(quota, patients[i], world.gp)
+            apps[i % 5].book_slot(quota, patient_id=patients[i], actor=world.gp)
             return True
         except QuotaFull:
             return False
@@ -71,9 +73,9 @@ def test_fifty_concurrent_bookings_for_ten_slots_book_exactly_ten(
 def test_an_accepted_referral_cannot_be_rejected(app: CareCoordination) -> None:
     world = build_world(app)
     rid = world.referral()
-    app.accept_referral(rid, world.hospital_staff)
+    app.accept_referral(rid, actor=world.hospital_staff)
     with pytest.raises(ReferralAlreadyAccepted):
-        app.reject_referral(rid, "no_capacity", world.hospital_staff)
+        app.reject_referral(rid, reason_code="no_capacity", actor=world.hospital_staff)
     assert app.load(Referral, rid).status == "accepted"
 
 
@@ -81,7 +83,7 @@ def test_a_hospital_cannot_accept_a_referral_addressed_to_another(app: CareCoord
     world = build_world(app)
     rid = world.referral()
     with pytest.raises(NotAddressedToYou):
-        app.accept_referral(rid, world.other_hospital_staff)
+        app.accept_referral(rid, actor=world.other_hospital_staff)
     assert app.load(Referral, rid).status == "requested"
 
 
@@ -116,7 +118,7 @@ def test_every_event_records_who_acted_and_when(app: CareCoordination, clock: Cl
     world = build_world(app)
     rid = world.referral()
     back_dated = clock.now - timedelta(hours=5)
-    app.accept_referral(rid, world.hospital_staff, at=back_dated)
+    app.accept_referral(rid, actor=world.hospital_staff, at=back_dated)
     last = app.repository.get(rid)
     events = list(app.events.get(rid))
     accepted = events[-1]
@@ -131,4 +133,4 @@ def test_a_step_from_the_future_is_refused(app: CareCoordination, clock: Clock) 
     world = build_world(app)
     rid = world.referral()
     with pytest.raises(DomainError):
-        app.accept_referral(rid, world.hospital_staff, at=clock.now + timedelta(days=1))
+        app.accept_referral(rid, actor=world.hospital_staff, at=clock.now + timedelta(days=1))

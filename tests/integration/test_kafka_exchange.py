@@ -306,7 +306,7 @@ def test_a_change_by_another_writer_between_batches_is_not_lost(
 
     elsewhere = build_exchange_application(settings, clock=clock)
     try:
-        elsewhere.record_follow_up(patient, world.today, "face_to_face", world.gp)
+        elsewhere.record_follow_up(patient, on=world.today, kind="face_to_face", actor=world.gp)
     finally:
         elsewhere.close()
 
@@ -382,7 +382,7 @@ def test_a_patient_read_from_the_cache_is_as_recorded_since_by_another_writer(
 
     elsewhere = build_exchange_application(settings, clock=clock)
     try:
-        elsewhere.terminate_contract(contract, "moved to another city", world.gp)
+        elsewhere.terminate_contract(contract, reason="moved to another city", actor=world.gp)
     finally:
         elsewhere.close()
 

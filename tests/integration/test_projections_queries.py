@@ -41,7 +41,7 @@ def test_timeline_follows_a_referral_across_organisations(
     patient = world.contracted_patient(tags=("hypertension",))
     referral = world.referral(patient, urgency="urgent")
     clock.advance(hours=3)
-    outcome = app.accept_referral(referral, world.hospital_staff)
+    outcome = app.accept_referral(referral, actor=world.hospital_staff)
     assert q.wait_for(outcome.position)
     center = Scope(org_id=world.center, org_kind="community_center")
     entries = q.timeline(center, patient)
@@ -87,7 +87,7 @@ def test_as_of_replay_shows_a_referral_still_pending(
     assert q.wait_for(app.max_position())
     then = datetime.now(UTC)
     clock.advance(days=1)
-    app.accept_referral(referral, world.hospital_staff)
+    app.accept_referral(referral, actor=world.hospital_staff)
     assert q.wait_for(app.max_position())
     live = q.referral(EVERYTHING, referral)
     past = q.referral(EVERYTHING, referral, as_of=then)
@@ -108,7 +108,7 @@ def test_as_of_replays_are_kept_open_up_to_a_limit_and_reopened_when_asked_again
     for _ in range(3):
         clock.advance(hours=1)
         moments.append(datetime.now(UTC))
-    app.accept_referral(referral, world.hospital_staff)
+    app.accept_referral(referral, actor=world.hospital_staff)
     views = build_projections(settings, app, poll=0.02)
     q = views.queries
     assert isinstance(q, ViewQueries)
@@ -149,32 +149,41 @@ def test_kpi_formulas_on_a_hand_made_history(
 ) -> None:
     app, q = world.app, views.queries
     today = world.today
-    app.record_residents(world.center, 10, 4, today, world.center_admin)
+    app.record_residents(
+        world.center, total=10, key_population=4, as_of=today, actor=world.center_admin
+    )
     # 3 signed of 10 residents; 2 of them key population (65+, diabetes)
     old = world.contracted_patient(serial=1)  # born 1950: aged 65+
     young = world.patient(birth=date(1990, 1, 1), serial=2)
-    app.sign_contract(young, world.team, "basic", today, world.gp)
+    app.sign_contract(young, team_id=world.team, package="basic", start=today, actor=world.gp)
     diabetic = world.patient(birth=date(1990, 2, 2), tags=("type2_diabetes",), serial=3)
-    app.sign_contract(diabetic, world.team, "basic", today, world.gp)
+    app.sign_contract(diabetic, team_id=world.team, package="basic", start=today, actor=world.gp)
     # two referrals: decided after 2 h and after 10 h
     r1 = world.referral(old)
     r2 = world.referral(young)
     clock.advance(hours=2)
-    app.accept_referral(r1, world.hospital_staff)
+    app.accept_referral(r1, actor=world.hospital_staff)
     clock.advance(hours=8)
-    app.reject_referral(r2, "no_capacity", world.hospital_staff)
+    app.reject_referral(r2, reason_code="no_capacity", actor=world.hospital_staff)
     # r1 comes back and its follow-up is done in time
-    app.record_arrival(r1, world.hospital_staff)
-    app.return_to_community(r1, "稳定", [], "随访", today + timedelta(days=5), world.hospital_staff)
+    app.record_arrival(r1, actor=world.hospital_staff)
+    app.return_to_community(
+        r1,
+        summary="稳定",
+        prescriptions=[],
+        rehabilitation="随访",
+        follow_up_due=today + timedelta(days=5),
+        actor=world.hospital_staff,
+    )
     clock.advance(days=2)
-    app.record_follow_up(old, world.today, "phone", world.gp)
+    app.record_follow_up(old, on=world.today, kind="phone", actor=world.gp)
     # a quota of 4 slots, 2 booked, one attended and one no-show
     quota = world.quota(slots=4, days_ahead=3)
-    b1 = app.book_slot(quota, old, world.gp).id
-    b2 = app.book_slot(quota, young, world.gp).id
+    b1 = app.book_slot(quota, patient_id=old, actor=world.gp).id
+    b2 = app.book_slot(quota, patient_id=young, actor=world.gp).id
     clock.advance(days=3)
-    app.record_attendance(quota, b1, True, world.hospital_staff)
-    app.record_attendance(quota, b2, False, world.hospital_staff)
+    app.record_attendance(quota, booking_id=b1, attended=True, actor=world.hospital_staff)
+    app.record_attendance(quota, booking_id=b2, attended=False, actor=world.hospital_staff)
     assert q.wait_for(app.max_position())
     end = world.today
     k = q.kpis(EVERYTHING, today, end, center_id=world.center)
@@ -206,7 +215,7 @@ def test_kpi_periods_are_days_of_the_deployments_zone(
     clock.now = datetime(2026, 6, 1, 23, 30, tzinfo=UTC)  # 2026-06-02 07:30 in Asia/Shanghai
     referral = world.referral(patient)
     clock.advance(hours=1)
-    app.accept_referral(referral, world.hospital_staff)
+    app.accept_referral(referral, actor=world.hospital_staff)
     assert q.wait_for(app.max_position())
 
     def decided(day: date) -> int:
@@ -224,12 +233,14 @@ def test_a_contract_terminated_early_in_the_morning_ends_on_that_local_day(
     """Terminated at 07:30 in Beijing on 2 June (23:30 UTC on 1 June): still in force on
     1 June, not on 2 June."""
     app, q = world.app, views.queries
-    app.record_residents(world.center, 10, 4, world.today, world.center_admin)
+    app.record_residents(
+        world.center, total=10, key_population=4, as_of=world.today, actor=world.center_admin
+    )
     patient = world.contracted_patient()
     contract = app.load(Patient, patient).contract_id
     assert contract is not None
     clock.now = datetime(2026, 6, 1, 23, 30, tzinfo=UTC)
-    app.terminate_contract(contract, "moved to another city", world.gp)
+    app.terminate_contract(contract, reason="moved to another city", actor=world.gp)
     assert q.wait_for(app.max_position())
 
     def signed(day: date) -> int:
@@ -277,11 +288,18 @@ def test_a_team_change_to_another_center_moves_the_patient_in_the_views(
     contract_id = app.load(Patient, pid).contract_id
     assert contract_id is not None
     other_admin = Actor("other-admin", world.other_center)
-    other_team = app.form_team(world.other_center, "江宁团队", other_admin).id
+    other_team = app.form_team(world.other_center, name="江宁团队", actor=other_admin).id
     app.add_team_member(
-        other_team, "gp-9", "赵医生", "general_practitioner", world.other_center, other_admin
+        other_team,
+        staff_id="gp-9",
+        name="赵医生",
+        role="general_practitioner",
+        org_id=world.other_center,
+        actor=other_admin,
     )
-    done = app.change_contract_team(contract_id, other_team, "moved within the city", world.gp)
+    done = app.change_contract_team(
+        contract_id, team_id=other_team, reason="moved within the city", actor=world.gp
+    )
     assert views.queries.wait_for(done.position, timeout=10)
 
     old = Scope(org_id=world.center, org_kind="community_center")

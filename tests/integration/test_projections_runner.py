@@ -128,7 +128,14 @@ def test_a_moment_outside_the_utc_range_is_projected_and_the_runner_carries_on(
     world = build_world(app)
     patient = world.patient()
     signed_at = datetime(2026, 5, 31, 9, 30, tzinfo=timezone(timedelta(hours=8)))
-    app.sign_contract(patient, world.team, "basic", world.today, world.gp, at=signed_at)
+    app.sign_contract(
+        patient,
+        team_id=world.team,
+        package="basic",
+        start=world.today,
+        actor=world.gp,
+        at=signed_at,
+    )
     world.referral(patient)  # and something after it
     reader = _Tampered(
         app, signed_at.isoformat().encode(), b"0001-01-01T00:30:00+01:00"

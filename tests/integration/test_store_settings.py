@@ -131,8 +131,8 @@ def test_the_exchange_recorder_lists_the_changes_after_a_position(
         world = build_world(app)
         patient = world.contracted_patient()
         before = app.max_position()
-        own = app.tag_patient(patient, "hypertension", world.gp).position
-        app.tag_patient(patient, "type2_diabetes", world.gp)
+        own = app.tag_patient(patient, tag="hypertension", actor=world.gp).position
+        app.tag_patient(patient, tag="type2_diabetes", actor=world.gp)
         after = app.max_position()
         version = len(list(app.events.get(patient)))
         changes = app.recorder.changes_since(before, [(own, own)])  # type: ignore[attr-defined]

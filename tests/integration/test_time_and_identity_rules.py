@@ -22,7 +22,10 @@ def test_a_moment_before_1900_is_refused(app: CareCoordination) -> None:
     pid = world.patient()
     with pytest.raises(InvalidValue):
         app.tag_patient(
-            pid, "hypertension", world.center_admin, at=datetime(1, 1, 1, 0, 30, tzinfo=UTC)
+            pid,
+            tag="hypertension",
+            actor=world.center_admin,
+            at=datetime(1, 1, 1, 0, 30, tzinfo=UTC),
         )
     assert "hypertension" not in app.load(Patient, pid).tags
 
@@ -33,7 +36,7 @@ def test_days_are_counted_in_the_deployments_time_zone(app: CareCoordination, cl
     # 07:30 on 2 June in China is still 1 June in UTC: a visit dated 2 June is not "future".
     clock.now = datetime(2026, 6, 1, 23, 30, tzinfo=UTC)
     assert app.now().date().isoformat() == "2026-06-02"
-    app.record_follow_up(pid, app.now().date(), "face_to_face", world.gp)
+    app.record_follow_up(pid, on=app.now().date(), kind="face_to_face", actor=world.gp)
     # and the 14-day follow-up after a referral counts from the local day
     rid = world.referral(pid)
     assert app.load(Referral, rid).follow_up_due.isoformat() == "2026-06-16"
@@ -47,9 +50,9 @@ def test_a_back_dated_booking_cannot_take_a_slot_after_the_cutoff(
     quota = world.quota(slots=3, days_ahead=3)  # cutoff: two days from now
     clock.advance(days=2, hours=1)
     with pytest.raises(QuotaReleased):
-        app.book_slot(quota, pid, world.gp)
+        app.book_slot(quota, patient_id=pid, actor=world.gp)
     with pytest.raises(QuotaReleased):  # claiming it happened before the cutoff changes nothing
-        app.book_slot(quota, pid, world.gp, at=clock.now - timedelta(hours=3))
+        app.book_slot(quota, patient_id=pid, actor=world.gp, at=clock.now - timedelta(hours=3))
 
 
 def test_a_back_dated_cancellation_on_the_session_day_is_refused(
@@ -58,11 +61,15 @@ def test_a_back_dated_cancellation_on_the_session_day_is_refused(
     world = build_world(app)
     pid = world.contracted_patient()
     quota = world.quota(slots=3, days_ahead=3)
-    booking = app.book_slot(quota, pid, world.gp).id
+    booking = app.book_slot(quota, patient_id=pid, actor=world.gp).id
     clock.advance(days=3)  # the session day
     with pytest.raises(SessionStarted):
         app.cancel_booking(
-            quota, booking, "patient unwell", world.gp, at=clock.now - timedelta(days=1)
+            quota,
+            booking_id=booking,
+            reason="patient unwell",
+            actor=world.gp,
+            at=clock.now - timedelta(days=1),
         )
 
 
@@ -70,14 +77,27 @@ def test_a_center_cannot_sign_another_centers_patient(app: CareCoordination) -> 
     world = build_world(app)
     pid = world.patient()  # registered at world.center
     other_admin = Actor("other-admin", world.other_center)
-    other_team = app.form_team(world.other_center, "江宁团队", other_admin).id
+    other_team = app.form_team(world.other_center, name="江宁团队", actor=other_admin).id
     app.add_team_member(
-        other_team, "gp-9", "赵医生", "general_practitioner", world.other_center, other_admin
+        other_team,
+        staff_id="gp-9",
+        name="赵医生",
+        role="general_practitioner",
+        org_id=world.other_center,
+        actor=other_admin,
     )
     with pytest.raises(NotPermitted):
-        app.sign_contract(pid, other_team, "basic", world.today, Actor("gp-9", world.other_center))
+        app.sign_contract(
+            pid,
+            team_id=other_team,
+            package="basic",
+            start=world.today,
+            actor=Actor("gp-9", world.other_center),
+        )
     assert app.load(Patient, pid).contract_id is None
-    app.sign_contract(pid, world.team, "basic", world.today, world.gp)  # its own center still can
+    app.sign_contract(
+        pid, team_id=world.team, package="basic", start=world.today, actor=world.gp
+    )  # its own center still can
 
 
 def test_after_a_team_change_the_new_center_closes_the_referral_loop(
@@ -89,13 +109,18 @@ def test_after_a_team_change_the_new_center_closes_the_referral_loop(
     contract_id = app.load(Patient, pid).contract_id
     assert contract_id is not None
     other_admin = Actor("other-admin", world.other_center)
-    other_team = app.form_team(world.other_center, "江宁团队", other_admin).id
+    other_team = app.form_team(world.other_center, name="江宁团队", actor=other_admin).id
     app.add_team_member(
-        other_team, "gp-9", "赵医生", "general_practitioner", world.other_center, other_admin
+        other_team,
+        staff_id="gp-9",
+        name="赵医生",
+        role="general_practitioner",
+        org_id=world.other_center,
+        actor=other_admin,
     )
-    app.change_contract_team(contract_id, other_team, "moved", world.gp)
+    app.change_contract_team(contract_id, team_id=other_team, reason="moved", actor=world.gp)
 
-    app.record_follow_up(pid, world.today, "phone", Actor("gp-9", world.other_center))
+    app.record_follow_up(pid, on=world.today, kind="phone", actor=Actor("gp-9", world.other_center))
     assert app.load(Referral, rid).followed_up_on == world.today
 
 
@@ -103,15 +128,20 @@ def test_a_return_to_community_opens_a_loop_of_its_own(app: CareCoordination) ->
     world = build_world(app)
     pid = world.contracted_patient()
     rid = world.referral(pid)
-    app.record_follow_up(pid, world.today, "phone", world.gp)  # the 14-day follow-up
+    app.record_follow_up(pid, on=world.today, kind="phone", actor=world.gp)  # the 14-day follow-up
     assert app.load(Referral, rid).followed_up_on == world.today
-    app.accept_referral(rid, world.hospital_staff)
-    app.record_arrival(rid, world.hospital_staff)
+    app.accept_referral(rid, actor=world.hospital_staff)
+    app.record_arrival(rid, actor=world.hospital_staff)
     app.return_to_community(
-        rid, "stable", [], "rest", world.today + timedelta(days=7), world.hospital_staff
+        rid,
+        summary="stable",
+        prescriptions=[],
+        rehabilitation="rest",
+        follow_up_due=world.today + timedelta(days=7),
+        actor=world.hospital_staff,
     )
     assert app.load(Referral, rid).followed_up_on is None  # the return's follow-up is owed
-    app.record_follow_up(pid, world.today, "face_to_face", world.gp)
+    app.record_follow_up(pid, on=world.today, kind="face_to_face", actor=world.gp)
     assert app.load(Referral, rid).followed_up_on == world.today
     owed = app.load(FollowUps, FollowUps.id_for(pid)).open_obligations()
     assert [o["reason"] for o in owed if o["source_id"] == rid] == []
@@ -123,11 +153,11 @@ def test_a_taken_id_is_refused_at_once_not_retried_as_contention(app: CareCoordi
     with pytest.raises(AlreadyExists):
         app.register_patient(
             "李四",
-            "M",
-            datetime(1960, 1, 1).date(),
-            "11010519491231002X",
-            "13800000001",
-            world.center,
-            world.center_admin,
+            sex="M",
+            birth_date=datetime(1960, 1, 1).date(),
+            national_id="11010519491231002X",
+            phone="13800000001",
+            center_id=world.center,
+            actor=world.center_admin,
             id=pid,
         )

@@ -28,7 +28,16 @@ START = date(2026, 3, 1)
 
 
 def contract(start: date = START) -> Contract:
-    return Contract.sign(CONTRACT, PATIENT, TEAM, CENTER, "basic", start, GP, at(start))
+    return Contract.sign(
+        CONTRACT,
+        patient_id=PATIENT,
+        team_id=TEAM,
+        center_id=CENTER,
+        package="basic",
+        start=start,
+        actor=GP,
+        at=at(start),
+    )
 
 
 def test_the_first_term_is_one_year_to_the_day_before() -> None:
@@ -41,9 +50,27 @@ def test_the_first_term_is_one_year_to_the_day_before() -> None:
 
 def test_a_contract_is_signed_at_the_teams_own_center_for_a_known_package() -> None:
     with pytest.raises(NotPermitted):
-        Contract.sign(CONTRACT, PATIENT, TEAM, CENTER, "basic", START, OTHER_CENTER_GP, at(START))
+        Contract.sign(
+            CONTRACT,
+            patient_id=PATIENT,
+            team_id=TEAM,
+            center_id=CENTER,
+            package="basic",
+            start=START,
+            actor=OTHER_CENTER_GP,
+            at=at(START),
+        )
     with pytest.raises(InvalidValue):
-        Contract.sign(CONTRACT, PATIENT, TEAM, CENTER, "platinum", START, GP, at(START))
+        Contract.sign(
+            CONTRACT,
+            patient_id=PATIENT,
+            team_id=TEAM,
+            center_id=CENTER,
+            package="platinum",
+            start=START,
+            actor=GP,
+            at=at(START),
+        )
 
 
 def test_household_members_contracts_carry_the_household() -> None:
@@ -51,13 +78,13 @@ def test_household_members_contracts_carry_the_household() -> None:
     signed = [
         Contract.sign(
             stable_id("c", p),
-            p,
-            TEAM,
-            CENTER,
-            "basic",
-            START,
-            GP,
-            at(START),
+            patient_id=p,
+            team_id=TEAM,
+            center_id=CENTER,
+            package="basic",
+            start=START,
+            actor=GP,
+            at=at(START),
             household_id=household,
         )
         for p in (stable_id("p", 1), stable_id("p", 2))

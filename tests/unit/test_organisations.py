@@ -26,14 +26,27 @@ from tests.unit.story import (
 
 
 def hospital() -> Organisation:
-    org = Organisation.register(HOSPITAL, "hospital", "鼓楼医院", "鼓楼区", HOSPITAL_DESK, at(), 3)
+    org = Organisation.register(
+        HOSPITAL,
+        kind="hospital",
+        name="鼓楼医院",
+        district="鼓楼区",
+        actor=HOSPITAL_DESK,
+        at=at(),
+        level=3,
+    )
     org.add_department("cardiology", "心内科", "王主任", HOSPITAL_DESK, at())
     return org
 
 
 def center() -> Organisation:
     return Organisation.register(
-        CENTER, "community_center", "鼓楼社区卫生服务中心", "鼓楼区", CENTER_ADMIN, at()
+        CENTER,
+        kind="community_center",
+        name="鼓楼社区卫生服务中心",
+        district="鼓楼区",
+        actor=CENTER_ADMIN,
+        at=at(),
     )
 
 
@@ -63,7 +76,15 @@ def test_an_organisation_needs_a_known_kind_a_name_a_district_and_a_hospital_a_l
     kind: str, name: str, district: str, level: int | None
 ) -> None:
     with pytest.raises(InvalidValue):
-        Organisation.register(HOSPITAL, kind, name, district, HOSPITAL_DESK, at(), level)
+        Organisation.register(
+            HOSPITAL,
+            kind=kind,
+            name=name,
+            district=district,
+            actor=HOSPITAL_DESK,
+            at=at(),
+            level=level,
+        )
 
 
 def test_only_hospitals_have_departments() -> None:

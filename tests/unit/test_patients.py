@@ -36,15 +36,15 @@ NEXT_CONTRACT = stable_id("unit", "contract", 2)
 def patient(birth: date = date(1950, 3, 4), nid: str | None = None) -> Patient:
     return Patient.register(
         PATIENT,
-        "王秀英",
-        "F",
-        birth,
-        nid or national_id(birth),
-        "13800000000",
-        "鼓楼区",
-        CENTER,
-        CENTER_ADMIN,
-        at(),
+        name="王秀英",
+        sex="F",
+        birth_date=birth,
+        national_id=nid or national_id(birth),
+        phone="13800000000",
+        district="鼓楼区",
+        center_id=CENTER,
+        actor=CENTER_ADMIN,
+        at=at(),
     )
 
 
@@ -78,15 +78,15 @@ def test_a_birth_date_in_the_future_and_an_unknown_sex_are_refused() -> None:
     with pytest.raises(InvalidValue):
         Patient.register(
             PATIENT,
-            "王秀英",
-            "X",
-            date(1950, 3, 4),
-            national_id(date(1950, 3, 4)),
-            "1",
-            "鼓楼区",
-            CENTER,
-            CENTER_ADMIN,
-            at(),
+            name="王秀英",
+            sex="X",
+            birth_date=date(1950, 3, 4),
+            national_id=national_id(date(1950, 3, 4)),
+            phone="1",
+            district="鼓楼区",
+            center_id=CENTER,
+            actor=CENTER_ADMIN,
+            at=at(),
         )
 
 
@@ -179,15 +179,15 @@ def test_only_the_patients_own_center_registers_tags_or_moves_them() -> None:
     with pytest.raises(NotPermitted):
         Patient.register(
             PATIENT,
-            "王秀英",
-            "F",
-            date(1950, 3, 4),
-            national_id(date(1950, 3, 4)),
-            "13800000000",
-            "鼓楼区",
-            CENTER,
-            OTHER_CENTER_GP,
-            at(),
+            name="王秀英",
+            sex="F",
+            birth_date=date(1950, 3, 4),
+            national_id=national_id(date(1950, 3, 4)),
+            phone="13800000000",
+            district="鼓楼区",
+            center_id=CENTER,
+            actor=OTHER_CENTER_GP,
+            at=at(),
         )
     p = patient()
     recorded(p)

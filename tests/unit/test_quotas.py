@@ -42,14 +42,14 @@ def quota(slots: int = 2, **reserved: object) -> Quota:
     options = reserved or {"reserved_for_center": CENTER}
     return Quota.publish(
         QUOTA,
-        HOSPITAL,
-        "expert",
-        "cardiology",
-        SESSION,
-        slots,
-        CUTOFF,
-        HOSPITAL_DESK,
-        at(),
+        hospital_id=HOSPITAL,
+        kind="expert",
+        department="cardiology",
+        session_date=SESSION,
+        slots=slots,
+        release_at=CUTOFF,
+        actor=HOSPITAL_DESK,
+        at=at(),
         expert="周主任",
         half_day="am",
         **options,  # type: ignore[arg-type]
@@ -65,7 +65,14 @@ def booking(n: int) -> UUID:
 
 
 def book(q: Quota, n: int, actor: Actor = GP, when: datetime | None = None) -> None:
-    q.book(booking(n), patient(n), None, actor, "鼓楼区", when or at(days(1)))
+    q.book(
+        booking(n),
+        patient_id=patient(n),
+        referral_id=None,
+        actor=actor,
+        actor_district="鼓楼区",
+        at=when or at(days(1)),
+    )
 
 
 def test_a_hospital_publishes_expert_slots_for_a_session_and_half_day() -> None:
@@ -83,14 +90,14 @@ def test_a_hospital_publishes_expert_slots_for_a_session_and_half_day() -> None:
 def test_reserved_beds_name_a_ward_and_dates() -> None:
     q = Quota.publish(
         QUOTA,
-        HOSPITAL,
-        "bed",
-        "cardiology",
-        SESSION,
-        3,
-        CUTOFF,
-        HOSPITAL_DESK,
-        at(),
+        hospital_id=HOSPITAL,
+        kind="bed",
+        department="cardiology",
+        session_date=SESSION,
+        slots=3,
+        release_at=CUTOFF,
+        actor=HOSPITAL_DESK,
+        at=at(),
         ward="心内科一病区",
         end_date=SESSION + timedelta(days=14),
         reserved_for_district="鼓楼区",
@@ -98,7 +105,7 @@ def test_reserved_beds_name_a_ward_and_dates() -> None:
     assert (q.ward, q.end_date) == ("心内科一病区", SESSION + timedelta(days=14))
     with pytest.raises(InvalidValue):
         Quota.publish(
-            QUOTA, HOSPITAL, "bed", "cardiology", SESSION, 3, CUTOFF, HOSPITAL_DESK, at(),
+            QUOTA, hospital_id=HOSPITAL, kind="bed", department="cardiology", session_date=SESSION, slots=3, release_at=CUTOFF, actor=HOSPITAL_DESK, at=at(),
             reserved_for_district="鼓楼区",
         )  # fmt: skip
 
@@ -125,7 +132,7 @@ def test_a_quota_has_slots_a_half_day_a_cutoff_by_the_session_and_one_reservatio
     args.update(change)
     with pytest.raises(InvalidValue):
         Quota.publish(
-            QUOTA, HOSPITAL, "expert", "cardiology", SESSION, actor=HOSPITAL_DESK, at=at(),
+            QUOTA, hospital_id=HOSPITAL, kind="expert", department="cardiology", session_date=SESSION, actor=HOSPITAL_DESK, at=at(),
             **args,  # type: ignore[arg-type]
         )  # fmt: skip
 
@@ -133,8 +140,8 @@ def test_a_quota_has_slots_a_half_day_a_cutoff_by_the_session_and_one_reservatio
 def test_a_hospital_publishes_only_its_own_quotas() -> None:
     with pytest.raises(NotPermitted):
         Quota.publish(
-            QUOTA, HOSPITAL, "expert", "cardiology", SESSION, 2, CUTOFF, OTHER_HOSPITAL_DESK,
-            at(), half_day="am", reserved_for_center=CENTER,
+            QUOTA, hospital_id=HOSPITAL, kind="expert", department="cardiology", session_date=SESSION, slots=2, release_at=CUTOFF, actor=OTHER_HOSPITAL_DESK,
+            at=at(), half_day="am", reserved_for_center=CENTER,
         )  # fmt: skip
 
 
@@ -151,13 +158,28 @@ def test_one_booking_per_patient_per_session() -> None:
     q = quota(slots=3)
     book(q, 1)
     with pytest.raises(AlreadyBooked):
-        q.book(booking(9), patient(1), None, GP, "鼓楼区", at(days(1)))
+        q.book(
+            booking(9),
+            patient_id=patient(1),
+            referral_id=None,
+            actor=GP,
+            actor_district="鼓楼区",
+            at=at(days(1)),
+        )
 
 
 def test_a_booking_is_tied_to_a_referral_and_the_team_when_given() -> None:
     q = quota()
     referral, team = stable_id("r"), stable_id("t")
-    q.book(booking(1), patient(1), referral, GP, "鼓楼区", at(days(1)), team_id=team)
+    q.book(
+        booking(1),
+        patient_id=patient(1),
+        referral_id=referral,
+        actor=GP,
+        actor_district="鼓楼区",
+        at=at(days(1)),
+        team_id=team,
+    )
     assert q.bookings[booking(1)]["referral_id"] == referral
     assert q.bookings[booking(1)]["team_id"] == team
     assert q.bookings[booking(1)]["center_id"] == CENTER
@@ -169,7 +191,14 @@ def test_only_the_reserved_center_or_district_books() -> None:
     by_district = quota(reserved_for_district="江宁区")
     with pytest.raises(NotReservedForYou):
         book(by_district, 1)  # the GP's center is in 鼓楼区
-    by_district.book(booking(1), patient(1), None, OTHER_CENTER_GP, "江宁区", at(days(1)))
+    by_district.book(
+        booking(1),
+        patient_id=patient(1),
+        referral_id=None,
+        actor=OTHER_CENTER_GP,
+        actor_district="江宁区",
+        at=at(days(1)),
+    )
 
 
 def test_a_hospital_does_not_book_family_doctors_slots() -> None:
@@ -177,11 +206,11 @@ def test_a_hospital_does_not_book_family_doctors_slots() -> None:
     with pytest.raises(NotReservedForYou):
         q.book(
             booking(1),
-            patient(1),
-            None,
-            HOSPITAL_DESK,
-            "鼓楼区",
-            at(days(1)),
+            patient_id=patient(1),
+            referral_id=None,
+            actor=HOSPITAL_DESK,
+            actor_district="鼓楼区",
+            at=at(days(1)),
             booker_is_center=False,
         )
 
@@ -269,14 +298,20 @@ def test_a_center_books_only_for_its_own_patients() -> None:
     with pytest.raises(NotPermitted):
         q.book(
             booking(1),
-            patient(1),
-            None,
-            GP,
-            "鼓楼区",
-            at(days(1)),
+            patient_id=patient(1),
+            referral_id=None,
+            actor=GP,
+            actor_district="鼓楼区",
+            at=at(days(1)),
             patient_centers=frozenset({OTHER_CENTER}),
         )
     q.book(
-        booking(2), patient(2), None, GP, "鼓楼区", at(days(1)), patient_centers=frozenset({CENTER})
+        booking(2),
+        patient_id=patient(2),
+        referral_id=None,
+        actor=GP,
+        actor_district="鼓楼区",
+        at=at(days(1)),
+        patient_centers=frozenset({CENTER}),
     )
     assert list(q.active_bookings) == [booking(2)]

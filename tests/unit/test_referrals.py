@@ -39,18 +39,18 @@ PRESCRIPTIONS = [{"drug": "氨氯地平片", "dose": "5mg qd", "days": 30}]
 def requested(registered_poor: bool = False, speaks: bool = True) -> Referral:
     return Referral.request(
         REFERRAL,
-        PATIENT,
-        CONTRACT,
-        TEAM,
-        CENTER,
-        HOSPITAL,
-        "cardiology",
-        "血压控制不佳",
-        "I10",
-        "urgent",
-        registered_poor,
-        GP,
-        at(),
+        patient_id=PATIENT,
+        contract_id=CONTRACT,
+        team_id=TEAM,
+        center_id=CENTER,
+        hospital_id=HOSPITAL,
+        department="cardiology",
+        reason="血压控制不佳",
+        diagnosis="I10",
+        urgency="urgent",
+        registered_poor=registered_poor,
+        actor=GP,
+        at=at(),
         team_speaks_for_actor=speaks,
     )
 
@@ -119,11 +119,28 @@ def test_only_the_patients_contracted_team_or_its_center_refers() -> None:
 
 
 def test_a_referral_names_a_reason_a_diagnosis_and_a_known_urgency() -> None:
-    args = (REFERRAL, PATIENT, CONTRACT, TEAM, CENTER, HOSPITAL, "cardiology")
+    def request(reason: str, urgency: str) -> Referral:
+        return Referral.request(
+            REFERRAL,
+            patient_id=PATIENT,
+            contract_id=CONTRACT,
+            team_id=TEAM,
+            center_id=CENTER,
+            hospital_id=HOSPITAL,
+            department="cardiology",
+            reason=reason,
+            diagnosis="I10",
+            urgency=urgency,
+            registered_poor=False,
+            actor=GP,
+            at=at(),
+            team_speaks_for_actor=True,
+        )
+
     with pytest.raises(InvalidValue):
-        Referral.request(*args, "r", "I10", "whenever", False, GP, at(), team_speaks_for_actor=True)
+        request("r", "whenever")
     with pytest.raises(InvalidValue):
-        Referral.request(*args, " ", "I10", "routine", False, GP, at(), team_speaks_for_actor=True)
+        request(" ", "routine")
 
 
 def test_only_the_addressed_hospital_accepts_or_rejects() -> None:
@@ -209,16 +226,16 @@ def test_a_return_needs_a_summary_named_drugs_and_a_due_date_not_before_discharg
 def test_a_hospital_may_start_a_return_without_an_upward_referral() -> None:
     r = Referral.start_return(
         REFERRAL,
-        PATIENT,
-        CENTER,
-        HOSPITAL,
-        "orthopedics",
-        "骨折术后",
-        [{"drug": "钙尔奇D"}],
-        "康复训练",
-        days(10),
-        HOSPITAL_DESK,
-        at(),
+        patient_id=PATIENT,
+        center_id=CENTER,
+        hospital_id=HOSPITAL,
+        department="orthopedics",
+        summary="骨折术后",
+        prescriptions=[{"drug": "钙尔奇D"}],
+        rehabilitation="康复训练",
+        follow_up_due=days(10),
+        actor=HOSPITAL_DESK,
+        at=at(),
     )
     assert (r.direction, r.status, r.follow_up_due, r.team_id) == (
         "down",
@@ -239,16 +256,16 @@ def test_a_hospital_starts_returns_only_for_itself() -> None:
     with pytest.raises(NotPermitted):
         Referral.start_return(
             REFERRAL,
-            PATIENT,
-            CENTER,
-            HOSPITAL,
-            "x",
-            "s",
-            [],
-            "",
-            days(9),
-            OTHER_HOSPITAL_DESK,
-            at(),
+            patient_id=PATIENT,
+            center_id=CENTER,
+            hospital_id=HOSPITAL,
+            department="x",
+            summary="s",
+            prescriptions=[],
+            rehabilitation="",
+            follow_up_due=days(9),
+            actor=OTHER_HOSPITAL_DESK,
+            at=at(),
         )
 
 

@@ -26,16 +26,16 @@ from tests.unit.story import (
 
 
 def team() -> CareTeam:
-    return CareTeam.form(TEAM, CENTER, "团队一", CENTER_ADMIN, at())
+    return CareTeam.form(TEAM, center_id=CENTER, name="团队一", actor=CENTER_ADMIN, at=at())
 
 
 def test_a_team_is_formed_by_its_own_center_and_belongs_to_it() -> None:
     t = team()
     assert (t.center_id, t.name, t.members) == (CENTER, "团队一", {})
     with pytest.raises(NotPermitted):
-        CareTeam.form(TEAM, CENTER, "团队一", OTHER_CENTER_GP, at())
+        CareTeam.form(TEAM, center_id=CENTER, name="团队一", actor=OTHER_CENTER_GP, at=at())
     with pytest.raises(InvalidValue):
-        CareTeam.form(TEAM, CENTER, "  ", CENTER_ADMIN, at())
+        CareTeam.form(TEAM, center_id=CENTER, name="  ", actor=CENTER_ADMIN, at=at())
 
 
 def test_a_team_takes_contracts_only_while_it_has_a_general_practitioner() -> None:
