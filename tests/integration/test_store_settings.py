@@ -163,10 +163,13 @@ def test_the_exchange_recorder_lists_the_changes_after_a_position(
 def test_a_command_with_a_bad_setting_stops_at_start_with_one_line(
     tmp_path: Path, variable: str, value: str, reason: str
 ) -> None:
+    from tests.e2e.server import free_port
+
+    port = str(free_port())  # should the check ever let it start, it serves out of the way
     env = {k: v for k, v in os.environ.items() if not k.startswith("JIAYI_")}
     env.update({variable: value, "JIAYI_DATA_DIR": str(tmp_path / "data")})
     done = subprocess.run(
-        [sys.executable, "-m", "jiayi.cli", "serve", "--port", "0", "--demo-patients", "0"],
+        [sys.executable, "-m", "jiayi.cli", "serve", "--port", port, "--demo-patients", "0"],
         env=env,
         cwd=Path(__file__).resolve().parents[2],  # this checkout's code
         capture_output=True,
