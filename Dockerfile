@@ -7,6 +7,7 @@ COPY consumers ./consumers
 COPY domain ./domain
 COPY jiayi ./jiayi
 COPY projections ./projections
+COPY runtime ./runtime
 RUN pip install --no-cache-dir . && useradd --system --home /app jiayi \
     && mkdir -p /app/var && chown jiayi /app/var
 USER jiayi

@@ -6,12 +6,21 @@
   the same answer in both cases so existence does not leak
 - no or unknown token -> 401; a role the endpoint does not allow -> 403
 - the database unreachable -> 503 with ``Retry-After``
+
+Domain errors (:func:`domain_problem`) and an unreachable database (``UNAVAILABLE_PROBLEM``)
+are mapped once; the JSON API and the web pages (``api.web``) both answer with that mapping, so
+they cannot diverge.
+Under a prefix with a :class:`ProblemPages` renderer installed (``/ui``), the same status and
+code come back as an HTML page instead of problem JSON.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -20,7 +29,7 @@ from eventsourcing.persistence import InterfaceError as ESInterfaceError
 from eventsourcing.persistence import OperationalError as ESOperationalError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.common import DomainError, InvalidValue
@@ -40,6 +49,57 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     ConnectionError,
     TimeoutError,
 )
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What a failure is answered with over HTTP, whoever answers (API or pages)."""
+
+    status: int
+    code: str
+    detail: str
+    #: The value at fault (validation), when the error names one.
+    field: str | None = None
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+UNAVAILABLE_PROBLEM = Problem(
+    503,
+    "service-unavailable",
+    "the database is unavailable; retry shortly",
+    headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+)
+
+
+def domain_problem(exc: DomainError) -> Problem:
+    """The one mapping of a domain error to an HTTP status and code."""
+    if exc.not_found or exc.forbidden:
+        # Absent and "not yours" read the same: nothing with that id is visible to you.
+        if exc.not_found:
+            return Problem(404, exc.code, exc.message)
+        return Problem(404, "not-found", "nothing with that id is visible to you")
+    if isinstance(exc, InvalidValue):
+        return Problem(422, exc.code, exc.message, field=exc.details.get("field"))
+    return Problem(409, exc.code, exc.message)
+
+
+@dataclass(frozen=True)
+class ProblemPages:
+    """Answers a classified problem under ``prefix`` as a page (``app.state.problem_pages``)."""
+
+    prefix: str
+    render: Callable[[Request, Problem], Response]
+
+    def applies(self, request: Request) -> bool:
+        path = request.url.path
+        return path == self.prefix or path.startswith(self.prefix + "/")
+
+
+def _page(request: Request, found: Problem) -> Response | None:
+    pages: ProblemPages | None = getattr(request.app.state, "problem_pages", None)
+    if pages is not None and pages.applies(request):
+        return pages.render(request, found)
+    return None
 
 
 class ApiProblem(Exception):
@@ -83,10 +143,9 @@ def problem(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
-def unavailable(detail: str = "the database is unavailable; retry shortly") -> JSONResponse:
-    return problem(
-        503, "service-unavailable", detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
-    )
+def unavailable(detail: str = UNAVAILABLE_PROBLEM.detail) -> JSONResponse:
+    found = UNAVAILABLE_PROBLEM
+    return problem(found.status, found.code, detail, headers=dict(found.headers))
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -113,16 +172,19 @@ async def on_validation(request: Request, exc: RequestValidationError) -> JSONRe
     )
 
 
-async def on_domain(request: Request, exc: DomainError) -> JSONResponse:
-    if exc.not_found or exc.forbidden:
-        # Absent and "not yours" read the same: nothing with that id is visible to you.
-        code = exc.code if exc.not_found else "not-found"
-        detail = exc.message if exc.not_found else "nothing with that id is visible to you"
-        return problem(404, code, detail, instance=request.url.path)
-    if isinstance(exc, InvalidValue):
-        field = exc.details.get("field")
-        return problem(422, exc.code, exc.message, instance=request.url.path, field=field)
-    return problem(409, exc.code, exc.message, instance=request.url.path)
+async def on_domain(request: Request, exc: DomainError) -> Response:
+    found = domain_problem(exc)
+    page = _page(request, found)
+    if page is not None:
+        return page
+    return problem(
+        found.status,
+        found.code,
+        found.detail,
+        headers=dict(found.headers),
+        instance=request.url.path,
+        field=found.field,
+    )
 
 
 async def on_api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
@@ -147,9 +209,9 @@ async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse
     )
 
 
-async def on_unavailable(request: Request, exc: Exception) -> JSONResponse:
+async def on_unavailable(request: Request, exc: Exception) -> Response:
     log.warning("database unavailable: %s", exc)
-    return unavailable()
+    return _page(request, UNAVAILABLE_PROBLEM) or unavailable()
 
 
 async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

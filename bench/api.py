@@ -130,8 +130,7 @@ def _drop_schemas(settings: Settings, schema: str) -> None:
     import psycopg
     from psycopg import sql
 
-    assert settings.postgres_url is not None
-    with psycopg.connect(settings.postgres_url, autocommit=True) as conn:
+    with psycopg.connect(settings.postgres_dsn(), autocommit=True) as conn:
         found = conn.execute(
             "SELECT nspname FROM pg_namespace WHERE nspname = %s OR starts_with(nspname, %s)",
             (schema, f"{schema}_asof_"),

@@ -41,7 +41,7 @@ from consumers.store import MessageKey
 from domain.application import Batch, CareCoordination
 from domain.common import DomainError, NotFound
 from domain.organisations import Organisation
-from domain.pacing import CollectBetweenBatches
+from runtime.pacing import CollectBetweenBatches
 
 log = logging.getLogger(__name__)
 

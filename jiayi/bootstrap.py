@@ -250,7 +250,7 @@ def build_relay_leadership(settings: Settings) -> Leadership:
     """The lock one relay per event store and topic holds while it publishes."""
     from consumers.leadership import FileLeadership, PostgresLeadership
 
-    if settings.postgres_url:
+    if settings.uses_postgres:
         name = f"{settings.postgres_schema or 'public'}:kafka-relay:{settings.domain_topic}"
-        return PostgresLeadership(settings.postgres_url, name)
+        return PostgresLeadership(settings.postgres_dsn(), name)
     return FileLeadership(settings.data_dir / f"kafka-relay.{settings.domain_topic}.lock")

@@ -1,4 +1,8 @@
-"""The ``jiayi`` command line. Each subcommand lives in ``jiayi/commands/<name>.py``."""
+"""The ``jiayi`` command line. Each subcommand lives in ``jiayi/commands/<name>.py``.
+
+The settings are read and checked before any command starts (``args.settings``): a bad one
+stops the command with one line naming the variable and exit status 2.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+
+from jiayi.settings import InvalidSettings, Settings
 
 #: Modules under ``jiayi.commands`` with ``register(subparsers)``; each sets ``func``.
 COMMANDS = ("demo", "projections", "replay", "serve", "tokens", "consume", "publish")
@@ -23,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        args.settings = Settings()
+    except InvalidSettings as exc:
+        for line in exc.lines:
+            print(f"jiayi {args.command}: invalid setting {line}", file=sys.stderr)
+        return 2
     result = args.func(args)
     return int(result or 0)
 

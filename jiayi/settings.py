@@ -1,45 +1,176 @@
-"""Settings, read from the environment (prefix ``JIAYI_``) or given explicitly by tests."""
+"""Settings, read from the environment (prefix ``JIAYI_``) or given explicitly by tests.
+
+Every value is checked when :class:`Settings` is built, so a process with a bad setting stops
+at start (:class:`InvalidSettings`, one line per variable) instead of on first use. Secrets (the
+PostgreSQL URL, which holds the password, and the cipher key) are ``SecretStr``: they never
+show in a repr, a log line or an error message.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from datetime import date, datetime
 from pathlib import Path
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import SecretStr
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "JIAYI_"
+
+#: What :attr:`Settings.postgres_url` looks like (said in messages instead of the value).
+POSTGRES_URL_FORM = "postgresql://user:password@host[:port][/dbname]"
+#: Schema names the event store and ``search_path`` use unquoted: lower case, at most 63 bytes.
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+#: AES key sizes (bytes) of ``eventsourcing.cipher.AESCipher``.
+AES_KEY_SIZES = (16, 24, 32)
+
+
+class InvalidSettings(ValueError):
+    """Settings that cannot be used; one line per variable, naming it, never its value."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("; ".join(lines))
+        self.lines = lines
+
+
+def variable(field: str) -> str:
+    """The environment variable of a setting (``postgres_url`` -> ``JIAYI_POSTGRES_URL``)."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = ".".join(str(part) for part in error["loc"]) or "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{variable(field)}: {message}")
+    return lines
+
+
+def _blank_is_unset(value: Any) -> Any:
+    """An empty variable (``JIAYI_POSTGRES_URL=``) means unset, as it always has."""
+    if isinstance(value, str) and not value.strip():
+        return None
+    if isinstance(value, SecretStr) and not value.get_secret_value().strip():
+        return None
+    return value
+
+
+def postgres_url_params(url: str) -> dict[str, str]:
+    """Host, port, user, password and dbname of a PostgreSQL URL; ``ValueError`` (never
+    quoting the URL, which holds the password) when it is not one this deployment can use."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"not a PostgreSQL URL with a valid port ({POSTGRES_URL_FORM})") from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"must start with postgresql:// or postgres:// ({POSTGRES_URL_FORM})")
+    host = parts.hostname
+    if not host or "," in parts.netloc.rpartition("@")[2]:
+        raise ValueError(f"must name one host ({POSTGRES_URL_FORM})")
+    dbname = unquote(parts.path.removeprefix("/"))
+    if "/" in dbname:
+        raise ValueError(f"the database name has a slash ({POSTGRES_URL_FORM})")
+    if parts.query or parts.fragment:
+        raise ValueError(f"query parameters are not supported ({POSTGRES_URL_FORM})")
+    return {
+        "host": host,
+        "port": str(port or 5432),
+        "user": unquote(parts.username or "postgres"),
+        "password": unquote(parts.password or ""),
+        "dbname": dbname or "postgres",
+    }
+
+
+def _check_postgres_url(value: SecretStr | None) -> SecretStr | None:
+    if value is not None:
+        postgres_url_params(value.get_secret_value())
+    return value
+
+
+def _check_cipher_key(value: SecretStr | None) -> SecretStr | None:
+    if value is None:
+        return None
+    try:
+        key = base64.b64decode(value.get_secret_value().strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be base64 (an AES key of 16, 24 or 32 bytes)") from None
+    if len(key) not in AES_KEY_SIZES:
+        raise ValueError(f"must be an AES key of 16, 24 or 32 bytes, not {len(key)}")
+    return value
+
+
+def _check_schema(value: str | None) -> str | None:
+    if value is not None and not SCHEMA_NAME.fullmatch(value):
+        raise ValueError(
+            "must be a lower-case PostgreSQL name: letters a-z, digits and _, not starting "
+            "with a digit, at most 63 characters"
+        )
+    if value is not None and value.startswith("pg_"):
+        raise ValueError("names starting with pg_ are reserved by PostgreSQL")
+    return value
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r} (an IANA name such as Asia/Shanghai)"
+        ) from None
+    return value
+
+
+PostgresUrl = Annotated[
+    SecretStr | None, BeforeValidator(_blank_is_unset), AfterValidator(_check_postgres_url)
+]
+CipherKey = Annotated[
+    SecretStr | None, BeforeValidator(_blank_is_unset), AfterValidator(_check_cipher_key)
+]
+SchemaName = Annotated[str | None, BeforeValidator(_blank_is_unset), AfterValidator(_check_schema)]
+TimeZoneName = Annotated[str, AfterValidator(_check_timezone)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Positive = Annotated[int, Field(ge=1)]
 
 
 class Settings(BaseSettings):
     """Everything the processes need to know about where things are."""
 
-    model_config = SettingsConfigDict(env_prefix="JIAYI_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", hide_input_in_errors=True
+    )
 
     #: Where the embedded default keeps its SQLite files.
     data_dir: Path = Path("var/data")
-    #: ``postgresql://user:password@host:port/dbname``; when unset, the embedded SQLite default.
-    postgres_url: str | None = None
+    #: ``postgresql://user:password@host:port/dbname`` (a secret: it holds the password);
+    #: when unset, the embedded SQLite default.
+    postgres_url: PostgresUrl = None
     #: PostgreSQL schema for all of jiayi's tables (created if missing).
-    postgres_schema: str | None = None
-    postgres_pool_size: int = 5
-    postgres_max_overflow: int = 10
+    postgres_schema: SchemaName = None
+    postgres_pool_size: Positive = 5
+    postgres_max_overflow: Annotated[int, Field(ge=0)] = 10
     #: The time zone whose calendar days the rules count (due dates, session days, "today").
-    timezone: str = "Asia/Shanghai"
+    timezone: TimeZoneName = "Asia/Shanghai"
     #: AES key (base64, 16/24/32 bytes) to encrypt stored events; personal data at rest.
-    cipher_key: SecretStr | None = None
-    #: Where ``jiayi serve`` listens.
+    cipher_key: CipherKey = None
     #: Run the projection runner inside the serving process (the embedded default). With
     #: several API processes on PostgreSQL, turn it off and run ``jiayi projections run``.
     projections_in_process: bool = True
+    #: Where ``jiayi serve`` listens.
     http_host: str = "127.0.0.1"
     #: Language of the web pages (``zh`` or ``en``) when neither ``?lang=``, the cookie nor the
     #: browser's Accept-Language chooses one.
-    ui_language: str = "zh"
-    http_port: int = 8000
+    ui_language: Literal["zh", "en"] = "zh"
+    http_port: Port = 8000
     #: Worker threads of a server process for the (synchronous) routes: requests beyond this
     #: many wait in line instead of competing for the same cores and aggregates.
-    http_threads: int = 16
+    http_threads: Positive = 16
 
     # --- the Kafka exchange (off when kafka_bootstrap is unset) -------------------------------
     #: ``host:port[,host:port]`` of the Kafka brokers.
@@ -53,12 +184,19 @@ class Settings(BaseSettings):
     #: Consumer group of ``jiayi consume`` (positions live in the event store, not the group).
     consumer_group: str = "jiayi-inbound"
     #: Partitions of the topics ``jiayi consume`` / ``jiayi publish`` create when missing.
-    kafka_partitions: int = 6
+    kafka_partitions: Positive = 6
     #: Most records one poll (and so one event-store transaction per partition) handles.
-    kafka_batch: int = 2000
+    kafka_batch: Positive = 2000
     #: Whether the consumer re-checks record CRCs (cheap: kafka-python uses the ``crc32c``
     #: package, a dependency; its pure-Python fallback took a quarter of the consumer's time).
     kafka_check_crcs: bool = True
+
+    def __init__(self, **values: Any) -> None:
+        """Read and check every setting; :class:`InvalidSettings` names each bad one."""
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise InvalidSettings(_problems(exc)) from None
 
     def zone(self) -> ZoneInfo:
         """The deployment's time zone (:attr:`timezone`)."""
@@ -70,7 +208,13 @@ class Settings(BaseSettings):
 
     @property
     def uses_postgres(self) -> bool:
-        return bool(self.postgres_url)
+        return self.postgres_url is not None
+
+    def postgres_dsn(self) -> str:
+        """:attr:`postgres_url` in clear, for a driver to connect with."""
+        if self.postgres_url is None:
+            raise ValueError("no PostgreSQL configured")
+        return self.postgres_url.get_secret_value()
 
     @property
     def sqlite_path(self) -> Path:
@@ -78,15 +222,4 @@ class Settings(BaseSettings):
 
     def postgres_params(self) -> dict[str, str]:
         """Host, port, user, password and dbname from :attr:`postgres_url`."""
-        if not self.postgres_url:
-            raise ValueError("no PostgreSQL configured")
-        parts = urlsplit(self.postgres_url)
-        if parts.scheme not in ("postgresql", "postgres"):
-            raise ValueError("postgres_url must start with postgresql://")
-        return {
-            "host": parts.hostname or "127.0.0.1",
-            "port": str(parts.port or 5432),
-            "user": unquote(parts.username or "postgres"),
-            "password": unquote(parts.password or ""),
-            "dbname": parts.path.lstrip("/") or "postgres",
-        }
+        return postgres_url_params(self.postgres_dsn())

@@ -18,13 +18,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from domain.pacing import CollectBetweenBatches
 from projections.base import Projection, Rows
 from projections.care import CareProjection
 from projections.directory import DirectoryProjection
 from projections.events import LogReader
 from projections.store import ViewStore
 from projections.timeline import TimelineProjection
+from runtime.pacing import CollectBetweenBatches
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,14 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from api.web.pages import PageError, SignInRequired, on_page_error, on_sign_in_required, router
+from api.web.pages import (
+    PROBLEM_PAGES,
+    PageError,
+    SignInRequired,
+    on_page_error,
+    on_sign_in_required,
+    router,
+)
 
 STATIC = Path(__file__).parent / "static"
 
@@ -22,3 +29,5 @@ def install(app: FastAPI) -> None:
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
     app.add_exception_handler(PageError, on_page_error)
     app.add_exception_handler(SignInRequired, on_sign_in_required)
+    # domain errors and an unreachable database: the API's status and code, as a page
+    app.state.problem_pages = PROBLEM_PAGES

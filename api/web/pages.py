@@ -2,7 +2,9 @@
 
 Pages read through the same :class:`Queries` and :class:`Scope` as the JSON API and act through
 the same use cases with the signed-in person's ``Actor``; roles per page are the API's
-(``api.deps``). Anything not visible reads as a 404 page; a broken rule shows its message.
+(``api.deps``). A domain error or an unreachable database gets the status and code the API
+gives it (``api.errors.domain_problem``): anything not visible reads as a 404 page, an invalid value
+422, a broken rule 409 with its message, the database unavailable 503.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from api import deps
+from api.errors import UNAVAILABLE, Problem, ProblemPages, domain_problem
 from api.schemas import EARLIEST, LATEST
 from api.services import Services
 from api.tokens import Principal, Role
@@ -112,6 +115,12 @@ class Ctx:
 
 
 def context(request: Request) -> Ctx:
+    """The page's context, with whoever the sign-in cookie names (a FastAPI dependency: no
+    other parameters, or they would be read from the query string)."""
+    return context_of(request, session.principal(request))
+
+
+def context_of(request: Request, who: Principal | None) -> Ctx:
     services: Services = request.app.state.services
     lang = i18n.pick(
         request.query_params.get("lang"),
@@ -119,7 +128,7 @@ def context(request: Request) -> Ctx:
         request.headers.get("accept-language"),
         services.settings.ui_language,
     )
-    return Ctx(request, lang, i18n.Labels(lang), session.principal(request))
+    return Ctx(request, lang, i18n.Labels(lang), who)
 
 
 def allowed(*roles: Role) -> Callable[[Request], Ctx]:
@@ -382,13 +391,15 @@ def _act(
     page: Callable[..., HTMLResponse],
     back: str,
 ) -> Response:
-    """Run a use case; on success wait for the views and redirect, else show the rule broken."""
+    """Run a use case; on success wait for the views and redirect, else show the worklist
+    again with what went wrong, under the status the API gives the same error."""
     check_csrf(ctx, fields)
     try:
         outcome = step()
     except DomainError as exc:
-        text = ctx.t("not_found") if exc.not_found or exc.forbidden else exc.message
-        return page(ctx, ctx.principal.org_id, status=409, error=f"{text} ({exc.code})")
+        found = domain_problem(exc)
+        text = _problem_text(ctx, found)
+        return page(ctx, ctx.principal.org_id, status=found.status, error=f"{text} ({found.code})")
     ctx.queries.wait_for(outcome.position, timeout=5.0)
     return redirect(f"{back}?done={quote(done)}")
 
@@ -411,8 +422,6 @@ def accept(referral_id: str, ctx: Ctx = Hospital, fields: dict[str, str] = Form)
 def reject(referral_id: str, ctx: Ctx = Hospital, fields: dict[str, str] = Form) -> Response:
     rid, app, actor = uuid_or_404(referral_id), ctx.services.application(), ctx.principal.actor
     reason, note = fields.get("reason_code", ""), fields.get("note", "")[:4000]
-    if reason not in {str(r) for r in RejectionReason}:
-        return _hospital_page(ctx, actor.org_id, status=422, error=f"{ctx.t('reason')}: ?")
     return _act(
         ctx,
         fields,
@@ -445,6 +454,37 @@ def on_page_error(request: Request, exc: Exception) -> Response:
     return ctx.render(
         "error.html", status=exc.status, error=ctx.t(exc.key), detail=exc.detail, code=exc.status
     )
+
+
+def _problem_text(ctx: Ctx, found: Problem) -> str:
+    """What a person reads for a classified problem: the labels for "not visible" and "try
+    again shortly", else the domain's own message."""
+    if found.status == 404:
+        return ctx.t("not_found")
+    if found.status == 503:
+        return ctx.t("unavailable")
+    return found.detail
+
+
+def render_problem(request: Request, found: Problem) -> Response:
+    """A domain error or an unreachable database raised by a page (``api.errors`` hands them
+    over for paths under ``/ui``), as an error page with the API's status and code."""
+    try:
+        ctx = context(request)
+    except UNAVAILABLE:  # the signed-in person cannot be looked up either
+        ctx = context_of(request, None)
+    response = ctx.render(
+        "error.html",
+        status=found.status,
+        error=ctx.t("error"),
+        detail=f"{_problem_text(ctx, found)} ({found.code})",
+        code=found.status,
+    )
+    response.headers.update(found.headers)
+    return response
+
+
+PROBLEM_PAGES = ProblemPages(router.prefix, render_problem)
 
 
 def on_sign_in_required(request: Request, exc: Exception) -> Response:

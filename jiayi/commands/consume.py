@@ -29,7 +29,7 @@ def stop_on_signals() -> threading.Event:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    settings = Settings()
+    settings: Settings = args.settings
     ensure_topics(settings)
     inbound = build_inbound_consumer(settings)
     stop = stop_on_signals()

@@ -27,7 +27,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings: Settings = args.settings
     app = build_application(settings)
     where = "PostgreSQL" if settings.uses_postgres else f"SQLite {settings.sqlite_path}"
     print(f"building a city of {args.patients} residents (seed {args.seed}) in {where}")

@@ -27,7 +27,7 @@ def register(sub: Any) -> None:
 
 
 def run_rebuild(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings: Settings = args.settings
     app = build_application(settings)
     total = LogReader(app).max_position()
     app.close()
@@ -39,7 +39,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
 
 
 def run_catch_up(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings: Settings = args.settings
     app = build_application(settings)
     store = view_location(settings).open()
     try:
@@ -56,7 +56,7 @@ def run_follow(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    settings = Settings()
+    settings: Settings = args.settings
     app = build_application(settings)
     location = view_location(settings)
     runner = RunnerThread(location.open, LogReader(app), poll=args.poll).start()

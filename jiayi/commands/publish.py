@@ -20,7 +20,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    settings = Settings()
+    settings: Settings = args.settings
     ensure_topics(settings)
     relay = build_relay(settings)
     stop = stop_on_signals()

@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings: Settings = args.settings
     app = build_application(settings)
     reader = LogReader(app)
     location = view_location(settings)

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     from api.main import create_app
 
-    settings = Settings()
+    settings: Settings = args.settings
     host = args.host or settings.http_host
     port = args.port or settings.http_port
     app = build_application(settings)

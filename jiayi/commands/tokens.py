@@ -38,7 +38,7 @@ def _store(settings: Settings) -> TokenStore:
 
 
 def run_issue(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings: Settings = args.settings
     role = Role(args.role)
     district = args.district
     if role in ORG_ROLES:
@@ -67,7 +67,7 @@ def run_issue(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    for t in _store(Settings()).list():
+    for t in _store(args.settings).list():
         state = f"revoked {t.revoked_at}" if t.revoked_at else "active"
         print(
             f"{t.token_id}  {t.role:<15} staff={t.staff_id} org={t.org_id or '-'} "
@@ -77,7 +77,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_revoke(args: argparse.Namespace) -> int:
-    if _store(Settings()).revoke(args.token_id):
+    if _store(args.settings).revoke(args.token_id):
         print(f"revoked {args.token_id}")
         return 0
     print(f"no active token {args.token_id}")

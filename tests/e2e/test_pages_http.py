@@ -4,6 +4,7 @@ domain errors shown as pages."""
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -12,10 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.main import create_app
 from domain.common import Actor
 from jiayi.settings import Settings
 from projections.queries import Scope
 from tests.e2e.pages_world import PagesWorld, serve_world
+from tests.e2e.server import Served, bearer, free_port
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +174,7 @@ def test_actions_need_the_form_token_and_show_broken_rules(world: PagesWorld) ->
             data={"csrf": token.group(1), "reason_code": "bored"},
         )
         assert bad_reason.status_code == 422
+        assert "(invalid-value)" in bad_reason.text
 
 
 def test_assets_ship_with_the_package(world: PagesWorld) -> None:
@@ -179,3 +183,79 @@ def test_assets_ship_with_the_package(world: PagesWorld) -> None:
         assert http.get("/ui/static/ui.js").status_code == 200
         page = http.get("/ui/sign-in")
         assert "http://" not in page.text and "https://" not in page.text  # nothing from a CDN
+
+
+def _form_token(http: httpx.Client, page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', http.get(page).text)
+    assert found
+    return found.group(1)
+
+
+def test_pages_and_api_answer_each_kind_of_domain_error_alike(world: PagesWorld) -> None:
+    """One mapping (``api.errors.domain_problem``): the same step, refused by the domain, gets
+    the same status from the page as from the API, and the page names the API's code."""
+    nowhere = uuid.uuid4()
+    cases = [
+        # (who, page worklist, step path, form, API body, status, API code, page shows code)
+        ("hospital", "hospital", f"/referrals/{nowhere}/accept", {}, {}, 404, "not-found", True),
+        (  # NotPermitted: another center's return reads as absent
+            "other_center",
+            "center",
+            f"/referrals/{world.returned_referral}/acknowledge",
+            {},
+            {},
+            404,
+            "not-found",
+            True,
+        ),
+        (  # a broken rule: the first referral went back to the community long ago
+            "hospital",
+            "hospital",
+            f"/referrals/{world.first_referral}/accept",
+            {},
+            {},
+            409,
+            "referral-step-out-of-order",
+            True,
+        ),
+        (  # an invalid value (the API's schema refuses it before the domain does)
+            "hospital",
+            "hospital",
+            f"/referrals/{world.pending_referral}/reject",
+            {"reason_code": "bored"},
+            {"reason_code": "bored"},
+            422,
+            "validation-failed",
+            False,
+        ),
+    ]
+    for who, worklist, step, form, body, status, code, same_code in cases:
+        api = httpx.post(world.url + step, json=body, headers=bearer(world.tokens[who]), timeout=30)
+        assert (api.status_code, api.json()["code"]) == (status, code), (step, api.text)
+        with signed_in(world, who, **{"Accept-Language": "en"}) as http:
+            token = _form_token(http, f"/ui/worklists/{worklist}")
+            page = http.post("/ui" + step, data={"csrf": token, **form})
+        assert page.status_code == status, (step, page.status_code)
+        assert page.headers["content-type"].startswith("text/html")
+        assert 'class="flash bad"' in page.text
+        if same_code:
+            assert f"({code})" in page.text
+
+
+def test_pages_and_api_answer_an_unreachable_database_alike(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path, postgres_url=f"postgresql://jiayi@127.0.0.1:{free_port()}/jiayi"
+    )
+    served = Served(create_app(settings)).start()
+    try:
+        with httpx.Client(base_url=served.url, timeout=30) as http:
+            api = http.get("/patients", params={"q": "王"}, headers=bearer("jy_any_token"))
+            http.cookies.set("jiayi_session", "jy_any_token")
+            page = http.get("/ui/patients", params={"q": "王"})
+        assert api.status_code == page.status_code == 503
+        assert api.json()["code"] == "service-unavailable"
+        assert page.headers["content-type"].startswith("text/html")
+        assert "(service-unavailable)" in page.text
+        assert int(page.headers["retry-after"]) == int(api.headers["retry-after"]) > 0
+    finally:
+        served.stop()

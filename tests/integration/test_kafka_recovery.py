@@ -53,10 +53,15 @@ def wait_for(condition: object, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def child_postgres_url(settings: Settings) -> str:
+    """``JIAYI_POSTGRES_URL`` for a child process (empty: SQLite)."""
+    return settings.postgres_dsn() if settings.uses_postgres else ""
+
+
 def env_for(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JIAYI_")}
     env.update(
-        JIAYI_POSTGRES_URL=settings.postgres_url or "",
+        JIAYI_POSTGRES_URL=child_postgres_url(settings),
         JIAYI_POSTGRES_SCHEMA=settings.postgres_schema or "",
         JIAYI_DATA_DIR=str(settings.data_dir),
         JIAYI_KAFKA_BOOTSTRAP=settings.kafka_bootstrap or "",
@@ -80,7 +85,7 @@ def test_a_consumer_killed_mid_run_and_restarted_applies_each_message_exactly_on
     patients = [world.patient(serial=i) for i in range(20)]
     n = 12_000
     produce(kafka_bootstrap, settings.partner_topic, followups(world, patients, n, "kill"))
-    url, schema = settings.postgres_url or "", settings.postgres_schema or ""
+    url, schema = child_postgres_url(settings), settings.postgres_schema or ""
     cmd = [sys.executable, "-m", "jiayi.cli", "consume"]
 
     log = (tmp_path / "consume-1.log").open("w")
@@ -130,7 +135,7 @@ def test_two_members_sharing_the_partitions_one_killed_apply_each_message_exactl
     app = build_exchange_application(settings)
     world = build_world(app)
     patients = [world.patient(serial=i) for i in range(40)]
-    url, schema = settings.postgres_url or "", settings.postgres_schema or ""
+    url, schema = child_postgres_url(settings), settings.postgres_schema or ""
     cmd = [sys.executable, "-m", "jiayi.cli", "consume"]
     messages = followups(world, patients, 10_000, "pair")
     logs = [tmp_path / f"member-{i}.log" for i in (1, 2)]
@@ -196,7 +201,7 @@ def test_consumer_and_relay_resume_by_themselves_after_the_broker_restarts(
     app = build_exchange_application(settings)
     world = build_world(app)
     patients = [world.patient(serial=i) for i in range(10)]
-    url, schema = settings.postgres_url or "", settings.postgres_schema or ""
+    url, schema = child_postgres_url(settings), settings.postgres_schema or ""
     inbound = build_inbound_consumer(settings, app=build_exchange_application(settings))
     relay = build_relay(settings, app=build_exchange_application(settings))
     stop = threading.Event()

@@ -1,7 +1,11 @@
-"""How the event store is configured: database functions pinned off, the demo reproducible."""
+"""How the event store is configured: database functions pinned off, the demo reproducible, a
+bad setting refused when a command starts."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -46,8 +50,7 @@ def other_store(settings: Settings, tmp_path: Path) -> Iterator[Settings]:
         return
     schema = f"t_{uuid.uuid4().hex[:12]}"
     yield settings.model_copy(update={"postgres_schema": schema})
-    assert settings.postgres_url is not None
-    with psycopg.connect(settings.postgres_url, autocommit=True) as conn:
+    with psycopg.connect(settings.postgres_dsn(), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
@@ -146,3 +149,38 @@ def test_the_exchange_recorder_lists_the_changes_after_a_position(
         assert app.recorder.changes_since(before, limit=len(everything) - 1) is None  # type: ignore[attr-defined]
     finally:
         app.close()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("JIAYI_POSTGRES_URL", "postgresql//jiayi:pw-s3cret@127.0.0.1/jiayi", "postgresql://"),
+        ("JIAYI_POSTGRES_URL", "postgresql://jiayi:pw-s3cret@127.0.0.1:0x1/jiayi", "port"),
+        ("JIAYI_CIPHER_KEY", "pw-s3cret", "base64"),
+        ("JIAYI_TIMEZONE", "Asia/Peking", "time zone"),
+    ],
+)
+def test_a_command_with_a_bad_setting_stops_at_start_with_one_line(
+    tmp_path: Path, variable: str, value: str, reason: str
+) -> None:
+    from tests.e2e.server import free_port
+
+    port = str(free_port())  # should the check ever let it start, it serves out of the way
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JIAYI_")}
+    env.update({variable: value, "JIAYI_DATA_DIR": str(tmp_path / "data")})
+    done = subprocess.run(
+        [sys.executable, "-m", "jiayi.cli", "serve", "--port", port, "--demo-patients", "0"],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],  # this checkout's code
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"jiayi serve: invalid setting {variable}: ")
+    assert reason in lines[0]
+    assert "s3cret" not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+    assert not (tmp_path / "data").exists()  # nothing was started or created

@@ -28,7 +28,7 @@ def test_every_service_of_the_compose_file_runs_a_command_jiayi_accepts() -> Non
 def test_the_image_the_compose_file_builds_installs_every_package() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     pyproject = (ROOT / "pyproject.toml").read_text()
-    packages = ["domain", "projections", "api", "consumers", "jiayi"]
+    packages = ["domain", "projections", "api", "consumers", "jiayi", "runtime"]
     assert all(f'"{p}*"' in pyproject for p in packages)
     assert all(f"COPY {p} ./{p}" in dockerfile for p in packages)
     assert "pip install --no-cache-dir ." in dockerfile

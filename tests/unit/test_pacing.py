@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from domain.pacing import CollectBetweenBatches
+from runtime.pacing import CollectBetweenBatches
 
 
 class Node:
