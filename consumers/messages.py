@@ -23,6 +23,7 @@ from uuid import UUID
 
 import jsonschema_rs
 import orjson
+from eventsourcing.utils import resolve_topic
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
@@ -353,14 +354,32 @@ def partner_event(
 # --- outbound ------------------------------------------------------------------------------
 
 APPLICATION_SOURCE = "urn:jiayi:app:carecoordination"
+#: Where the schemas are published: ``consumers/schemas/`` in this repository is this base.
+SCHEMA_BASE = "https://jiayi.example/schemas/"
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
+def event_type_name(cls: type) -> str:
+    """``Referral.PatientArrived`` (version 2) -> ``cn.jiayi.referral.patient-arrived.v2``: the
+    version is the event class's ``class_version`` (eventsourcing's; 1 when not set), so an
+    event upcast to a new version goes out as that version."""
+    aggregate, _, name = cls.__qualname__.partition(".")
+    version = getattr(cls, "class_version", None) or 1
+    return (
+        f"cn.jiayi.{_CAMEL.sub('-', aggregate).lower()}.{_CAMEL.sub('-', name).lower()}.v{version}"
+    )
+
+
+@cache
 def outbound_type(topic: str) -> str:
-    """``domain.referrals:Referral.PatientArrived`` -> ``cn.jiayi.referral.patient-arrived.v1``."""
-    aggregate, _, name = topic.partition(":")[2].partition(".")
-    kebab = _CAMEL.sub("-", name).lower()
-    return f"cn.jiayi.{_CAMEL.sub('-', aggregate).lower()}.{kebab}.v1"
+    """``domain.referrals:Referral.PatientArrived`` -> ``cn.jiayi.referral.patient-arrived.v1``
+    (the class the stored topic resolves to names the type and gives its version)."""
+    return event_type_name(resolve_topic(topic))
+
+
+def outbound_schema(type: str) -> str:
+    """The ``dataschema`` of an outbound type: its published schema (``schemas/outbound/``)."""
+    return f"{SCHEMA_BASE}outbound/{type}.json"
 
 
 def _json_default(obj: object) -> Any:
@@ -406,11 +425,13 @@ def domain_event(event: Any, topic: str, position: int, app_name: str, patient_i
         },
     )
     at = fields.get("at")
+    type = outbound_type(topic)
     envelope = {
         "specversion": "1.0",
         "id": f"{app_name}:{position}",
         "source": APPLICATION_SOURCE,
-        "type": outbound_type(topic),
+        "type": type,
+        "dataschema": outbound_schema(type),
         "subject": str(event.originator_id),
         "time": (at if isinstance(at, datetime) else event.timestamp).isoformat(),
         "datacontenttype": "application/json",
