@@ -39,7 +39,7 @@ ACCEPTED = "cn.jiayi.partner.referral.accepted.v1"
 REJECTED = "cn.jiayi.partner.referral.rejected.v1"
 ARRIVED = "cn.jiayi.partner.patient.arrived.v1"
 DISCHARGED = "cn.jiayi.partner.patient.discharged.v1"
-FOLLOWUP = "cn.jiayi.partner.followup.recorded.v1"
+FOLLOWUP = "cn.jiayi.partner.followup.recorded.v2"
 REQUESTED = "cn.jiayi.partner.referral.requested.v1"
 
 
