@@ -2,7 +2,8 @@
 
 Header names follow Kafka Connect's (``__connect.errors.*``) so existing tooling reads them;
 ``jiayi.error.code`` is the stable machine-readable reason (``malformed-message``,
-``unknown-type``, ``schema-violation``, ``unknown-source`` or a domain error's code).
+``unknown-type``, ``unsupported-version``, ``schema-violation``, ``unknown-source`` or a domain
+error's code).
 """
 
 from __future__ import annotations

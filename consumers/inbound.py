@@ -18,7 +18,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
+from datetime import date, timedelta
 from itertools import groupby
 from typing import Any, Protocol, cast
 from uuid import UUID
@@ -51,6 +53,8 @@ RETRIES = 10
 CACHE_LIMIT = 200_000
 #: More changes by others than this since the last batch: drop every kept aggregate instead.
 CHANGES_LIMIT = 50_000
+#: Seconds between two log lines about one partner still sending one deprecated type.
+DEPRECATED_LOG_EVERY = 3600.0
 
 
 class ExchangeRecorder(Protocol):
@@ -100,6 +104,9 @@ class InboundConsumer:
         #: the positions in :attr:`own` (what this consumer recorded since).
         self.seen: int | None = None
         self.own: list[tuple[int, int]] = []
+        #: Messages of a deprecated (still accepted) version received, by (type, source).
+        self.deprecated: Counter[tuple[str, str]] = Counter()
+        self._deprecated_logged: dict[tuple[str, str], float] = {}
 
     # --- positions ----------------------------------------------------------------------
 
@@ -185,8 +192,9 @@ class InboundConsumer:
 
     def handle(self, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> int:
         start = self.positions.get(tp)
+        today = self.app.now().date()  # the day deprecated versions' sunsets are checked on
         items: list[Item] = [
-            (r, self._decode(r)) for r in records if start is None or r.offset >= start
+            (r, self._decode(r, today)) for r in records if start is None or r.offset >= start
         ]
         for attempt in range(RETRIES):
             if not items:
@@ -207,12 +215,32 @@ class InboundConsumer:
                     time.sleep(0.05 * attempt)
         raise IntegrityError(f"{tp}: kept conflicting")
 
-    @staticmethod
-    def _decode(record: ConsumerRecord) -> PartnerMessage | Failure:
+    def _decode(self, record: ConsumerRecord, today: date) -> PartnerMessage | Failure:
         try:
-            return decode(record.value)
+            message = decode(record.value, today)
         except MessageRejected as exc:
             return _failure(exc)
+        if message.sunset is not None:
+            self._note_deprecated(message, message.sunset)
+        return message
+
+    def _note_deprecated(self, message: PartnerMessage, sunset: date) -> None:
+        """Count a message of a deprecated version by type and sender, and log who still sends
+        it (the type and the organisation's URN: no personal data), at most once an hour per
+        sender and type."""
+        key = (message.type, message.source)
+        self.deprecated[key] += 1
+        now = time.monotonic()
+        last = self._deprecated_logged.get(key)
+        if last is None or now - last >= DEPRECATED_LOG_EVERY:
+            self._deprecated_logged[key] = now
+            log.warning(
+                "deprecated %s from %s (%d received by this consumer); accepted until %s",
+                message.type,
+                message.source,
+                self.deprecated[key],
+                (sunset - timedelta(days=1)).isoformat(),
+            )
 
     def _keep(self, batch: Batch) -> None:
         """After a batch is recorded, its aggregates equal the stored ones: keep them for the

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import Enum
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any, ClassVar
 from uuid import UUID
 
 import jsonschema_rs
 import orjson
+from eventsourcing.utils import resolve_topic
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
@@ -176,7 +177,7 @@ class RecordNoShow(RecordAttendance):
 
 @dataclass(frozen=True)
 class RecordFollowUp(Command):
-    type = "cn.jiayi.partner.followup.recorded.v1"
+    type = "cn.jiayi.partner.followup.recorded.v2"
     visit_id: UUID
     patient_id: UUID
     on: date
@@ -216,42 +217,184 @@ def _referral(d: dict[str, Any], source: str, id: str) -> RequestReferral:
     )
 
 
+#: Measurements of followup.recorded v2 -> (the domain's name, conversions to its unit).
+_MEASUREMENTS: dict[str, tuple[str, dict[str, float]]] = {
+    "systolic_bp": ("systolic_bp", {"mmHg": 1.0}),
+    "diastolic_bp": ("diastolic_bp", {"mmHg": 1.0}),
+    "fasting_glucose": ("fasting_glucose", {"mmol/L": 1.0, "mg/dL": 1 / 18.016}),
+    "weight": ("weight_kg", {"kg": 1.0}),
+    "heart_rate": ("heart_rate", {"/min": 1.0}),
+}
+
+
+def _measurement(name: str, quantity: dict[str, Any]) -> tuple[str, float]:
+    domain_name, units = _MEASUREMENTS[name]
+    factor = units[quantity["unit"]]
+    value = float(quantity["value"])
+    return domain_name, value if factor == 1.0 else round(value * factor, 2)
+
+
 def _followup(d: dict[str, Any], source: str, id: str) -> RecordFollowUp:
+    """followup.recorded v2 (current)."""
+    risk = d.get("risk_level")
     return RecordFollowUp(
         visit_id=stable_id(source, id),
         patient_id=UUID(d["patient_id"]),
         on=date.fromisoformat(d["on"]),
         kind=d["kind"],
-        measurements={k: float(v) for k, v in d.get("measurements", {}).items()},
-        risk_level=d.get("risk_level"),
+        measurements=dict(_measurement(k, q) for k, q in d.get("measurements", {}).items()),
+        risk_level=None if risk is None else str(risk),
         note=d.get("note", ""),
         obligation_id=UUID(d["obligation_id"]) if d.get("obligation_id") else None,
     )
 
 
-_TRANSLATE: dict[str, Any] = {
-    RequestReferral.type: _referral,
-    AcceptReferral.type: lambda d, s, i: AcceptReferral(
-        UUID(d["referral_id"]), note=d.get("note", "")
-    ),
-    RejectReferral.type: lambda d, s, i: RejectReferral(
-        UUID(d["referral_id"]), reason_code=d["reason_code"], note=d.get("note", "")
-    ),
-    RecordArrival.type: lambda d, s, i: RecordArrival(UUID(d["referral_id"])),
-    ReturnToCommunity.type: lambda d, s, i: ReturnToCommunity(
-        UUID(d["referral_id"]),
-        summary=d["summary"],
-        prescriptions=tuple(d["prescriptions"]),
-        rehabilitation=d.get("rehabilitation", ""),
-        follow_up_due=date.fromisoformat(d["follow_up_due"]),
-    ),
-    RecordAttendance.type: lambda d, s, i: RecordAttendance(
-        UUID(d["quota_id"]), UUID(d["booking_id"])
-    ),
-    RecordNoShow.type: lambda d, s, i: RecordNoShow(UUID(d["quota_id"]), UUID(d["booking_id"])),
-    RecordFollowUp.type: _followup,
+#: followup.recorded v1's measurement names -> v2's name and the unit v1 implied.
+_V1_MEASUREMENTS = {
+    "systolic_bp": ("systolic_bp", "mmHg"),
+    "diastolic_bp": ("diastolic_bp", "mmHg"),
+    "fasting_glucose": ("fasting_glucose", "mmol/L"),
+    "weight_kg": ("weight", "kg"),
+    "heart_rate": ("heart_rate", "/min"),
 }
-INBOUND_TYPES = tuple(sorted(_TRANSLATE))
+
+
+def followup_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """The data of followup.recorded v1 as v2: each measurement with the unit v1 implied,
+    ``risk_level`` "0"-"5" as an integer. v1 let any measurement name through; one the domain
+    does not know is refused as the domain refused it (``invalid-value``)."""
+    out = {k: v for k, v in data.items() if k not in ("measurements", "risk_level")}
+    if data.get("risk_level") is not None:
+        out["risk_level"] = int(data["risk_level"])
+    if "measurements" in data:
+        out["measurements"] = {}
+        for name, value in data["measurements"].items():
+            if name not in _V1_MEASUREMENTS:
+                raise MessageRejected("invalid-value", f"unknown measurement {name!r}")
+            new, unit = _V1_MEASUREMENTS[name]
+            out["measurements"][new] = {"value": value, "unit": unit}
+    return out
+
+
+Translate = Callable[[dict[str, Any], str, str], Command]
+Upcast = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Deprecated:
+    """A previous version of an inbound type: accepted before ``sunset`` (a calendar day in the
+    application's time zone, by the application's clock), dead-lettered from that day on
+    (``unsupported-version``). ``upcast`` turns its data into the next version's data."""
+
+    sunset: date
+    upcast: Upcast
+
+    @property
+    def last_day(self) -> date:
+        return self.sunset - timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class InboundType:
+    """A partner message type: its current version, translated to a command, and the previous
+    versions still accepted for a deprecation period (each upcast to the next, up to the
+    current one; an upcaster stays while an older version that goes through it is accepted)."""
+
+    name: str
+    current: int
+    translate: Translate
+    previous: Mapping[int, Deprecated] = field(default_factory=dict)
+
+    def type(self, version: int | None = None) -> str:
+        return f"{self.name}.v{self.current if version is None else version}"
+
+    def upcast(self, version: int, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` of ``version`` as the current version's data."""
+        for v in range(version, self.current):
+            data = self.previous[v].upcast(data)
+        return data
+
+
+#: followup.recorded v1: accepted for six months after v2 was published (2026-11-30), that is
+#: until 2027-05-31; refused from this day.
+FOLLOWUP_V1_SUNSET = date(2027, 6, 1)
+
+
+def _inbound(command: type[Command], translate: Translate, **previous: Deprecated) -> InboundType:
+    name, _, version = command.type.rpartition(".v")
+    return InboundType(name, int(version), translate, {int(v[1:]): d for v, d in previous.items()})
+
+
+#: Every inbound type by name (the type without its version).
+INBOUND = {
+    t.name: t
+    for t in (
+        _inbound(RequestReferral, _referral),
+        _inbound(
+            AcceptReferral,
+            lambda d, s, i: AcceptReferral(UUID(d["referral_id"]), note=d.get("note", "")),
+        ),
+        _inbound(
+            RejectReferral,
+            lambda d, s, i: RejectReferral(
+                UUID(d["referral_id"]), reason_code=d["reason_code"], note=d.get("note", "")
+            ),
+        ),
+        _inbound(RecordArrival, lambda d, s, i: RecordArrival(UUID(d["referral_id"]))),
+        _inbound(
+            ReturnToCommunity,
+            lambda d, s, i: ReturnToCommunity(
+                UUID(d["referral_id"]),
+                summary=d["summary"],
+                prescriptions=tuple(d["prescriptions"]),
+                rehabilitation=d.get("rehabilitation", ""),
+                follow_up_due=date.fromisoformat(d["follow_up_due"]),
+            ),
+        ),
+        _inbound(
+            RecordAttendance,
+            lambda d, s, i: RecordAttendance(UUID(d["quota_id"]), UUID(d["booking_id"])),
+        ),
+        _inbound(
+            RecordNoShow, lambda d, s, i: RecordNoShow(UUID(d["quota_id"]), UUID(d["booking_id"]))
+        ),
+        _inbound(RecordFollowUp, _followup, v1=Deprecated(FOLLOWUP_V1_SUNSET, followup_v1_to_v2)),
+    )
+}
+#: The current inbound types.
+INBOUND_TYPES = tuple(sorted(t.type() for t in INBOUND.values()))
+#: Every accepted inbound type: the current ones and the deprecated ones (each has a schema).
+ACCEPTED_TYPES = tuple(
+    sorted(t.type(v) for t in INBOUND.values() for v in (t.current, *t.previous))
+)
+_VERSIONED = re.compile(r"^(.+)\.v([0-9]{1,6})$")
+
+
+@lru_cache(maxsize=256)
+def resolve(type: str, today: date) -> tuple[InboundType, int, Deprecated | None]:
+    """The inbound type and version a message's ``type`` names (and the deprecation, if it is a
+    previous version), or :class:`MessageRejected`: ``unknown-type``, or
+    ``unsupported-version`` for a version never or no longer accepted on ``today``."""
+    match = _VERSIONED.match(type)
+    name, version = (match.group(1), int(match.group(2))) if match else (type, None)
+    spec = INBOUND.get(name)
+    if spec is None:
+        raise MessageRejected("unknown-type", f"unknown message type {type!r}")
+    if version == spec.current:
+        return spec, version, None
+    old = spec.previous.get(version) if version is not None else None
+    if version is None or old is None:
+        raise MessageRejected(
+            "unsupported-version",
+            f"{type!r} is not a supported version; the current version is {spec.type()}",
+        )
+    if today >= old.sunset:
+        raise MessageRejected(
+            "unsupported-version",
+            f"{type} was accepted until {old.last_day.isoformat()}; "
+            f"the current version is {spec.type()}",
+        )
+    return spec, version, old
 
 
 def _schema(type: str) -> dict[str, Any]:
@@ -284,6 +427,8 @@ class PartnerMessage:
     staff_id: str
     at: datetime | None
     command: Command
+    #: When ``type`` is a deprecated version: the day it is refused from.
+    sunset: date | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -294,8 +439,10 @@ class PartnerMessage:
         return Actor(self.staff_id, self.org_id)
 
 
-def decode(value: bytes | None) -> PartnerMessage:
-    """Parse, validate and translate one message, or raise :class:`MessageRejected`."""
+def decode(value: bytes | None, today: date) -> PartnerMessage:
+    """Parse, validate and translate one message, or raise :class:`MessageRejected`. A previous
+    version of a type is validated against its own schema and upcast to the current version's
+    data, while it is accepted on ``today`` (the application's calendar day)."""
     try:
         envelope = orjson.loads(value or b"")
     except (ValueError, UnicodeDecodeError) as exc:
@@ -303,8 +450,9 @@ def decode(value: bytes | None) -> PartnerMessage:
     if not isinstance(envelope, dict):
         raise MessageRejected("malformed-message", "a CloudEvent is a JSON object")
     type = envelope.get("type")
-    if type not in _TRANSLATE:
+    if not isinstance(type, str):
         raise MessageRejected("unknown-type", f"unknown message type {type!r}")
+    spec, version, deprecated = resolve(type, today)
     try:
         fast_check(type)(envelope)
     except jsonschema_rs.ValidationError as exc:
@@ -325,7 +473,8 @@ def decode(value: bytes | None) -> PartnerMessage:
         at = datetime.fromisoformat(envelope["time"]) if "time" in envelope else None
         if at is not None and at.tzinfo is None:
             raise ValueError("time needs a timezone")
-        command = _TRANSLATE[type](data, source, envelope["id"])
+        current = data if deprecated is None else spec.upcast(version, data)
+        command = spec.translate(current, source, envelope["id"])
     except ValueError as exc:
         raise MessageRejected("schema-violation", str(exc)) from None
     return PartnerMessage(
@@ -336,6 +485,7 @@ def decode(value: bytes | None) -> PartnerMessage:
         staff_id=data.get("staff_id") or PARTNER_STAFF,
         at=at,
         command=command,
+        sunset=None if deprecated is None else deprecated.sunset,
     )
 
 
@@ -363,14 +513,32 @@ def partner_event(
 # --- outbound ------------------------------------------------------------------------------
 
 APPLICATION_SOURCE = "urn:jiayi:app:carecoordination"
+#: Where the schemas are published: ``consumers/schemas/`` in this repository is this base.
+SCHEMA_BASE = "https://jiayi.example/schemas/"
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
+def event_type_name(cls: type) -> str:
+    """``Referral.PatientArrived`` (version 2) -> ``cn.jiayi.referral.patient-arrived.v2``: the
+    version is the event class's ``class_version`` (eventsourcing's; 1 when not set), so an
+    event upcast to a new version goes out as that version."""
+    aggregate, _, name = cls.__qualname__.partition(".")
+    version = getattr(cls, "class_version", None) or 1
+    return (
+        f"cn.jiayi.{_CAMEL.sub('-', aggregate).lower()}.{_CAMEL.sub('-', name).lower()}.v{version}"
+    )
+
+
+@cache
 def outbound_type(topic: str) -> str:
-    """``domain.referrals:Referral.PatientArrived`` -> ``cn.jiayi.referral.patient-arrived.v1``."""
-    aggregate, _, name = topic.partition(":")[2].partition(".")
-    kebab = _CAMEL.sub("-", name).lower()
-    return f"cn.jiayi.{_CAMEL.sub('-', aggregate).lower()}.{kebab}.v1"
+    """``domain.referrals:Referral.PatientArrived`` -> ``cn.jiayi.referral.patient-arrived.v1``
+    (the class the stored topic resolves to names the type and gives its version)."""
+    return event_type_name(resolve_topic(topic))
+
+
+def outbound_schema(type: str) -> str:
+    """The ``dataschema`` of an outbound type: its published schema (``schemas/outbound/``)."""
+    return f"{SCHEMA_BASE}outbound/{type}.json"
 
 
 def _json_default(obj: object) -> Any:
@@ -416,11 +584,13 @@ def domain_event(event: Any, topic: str, position: int, app_name: str, patient_i
         },
     )
     at = fields.get("at")
+    type = outbound_type(topic)
     envelope = {
         "specversion": "1.0",
         "id": f"{app_name}:{position}",
         "source": APPLICATION_SOURCE,
-        "type": outbound_type(topic),
+        "type": type,
+        "dataschema": outbound_schema(type),
         "subject": str(event.originator_id),
         "time": (at if isinstance(at, datetime) else event.timestamp).isoformat(),
         "datacontenttype": "application/json",

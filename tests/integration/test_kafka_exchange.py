@@ -29,6 +29,7 @@ from jiayi.settings import Settings
 from projections.queries import Page, Scope
 from tests.conftest import Clock
 from tests.kafka_helpers import as_json, drain, exchange_settings, headers, produce, read_all
+from tests.schemas import validate_outbound
 from tests.world import World, build_world, national_id
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -38,7 +39,7 @@ ACCEPTED = "cn.jiayi.partner.referral.accepted.v1"
 REJECTED = "cn.jiayi.partner.referral.rejected.v1"
 ARRIVED = "cn.jiayi.partner.patient.arrived.v1"
 DISCHARGED = "cn.jiayi.partner.patient.discharged.v1"
-FOLLOWUP = "cn.jiayi.partner.followup.recorded.v1"
+FOLLOWUP = "cn.jiayi.partner.followup.recorded.v2"
 REQUESTED = "cn.jiayi.partner.referral.requested.v1"
 
 
@@ -151,6 +152,10 @@ def test_a_hospital_accepts_and_discharges_and_the_patients_events_go_out_in_ord
     schema = json.loads((ROOT / "consumers/schemas/outbound/domain-event.json").read_text())
     for m in mine:
         Draft202012Validator(schema).validate(m)
+    # every message names the published schema of its type and version, and validates
+    for m in [as_json(r) for r in records]:
+        assert m["dataschema"].endswith(f"/outbound/{m['type']}.json")
+        validate_outbound(m)
     assert {str(h) for h in headers(records[0])} >= {"content-type"}
 
 
@@ -346,6 +351,7 @@ def test_a_patients_personal_data_is_not_published_even_when_encrypted_at_rest(
     assert [t["tag"] for t in tagged] == ["hypertension"]
     schema = json.loads((ROOT / "consumers/schemas/outbound/domain-event.json").read_text())
     Draft202012Validator(schema).validate(registered)
+    validate_outbound(registered)
     leaky = {**registered, "data": {**data, "national_id": national_id(date(1950, 3, 4))}}
     assert not Draft202012Validator(schema).is_valid(leaky)
 

@@ -30,7 +30,7 @@ from tests.world import World, build_world
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
 ROOT = Path(__file__).resolve().parents[2]
-FOLLOWUP = "cn.jiayi.partner.followup.recorded.v1"
+FOLLOWUP = "cn.jiayi.partner.followup.recorded.v2"
 VISITS = "FollowUps.VisitRecorded"
 
 
