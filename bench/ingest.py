@@ -41,7 +41,7 @@ from domain.patients import Patient
 from jiayi.bootstrap import build_exchange_application, build_inbound_consumer, ensure_topics
 from jiayi.settings import Settings
 
-FOLLOWUP = "cn.jiayi.partner.followup.recorded.v1"
+FOLLOWUP = "cn.jiayi.partner.followup.recorded.v2"
 
 
 def national_id(serial: int) -> str:
@@ -129,7 +129,10 @@ def main() -> int:
                 "patient_id": str(p),
                 "on": day,
                 "kind": "face_to_face" if i % 3 else "phone",
-                "measurements": {"systolic_bp": 120 + i % 40, "diastolic_bp": 80 + i % 15},
+                "measurements": {
+                    "systolic_bp": {"value": 120 + i % 40, "unit": "mmHg"},
+                    "diastolic_bp": {"value": 80 + i % 15, "unit": "mmHg"},
+                },
                 "staff_id": f"gp-{i % 40}",
             }
             value = partner_event(FOLLOWUP, center, f"his-{tag}-{i}", data, today)
