@@ -180,7 +180,7 @@ class CareProjection(Projection):
                 "center_id": stream.get("center_id"),
                 "team_id": patient.get("team_id"),
                 "staff_id": ev.staff,
-                "on_date": data["on"],
+                "on_date": data["visited_on"],
                 "kind": data["kind"],
                 "obligation_id": data.get("obligation_id"),
             },
@@ -188,7 +188,7 @@ class CareProjection(Projection):
         if data.get("obligation_id"):
             row = rows.get("v_obligations", data["obligation_id"])
             if row is not None:
-                row.update(status="done", done_on=data["on"], done_by=ev.staff)
+                row.update(status="done", done_on=data["visited_on"], done_by=ev.staff)
                 rows.put("v_obligations", row)
 
     # --- contracts ----------------------------------------------------------------------

@@ -419,5 +419,5 @@ class TimelineProjection(Projection):
             rows,
             self._ref_of(rows, ev.aggregate_id).get("patient_id"),
             "follow_up.visit",
-            f"{data['kind'].replace('_', ' ')} follow-up on {data['on']}{met}",
+            f"{data['kind'].replace('_', ' ')} follow-up on {data['visited_on']}{met}",
         )

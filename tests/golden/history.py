@@ -13,7 +13,7 @@ import json
 import pkgutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from datetime import date, datetime, timedelta
 from enum import Enum
 from pathlib import Path
@@ -28,7 +28,8 @@ from eventsourcing.persistence import StoredEvent
 from domain.application import CareCoordination
 from domain.common import Actor, stable_id
 from domain.followups import FollowUps
-from projections.runner import select
+from projections.events import LogReader
+from projections.runner import rebuild, select
 from projections.store import ViewStore
 
 HERE = Path(__file__).resolve().parent
@@ -509,6 +510,33 @@ def view_rows(store: ViewStore) -> dict[str, list[dict[str, Any]]]:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
+
+
+@dataclass
+class Replay:
+    """A fresh store and its views, for the golden records."""
+
+    app: CareCoordination
+    store: ViewStore
+
+    def insert(self, records: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        records = read_records() if records is None else records
+        insert_records(self.app, records)
+        return records
+
+    def rebuilt_views(self) -> dict[str, list[dict[str, Any]]]:
+        rebuild(self.store, LogReader(self.app), pace_gc=False)
+        return view_rows(self.store)
+
+
+def expected_aggregates() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(AGGREGATES.read_text(encoding="utf-8"))
+    return loaded
+
+
+def expected_views() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(VIEWS.read_text(encoding="utf-8"))
+    return loaded
 
 
 def domain_event_classes() -> list[type[DomainEvent]]:

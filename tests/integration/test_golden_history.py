@@ -9,55 +9,25 @@ ARCHITECTURE.md; ``tests/golden/generate.py`` says when the expectations may be 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from eventsourcing import utils
 
-from domain.application import CareCoordination
 from domain.patients import Patient
 from jiayi.bootstrap import build_application, view_location
 from jiayi.settings import Settings
 from projections.events import LogReader
-from projections.runner import Runner, rebuild
-from projections.store import ViewStore
+from projections.runner import Runner
 from tests.golden import history
 
 
-@dataclass
-class Replay:
-    app: CareCoordination
-    store: ViewStore
-
-    def insert(self, records: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-        records = history.read_records() if records is None else records
-        history.insert_records(self.app, records)
-        return records
-
-    def rebuilt_views(self) -> dict[str, list[dict[str, Any]]]:
-        rebuild(self.store, LogReader(self.app), pace_gc=False)
-        return history.view_rows(self.store)
-
-
-def expected_aggregates() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(history.AGGREGATES.read_text(encoding="utf-8"))
-    return loaded
-
-
-def expected_views() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(history.VIEWS.read_text(encoding="utf-8"))
-    return loaded
-
-
 @pytest.fixture
-def replay(settings: Settings) -> Iterator[Replay]:
+def replay(settings: Settings) -> Iterator[history.Replay]:
     """A fresh, empty store (SQLite, and real PostgreSQL) with its views."""
     app = build_application(settings)
     store = view_location(settings).open()
-    yield Replay(app, store)
+    yield history.Replay(app, store)
     store.close()
     app.close()
 
@@ -70,25 +40,25 @@ def test_the_golden_records_hold_every_event_class_of_the_domain() -> None:
     assert not missing, f"add these events to the golden story: {sorted(missing)}"
 
 
-def test_the_stored_records_fold_to_the_expected_aggregates(replay: Replay) -> None:
+def test_the_stored_records_fold_to_the_expected_aggregates(replay: history.Replay) -> None:
     records = replay.insert()
     assert replay.app.max_position() == len(records)
-    assert history.folded(replay.app, records) == expected_aggregates()
+    assert history.folded(replay.app, records) == history.expected_aggregates()
 
 
-def test_the_stored_records_rebuild_the_expected_views(replay: Replay) -> None:
+def test_the_stored_records_rebuild_the_expected_views(replay: history.Replay) -> None:
     replay.insert()
-    assert replay.rebuilt_views() == expected_views()
+    assert replay.rebuilt_views() == history.expected_views()
 
 
-def test_views_followed_batch_by_batch_equal_the_expected_ones(replay: Replay) -> None:
+def test_views_followed_batch_by_batch_equal_the_expected_ones(replay: history.Replay) -> None:
     replay.insert()
     Runner(replay.store, LogReader(replay.app)).catch_up(limit=7)
-    assert history.view_rows(replay.store) == expected_views()
+    assert history.view_rows(replay.store) == history.expected_views()
 
 
 def test_an_old_topic_registered_for_a_moved_class_reaches_the_same_handlers(
-    replay: Replay, monkeypatch: pytest.MonkeyPatch
+    replay: history.Replay, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Stored as if ``Patient.Registered`` once lived elsewhere under another name."""
     old = "domain.registry:Resident.Enrolled"
@@ -99,5 +69,5 @@ def test_an_old_topic_registered_for_a_moved_class_reaches_the_same_handlers(
     ]
     assert any(r["topic"] == old for r in records)
     replay.insert(records)
-    assert history.folded(replay.app, records) == expected_aggregates()
-    assert replay.rebuilt_views() == expected_views()
+    assert history.folded(replay.app, records) == history.expected_aggregates()
+    assert replay.rebuilt_views() == history.expected_views()
