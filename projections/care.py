@@ -8,6 +8,7 @@ kept here, so the rows never go stale as days pass.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 from domain.contracts import Contract
@@ -98,17 +99,20 @@ class CareProjection(Projection):
             },
         )
 
-    @handles(Patient, "Tagged", "Untagged")
-    def tags_changed(self, ev: Ev, rows: Rows) -> None:
+    @handles(Patient, "Tagged")
+    def tagged(self, ev: Ev, rows: Rows) -> None:
+        self._tags_changed(ev, rows, lambda tags: tags | {ev.data["tag"]})
+
+    @handles(Patient, "Untagged")
+    def untagged(self, ev: Ev, rows: Rows) -> None:
+        self._tags_changed(ev, rows, lambda tags: tags - {ev.data["tag"]})
+
+    def _tags_changed(self, ev: Ev, rows: Rows, change: Callable[[set[str]], set[str]]) -> None:
         row = rows.get("v_care_patients", ev.aggregate_id)
         if row is None:
             return
         tags = set(row["tags"].split(",")) if row["tags"] else set()
-        if ev.name == "Patient.Tagged":
-            tags.add(ev.data["tag"])
-        else:
-            tags.discard(ev.data["tag"])
-        row["tags"] = ",".join(sorted(tags))
+        row["tags"] = ",".join(sorted(change(tags)))
         rows.put("v_care_patients", row)
 
     @handles(Patient, "Transferred")
@@ -224,17 +228,19 @@ class CareProjection(Projection):
             row["end_date"] = ev.data["end"]
             rows.put("v_contracts", row)
 
-    @handles(Contract, "Terminated", "Expired")
-    def ended(self, ev: Ev, rows: Rows) -> None:
+    @handles(Contract, "Terminated")
+    def terminated(self, ev: Ev, rows: Rows) -> None:
+        self._ended(ev, rows, status="terminated", ended_on=ev.at_day)
+
+    @handles(Contract, "Expired")
+    def expired(self, ev: Ev, rows: Rows) -> None:
+        self._ended(ev, rows, status="expired", ended_on=ev.data["on"])
+
+    def _ended(self, ev: Ev, rows: Rows, status: str, ended_on: str) -> None:
         row = rows.get("v_contracts", ev.aggregate_id)
-        if row is None:
-            return
-        terminated = ev.name == "Contract.Terminated"
-        row.update(
-            status="terminated" if terminated else "expired",
-            ended_on=ev.at_day if terminated else ev.data["on"],
-        )
-        rows.put("v_contracts", row)
+        if row is not None:
+            row.update(status=status, ended_on=ended_on)
+            rows.put("v_contracts", row)
 
     @handles(Contract, "TeamChanged")
     def team_changed(self, ev: Ev, rows: Rows) -> None:
@@ -287,19 +293,25 @@ class CareProjection(Projection):
             row.update(changes)
             rows.put("v_referrals", row)
 
-    @handles(Referral, "Accepted", "Rejected")
-    def decided(self, ev: Ev, rows: Rows) -> None:
-        status = "accepted" if ev.name == "Referral.Accepted" else "rejected"
-        self._referral(ev, rows, status=status, decision=status, decided_at=ev.at)
+    @handles(Referral, "Accepted")
+    def accepted(self, ev: Ev, rows: Rows) -> None:
+        self._referral(ev, rows, status="accepted", decision="accepted", decided_at=ev.at)
 
-    @handles(Referral, "Cancelled", "PatientArrived", "PatientAdmitted")
-    def referral_status(self, ev: Ev, rows: Rows) -> None:
-        status = {
-            "Referral.Cancelled": "cancelled",
-            "Referral.PatientArrived": "arrived",
-            "Referral.PatientAdmitted": "admitted",
-        }[ev.name]
-        self._referral(ev, rows, status=status)
+    @handles(Referral, "Rejected")
+    def rejected(self, ev: Ev, rows: Rows) -> None:
+        self._referral(ev, rows, status="rejected", decision="rejected", decided_at=ev.at)
+
+    @handles(Referral, "Cancelled")
+    def cancelled(self, ev: Ev, rows: Rows) -> None:
+        self._referral(ev, rows, status="cancelled")
+
+    @handles(Referral, "PatientArrived")
+    def arrived(self, ev: Ev, rows: Rows) -> None:
+        self._referral(ev, rows, status="arrived")
+
+    @handles(Referral, "PatientAdmitted")
+    def admitted(self, ev: Ev, rows: Rows) -> None:
+        self._referral(ev, rows, status="admitted")
 
     @handles(Referral, "ReturnedToCommunity")
     def returned(self, ev: Ev, rows: Rows) -> None:
@@ -384,11 +396,18 @@ class CareProjection(Projection):
             rows.put("v_bookings", row)
             self._quota_booked(rows, ev.aggregate_id, -1)
 
-    @handles(Quota, "Attended", "NoShow")
-    def attendance(self, ev: Ev, rows: Rows) -> None:
+    @handles(Quota, "Attended")
+    def attended(self, ev: Ev, rows: Rows) -> None:
+        self._attendance(ev, rows, "attended")
+
+    @handles(Quota, "NoShow")
+    def no_show(self, ev: Ev, rows: Rows) -> None:
+        self._attendance(ev, rows, "no_show")
+
+    def _attendance(self, ev: Ev, rows: Rows, status: str) -> None:
         row = rows.get("v_bookings", ev.data["booking_id"])
         if row is not None:
-            row["status"] = "attended" if ev.name == "Quota.Attended" else "no_show"
+            row["status"] = status
             rows.put("v_bookings", row)
 
     @handles(Quota, "Released")

@@ -8,6 +8,7 @@ referral, booking or follow-up stream belongs to) so later events find their pat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from domain.contracts import Contract
@@ -292,47 +293,69 @@ class TimelineProjection(Projection):
             hospital_id=data["hospital_id"],
         )
 
-    @handles(
-        Referral,
-        "Accepted",
-        "Rejected",
-        "Cancelled",
-        "PatientArrived",
-        "PatientAdmitted",
-        "ReturnedToCommunity",
-        "ReturnAcknowledged",
-    )
-    def referral_step(self, ev: Ev, rows: Rows) -> None:
+    def _referral_step(self, ev: Ev, rows: Rows, kind: str, summary: Callable[[str], str]) -> None:
+        """An entry for a later step of a referral; ``summary`` is given the hospital's name."""
         ref = self._ref_of(rows, ev.aggregate_id)
-        hospital = self._name(rows, ref.get("hospital_id"))
-        data, step = ev.data, ev.name.split(".", 1)[1]
-        kind, summary = {
-            "Accepted": ("referral.accepted", f"{hospital} accepted the referral"),
-            "Rejected": (
-                "referral.rejected",
-                f"{hospital} rejected the referral ({data.get('reason_code')})",
-            ),
-            "Cancelled": ("referral.cancelled", f"Referral cancelled: {data.get('reason')}"),
-            "PatientArrived": ("referral.arrived", f"Arrived at {hospital}"),
-            "PatientAdmitted": (
-                "referral.admitted",
-                f"Admitted to {hospital}, ward {data.get('ward')}",
-            ),
-            "ReturnedToCommunity": (
-                "return.returned",
-                f"{hospital} returned the patient to the community; follow-up due "
-                f"{data.get('follow_up_due')}",
-            ),
-            "ReturnAcknowledged": ("return.acknowledged", "Return to community acknowledged"),
-        }[step]
         self._entry(
             ev,
             rows,
             ref.get("patient_id"),
             kind,
-            summary,
+            summary(self._name(rows, ref.get("hospital_id"))),
             referral_id=ev.aggregate_id,
             hospital_id=ref.get("hospital_id"),
+        )
+
+    @handles(Referral, "Accepted")
+    def accepted(self, ev: Ev, rows: Rows) -> None:
+        self._referral_step(
+            ev, rows, "referral.accepted", lambda hospital: f"{hospital} accepted the referral"
+        )
+
+    @handles(Referral, "Rejected")
+    def rejected(self, ev: Ev, rows: Rows) -> None:
+        reason = ev.data.get("reason_code")
+        self._referral_step(
+            ev,
+            rows,
+            "referral.rejected",
+            lambda hospital: f"{hospital} rejected the referral ({reason})",
+        )
+
+    @handles(Referral, "Cancelled")
+    def cancelled(self, ev: Ev, rows: Rows) -> None:
+        reason = ev.data.get("reason")
+        self._referral_step(
+            ev, rows, "referral.cancelled", lambda _: f"Referral cancelled: {reason}"
+        )
+
+    @handles(Referral, "PatientArrived")
+    def arrived(self, ev: Ev, rows: Rows) -> None:
+        self._referral_step(ev, rows, "referral.arrived", lambda hospital: f"Arrived at {hospital}")
+
+    @handles(Referral, "PatientAdmitted")
+    def admitted(self, ev: Ev, rows: Rows) -> None:
+        ward = ev.data.get("ward")
+        self._referral_step(
+            ev, rows, "referral.admitted", lambda hospital: f"Admitted to {hospital}, ward {ward}"
+        )
+
+    @handles(Referral, "ReturnedToCommunity")
+    def returned(self, ev: Ev, rows: Rows) -> None:
+        due = ev.data.get("follow_up_due")
+        self._referral_step(
+            ev,
+            rows,
+            "return.returned",
+            lambda hospital: (
+                f"{hospital} returned the patient to the community; follow-up due {due}"
+            ),
+        )
+
+    @handles(Referral, "ReturnAcknowledged")
+    def return_acknowledged(self, ev: Ev, rows: Rows) -> None:
+        self._referral_step(
+            ev, rows, "return.acknowledged", lambda _: "Return to community acknowledged"
         )
 
     # --- bookings -----------------------------------------------------------------------
@@ -360,29 +383,34 @@ class TimelineProjection(Projection):
             hospital_id=quota.get("hospital_id"),
         )
 
-    @handles(Quota, "BookingCancelled", "Attended", "NoShow")
-    def booking_step(self, ev: Ev, rows: Rows) -> None:
+    def _booking_step(self, ev: Ev, rows: Rows, kind: str, summary: Callable[[str], str]) -> None:
+        """An entry for a later step of a booking; ``summary`` is given the slot's label."""
         booking_id = ev.data["booking_id"]
         ref = self._ref_of(rows, booking_id)
         label = self._ref_of(rows, ev.aggregate_id).get("name", "the slot")
-        kind, summary = {
-            "Quota.BookingCancelled": (
-                "booking.cancelled",
-                f"Booking cancelled: {ev.data.get('reason')}",
-            ),
-            "Quota.Attended": ("booking.attended", f"Attended {label}"),
-            "Quota.NoShow": ("booking.no_show", f"Did not attend {label}"),
-        }[ev.name]
         self._entry(
             ev,
             rows,
             ref.get("patient_id"),
             kind,
-            summary,
+            summary(label),
             booking_id=booking_id,
             referral_id=ref.get("extra"),
             hospital_id=ref.get("hospital_id"),
         )
+
+    @handles(Quota, "BookingCancelled")
+    def booking_cancelled(self, ev: Ev, rows: Rows) -> None:
+        reason = ev.data.get("reason")
+        self._booking_step(ev, rows, "booking.cancelled", lambda _: f"Booking cancelled: {reason}")
+
+    @handles(Quota, "Attended")
+    def attended(self, ev: Ev, rows: Rows) -> None:
+        self._booking_step(ev, rows, "booking.attended", lambda label: f"Attended {label}")
+
+    @handles(Quota, "NoShow")
+    def no_show(self, ev: Ev, rows: Rows) -> None:
+        self._booking_step(ev, rows, "booking.no_show", lambda label: f"Did not attend {label}")
 
     # --- follow-ups ---------------------------------------------------------------------
 
