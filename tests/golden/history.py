@@ -443,14 +443,24 @@ def read_records() -> list[dict[str, Any]]:
 
 
 def insert_records(app: CareCoordination, records: list[dict[str, Any]]) -> None:
-    """The records into ``app``'s (empty) store, through its recorder, in their order."""
+    """The records into ``app``'s (empty) store, through its recorder, in their order
+    (compressed and encrypted as ``app`` stores events, when it does)."""
+    compressor, cipher = app.mapper.compressor, app.mapper.cipher
+
+    def stored(state: bytes) -> bytes:
+        if compressor:
+            state = compressor.compress(state)
+        if cipher:
+            state = cipher.encrypt(state)
+        return state
+
     app.recorder.insert_events(
         [
             StoredEvent(
                 originator_id=UUID(r["originator_id"]),
                 originator_version=r["originator_version"],
                 topic=r["topic"],
-                state=r["state"].encode("utf-8"),
+                state=stored(r["state"].encode("utf-8")),
             )
             for r in records
         ]

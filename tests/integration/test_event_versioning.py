@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from eventsourcing.cipher import AESCipher
+from pydantic import SecretStr
 
 from domain.common import Actor
 from domain.followups import FollowUps
@@ -85,3 +87,22 @@ def test_new_visits_are_stored_by_version_2_and_read_beside_old_ones(
     }
     assert days[outcome.id.hex] == (last_visit + timedelta(days=1)).isoformat()
     assert len(days) == 3  # the two version 1 visits of the golden history, and this one
+
+
+def test_old_events_in_an_encrypted_store_are_upcast_after_decryption(settings: Settings) -> None:
+    """Production encrypts stored events: the views decrypt, then upcast, as the library."""
+    key = SecretStr(AESCipher.create_key(16))
+    encrypted = settings.model_copy(update={"cipher_key": key})
+    app = build_application(encrypted)
+    store = view_location(encrypted).open()
+    try:
+        replay = history.Replay(app, store)
+        records = replay.insert()
+        assert app.mapper.cipher is not None
+        first = app.recorder.select_notifications(0, 1)[0]
+        assert records[0]["state"].encode() not in bytes(first.state)
+        assert history.folded(app, records) == history.expected_aggregates()
+        assert replay.rebuilt_views() == history.expected_views()
+    finally:
+        store.close()
+        app.close()
