@@ -289,7 +289,7 @@ class FollowUps(Aggregate):
         target = self._choose(on, kind, risk_level, obligation_id)
         self._visited(
             visit_id=visit_id,
-            on=on,
+            visited_on=on,
             kind=kind,
             measurements=measurements,
             risk_level=risk_level,
@@ -327,11 +327,34 @@ class FollowUps(Aggregate):
         if o["risk_assessment"] and risk_level is None:
             raise RiskAssessmentRequired("a severe-mental-disorder follow-up needs a risk level")
 
-    @event("VisitRecorded")
+    class VisitRecorded(Aggregate.Event):
+        """A visit happened on ``visited_on`` (``at`` is the moment it was recorded as
+        happening; they differ when a visit is written up later).
+
+        Version 2 renamed ``on`` to ``visited_on``: events stored by version 1 carry ``on``
+        and are upcast when read (see "How to change an event" in ARCHITECTURE.md)."""
+
+        class_version = 2
+
+        visit_id: UUID
+        visited_on: date
+        kind: str
+        measurements: dict[str, float]
+        risk_level: str | None
+        note: str
+        obligation_id: UUID | None
+        actor: Actor
+        at: datetime
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["visited_on"] = state.pop("on")
+
+    @event(VisitRecorded)
     def _visited(
         self,
         visit_id: UUID,
-        on: date,
+        visited_on: date,
         kind: str,
         measurements: dict[str, float],
         risk_level: str | None,
@@ -340,7 +363,7 @@ class FollowUps(Aggregate):
         actor: Actor,
         at: datetime,
     ) -> None:
-        self.visits[visit_id] = {"on": on, "kind": kind, "obligation_id": obligation_id}
+        self.visits[visit_id] = {"on": visited_on, "kind": kind, "obligation_id": obligation_id}
         if obligation_id is not None:
             self.obligations[obligation_id]["status"] = "done"
             self.obligations[obligation_id]["visit_id"] = visit_id

@@ -9,9 +9,11 @@ and when a view is rebuilt from an empty store every row lives in memory until t
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-from projections.events import Ev
+from eventsourcing.domain import Aggregate, DomainEvent
+
+from projections.events import Ev, event_class
 from projections.store import Table, ViewStore
 
 Row = dict[str, Any]
@@ -99,20 +101,53 @@ class Rows:
 
 
 Handler = Callable[[Any, Ev, Rows], None]
+H = TypeVar("H", bound=Handler)
+#: Where :func:`handles` notes, on a handler method, the event classes it handles.
+_HANDLED = "_handles_events"
+
+
+def handles(aggregate: type[Aggregate], *names: str) -> Callable[[H], H]:
+    """Make the decorated method the projection's handler of ``aggregate``'s events ``names``.
+
+    The names are resolved to the event classes when the projection is defined (at import):
+    an event class renamed or removed fails there. Dispatch is by the class a stored topic
+    resolves to, so a class moved with ``register_topic(old_topic, cls)`` still reaches it."""
+    events = tuple(event_class(aggregate, name) for name in names)
+
+    def register(method: H) -> H:
+        setattr(method, _HANDLED, (*getattr(method, _HANDLED, ()), *events))
+        return method
+
+    return register
 
 
 class Projection:
-    """Subclasses declare ``name``, ``tables`` and ``handlers`` (event name -> method)."""
+    """Subclasses declare ``name`` and ``tables``, and handler methods with :func:`handles`."""
 
     name: ClassVar[str]
     tables: ClassVar[tuple[Table, ...]]
-    #: Event name (``Aggregate.Event``) -> method name.
-    handles: ClassVar[dict[str, str]]
+    #: Event class -> handler (collected from the methods decorated with :func:`handles`).
+    handlers: ClassVar[dict[type[DomainEvent], Handler]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        handlers: dict[type[DomainEvent], Handler] = {}
+        for klass in reversed(cls.__mro__):
+            own: set[type[DomainEvent]] = set()
+            for attribute in vars(klass).values():
+                for event_type in getattr(attribute, _HANDLED, ()):
+                    if event_type in own:
+                        raise TypeError(
+                            f"{klass.__qualname__} handles {event_type.__qualname__} twice"
+                        )
+                    own.add(event_type)
+                    handlers[event_type] = attribute
+        cls.handlers = handlers
 
     def table_map(self) -> dict[str, Table]:
         return {t.name: t for t in self.tables}
 
     def apply(self, ev: Ev, rows: Rows) -> None:
-        method = self.handles.get(ev.name)
-        if method is not None:
-            getattr(self, method)(ev, rows)
+        handler = self.handlers.get(ev.event_type)
+        if handler is not None:
+            handler(self, ev, rows)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from projections.base import Projection, Rows
+from domain.organisations import Organisation
+from domain.patients import Patient
+from domain.teams import CareTeam
+from projections.base import Projection, Rows, handles
 from projections.events import Ev
 from projections.store import Table
 
@@ -72,82 +75,76 @@ class DirectoryProjection(Projection):
             (("center_id",), ("national_id",)),
         ),
     )
-    handles: ClassVar[dict[str, str]] = {
-        "Organisation.Registered": "org_registered",
-        "Organisation.ResidentsRecorded": "residents",
-        "CareTeam.Formed": "team_formed",
-        "CareTeam.MemberJoined": "member_joined",
-        "CareTeam.MemberLeft": "member_left",
-        "Patient.Registered": "patient_registered",
-        "Patient.Tagged": "tagged",
-        "Patient.Untagged": "untagged",
-        "Patient.MovedAway": "moved_away",
-        "Patient.Transferred": "transferred",
-        "Patient.ContractTaken": "contract_taken",
-        "Patient.ContractExtended": "contract_extended",
-        "Patient.ContractReleased": "contract_released",
-    }
 
+    @handles(Organisation, "Registered")
     def org_registered(self, ev: Ev, rows: Rows) -> None:
-        d = ev.d
+        data = ev.data
         rows.put(
             "v_orgs",
             {
-                "id": ev.oid,
-                "kind": d["kind"],
-                "name": d["name"],
-                "district": d["district"],
-                "level": d["level"],
+                "id": ev.aggregate_id,
+                "kind": data["kind"],
+                "name": data["name"],
+                "district": data["district"],
+                "level": data["level"],
             },
         )
 
+    @handles(Organisation, "ResidentsRecorded")
     def residents(self, ev: Ev, rows: Rows) -> None:
-        d = ev.d
+        data = ev.data
         rows.put(
             "v_residents",
             {
-                "center_id": ev.oid,
-                "as_of": d["as_of"],
-                "total": d["total"],
-                "key_population": d["key_population"],
+                "center_id": ev.aggregate_id,
+                "as_of": data["as_of"],
+                "total": data["total"],
+                "key_population": data["key_population"],
                 "recorded_at": ev.at,
             },
         )
 
+    @handles(CareTeam, "Formed")
     def team_formed(self, ev: Ev, rows: Rows) -> None:
-        rows.put("v_teams", {"id": ev.oid, "center_id": ev.d["center_id"], "name": ev.d["name"]})
+        rows.put(
+            "v_teams",
+            {"id": ev.aggregate_id, "center_id": ev.data["center_id"], "name": ev.data["name"]},
+        )
 
+    @handles(CareTeam, "MemberJoined")
     def member_joined(self, ev: Ev, rows: Rows) -> None:
-        d = ev.d
+        data = ev.data
         rows.put(
             "v_members",
             {
-                "team_id": ev.oid,
-                "staff_id": d["staff_id"],
-                "name": d["name"],
-                "role": d["role"],
-                "org_id": d["org_id"],
+                "team_id": ev.aggregate_id,
+                "staff_id": data["staff_id"],
+                "name": data["name"],
+                "role": data["role"],
+                "org_id": data["org_id"],
                 "active": 1,
             },
         )
 
+    @handles(CareTeam, "MemberLeft")
     def member_left(self, ev: Ev, rows: Rows) -> None:
-        row = rows.get("v_members", (ev.oid, ev.d["staff_id"]))
+        row = rows.get("v_members", (ev.aggregate_id, ev.data["staff_id"]))
         if row is not None:
             rows.put("v_members", {**row, "active": 0})
 
+    @handles(Patient, "Registered")
     def patient_registered(self, ev: Ev, rows: Rows) -> None:
-        d = ev.d
+        data = ev.data
         rows.put(
             "v_patients",
             {
-                "id": ev.oid,
-                "name": d["name"],
-                "sex": d["sex"],
-                "birth_date": d["birth_date"],
-                "national_id": d["national_id"],
-                "district": d["district"],
-                "center_id": d["center_id"],
+                "id": ev.aggregate_id,
+                "name": data["name"],
+                "sex": data["sex"],
+                "birth_date": data["birth_date"],
+                "national_id": data["national_id"],
+                "district": data["district"],
+                "center_id": data["center_id"],
                 "tags": "",
                 "moved_away": 0,
                 "contract_id": None,
@@ -157,32 +154,39 @@ class DirectoryProjection(Projection):
         )
 
     def _patient(self, ev: Ev, rows: Rows, **changes: object) -> None:
-        row = rows.get("v_patients", ev.oid)
+        row = rows.get("v_patients", ev.aggregate_id)
         if row is not None:
             row.update(changes)
             rows.put("v_patients", row)
 
+    @handles(Patient, "Tagged")
     def tagged(self, ev: Ev, rows: Rows) -> None:
-        row = rows.get("v_patients", ev.oid)
+        row = rows.get("v_patients", ev.aggregate_id)
         if row is not None:
-            self._patient(ev, rows, tags=",".join(sorted(_tags(row["tags"]) | {ev.d["tag"]})))
+            self._patient(ev, rows, tags=",".join(sorted(_tags(row["tags"]) | {ev.data["tag"]})))
 
+    @handles(Patient, "Untagged")
     def untagged(self, ev: Ev, rows: Rows) -> None:
-        row = rows.get("v_patients", ev.oid)
+        row = rows.get("v_patients", ev.aggregate_id)
         if row is not None:
-            self._patient(ev, rows, tags=",".join(sorted(_tags(row["tags"]) - {ev.d["tag"]})))
+            self._patient(ev, rows, tags=",".join(sorted(_tags(row["tags"]) - {ev.data["tag"]})))
 
+    @handles(Patient, "MovedAway")
     def moved_away(self, ev: Ev, rows: Rows) -> None:
         self._patient(ev, rows, moved_away=1)
 
+    @handles(Patient, "Transferred")
     def transferred(self, ev: Ev, rows: Rows) -> None:
-        self._patient(ev, rows, center_id=ev.d["center_id"], district=ev.d["district"])
+        self._patient(ev, rows, center_id=ev.data["center_id"], district=ev.data["district"])
 
+    @handles(Patient, "ContractTaken")
     def contract_taken(self, ev: Ev, rows: Rows) -> None:
-        self._patient(ev, rows, contract_id=ev.d["contract_id"], contract_until=ev.d["until"])
+        self._patient(ev, rows, contract_id=ev.data["contract_id"], contract_until=ev.data["until"])
 
+    @handles(Patient, "ContractExtended")
     def contract_extended(self, ev: Ev, rows: Rows) -> None:
-        self._patient(ev, rows, contract_until=ev.d["until"])
+        self._patient(ev, rows, contract_until=ev.data["until"])
 
+    @handles(Patient, "ContractReleased")
     def contract_released(self, ev: Ev, rows: Rows) -> None:
         self._patient(ev, rows, contract_id=None, contract_until=None)

@@ -9,15 +9,17 @@ in their stored text form instead of building ``UUID``/``datetime`` objects.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import orjson
 from eventsourcing.application import Application
-from eventsourcing.persistence import Notification
+from eventsourcing.domain import Aggregate, DomainEvent
+from eventsourcing.persistence import Notification, find_id_convertor
+from eventsourcing.utils import resolve_topic
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +81,27 @@ def _plain(value: Any) -> Any:
 
 def _decode(state: bytes) -> dict[str, Any]:
     """The stored JSON of one event (orjson is several times faster than json here)."""
-    d: dict[str, Any] = orjson.loads(state)
-    at = d.get("at")
+    data: dict[str, Any] = orjson.loads(state)
+    at = data.get("at")
     if type(at) is dict and at.get("_type_") == "datetime_iso":
         # The use cases record ``at`` in the deployment's zone: its date is the local day.
-        d[AT_DAY] = at["_data_"][:10]
-    for key, value in d.items():
+        data[AT_DAY] = at["_data_"][:10]
+    for key, value in data.items():
         kind = type(value)
         if kind is dict or kind is list:
-            d[key] = _plain(value)
-    return d
+            data[key] = _plain(value)
+    return data
+
+
+def event_class(aggregate: type[Aggregate], name: str) -> type[DomainEvent]:
+    """The event class ``name`` declared in ``aggregate`` (``@event("Name")``).
+
+    Projections name the events they handle with it, so an event class renamed or removed
+    fails when the projections are imported, not silently when old events are read."""
+    found = vars(aggregate).get(name)
+    if not (isinstance(found, type) and issubclass(found, DomainEvent)):
+        raise LookupError(f"{aggregate.__qualname__} declares no event {name!r}")
+    return found
 
 
 @dataclass(slots=True)
@@ -96,49 +109,80 @@ class Ev:
     """One event as the views see it."""
 
     position: int
-    #: ``Aggregate.EventName`` (the module part of the stored topic dropped).
+    #: ``Aggregate.EventName``: the qualified name of the class the stored topic resolves to.
     name: str
     #: The aggregate's id as 32-character hex.
-    oid: str
+    aggregate_id: str
     version: int
-    #: The event's attributes, transcoded values kept as stored text.
-    d: dict[str, Any]
+    #: The event's attributes in their current form (upcast when stored by an older class
+    #: version), transcoded values kept as stored text.
+    data: dict[str, Any]
+    #: The domain event class the stored topic resolves to (what projections dispatch on).
+    event_type: type[DomainEvent]
 
     @property
     def timestamp(self) -> str:
         """When it was recorded (UTC text)."""
-        ts: str = self.d["timestamp"]
+        ts: str = self.data["timestamp"]
         return ts
 
     @property
     def at(self) -> str:
         """When it happened (UTC text); the recording time when the event has no ``at``."""
-        at: str | None = self.d.get("at")
+        at: str | None = self.data.get("at")
         return at if at is not None else self.timestamp
 
     @property
     def at_day(self) -> str:
         """The day it happened, in the zone it was recorded in (the deployment's)."""
-        day: str | None = self.d.get(AT_DAY)
+        day: str | None = self.data.get(AT_DAY)
         return day if day is not None else self.at[:10]
 
     @property
     def staff(self) -> str | None:
-        actor = self.d.get("actor")
+        actor = self.data.get("actor")
         return actor["staff_id"] if actor else None
 
     @property
     def org(self) -> str | None:
-        actor = self.d.get("actor")
+        actor = self.data.get("actor")
         return actor["org_id"] if actor else None
 
 
+@dataclass(frozen=True, slots=True)
+class EventKind:
+    """What a stored topic stands for, resolved once per topic."""
+
+    event_type: type[DomainEvent]
+    #: ``Aggregate.EventName`` of the class (also when an old topic names a moved class).
+    name: str
+    #: The class's ``class_version`` (1 unless it declares one): events stored by an older
+    #: version are upcast before the views read them.
+    class_version: int
+
+    @staticmethod
+    def of(topic: str) -> EventKind:
+        event_type = resolve_topic(topic)
+        if not (isinstance(event_type, type) and issubclass(event_type, DomainEvent)):
+            raise TypeError(f"stored topic {topic!r} names {event_type!r}, not an event class")
+        return EventKind(
+            event_type, event_type.__qualname__, getattr(event_type, "class_version", 1)
+        )
+
+
 class LogReader:
-    """Pages of the application's notification log, decoded to :class:`Ev`."""
+    """Pages of the application's notification log, decoded to :class:`Ev`.
+
+    Stored topics are resolved with the library's ``resolve_topic`` (so an old topic given to
+    ``register_topic`` reaches the moved class) once per topic and reader. Events stored by an
+    older version of their class take the slow path of :meth:`upcast`; all others are read
+    straight from their stored JSON.
+    """
 
     def __init__(self, app: Application[Any]) -> None:
         self.recorder = app.recorder
         self.mapper = app.mapper
+        self.kinds: dict[str, EventKind] = {}
 
     def max_position(self) -> int:
         return self.recorder.max_notification_id() or 0
@@ -146,8 +190,15 @@ class LogReader:
     def page(self, after: int, limit: int, stop: int | None = None) -> Sequence[Notification]:
         return self.recorder.select_notifications(after, limit, stop=stop, inclusive_of_start=False)
 
+    def kind(self, topic: str) -> EventKind:
+        found = self.kinds.get(topic)
+        if found is None:
+            found = self.kinds[topic] = EventKind.of(topic)
+        return found
+
     def decode(self, notifications: Sequence[Notification]) -> list[Ev]:
         cipher, compressor = self.mapper.cipher, self.mapper.compressor
+        kinds = self.kinds
         out: list[Ev] = []
         append = out.append
         for n in notifications:
@@ -159,14 +210,41 @@ class LogReader:
             if not isinstance(state, bytes):
                 state = bytes(state)
             topic = n.topic
+            kind = kinds.get(topic) or self.kind(topic)
             oid = n.originator_id
+            data = _decode(state)
+            if kind.class_version > 1:
+                stored_version = data.pop("class_version", 1)
+                if stored_version < kind.class_version:
+                    data = _decode(self.upcast(kind, state, stored_version, n))
             append(
                 Ev(
                     n.id,
-                    topic[topic.index(":") + 1 :],
+                    kind.name,
                     oid.hex if isinstance(oid, UUID) else UUID(str(oid)).hex,
                     n.originator_version,
-                    _decode(state),
+                    data,
+                    kind.event_type,
                 )
             )
         return out
+
+    def upcast(
+        self, kind: EventKind, state: bytes, stored_version: int, stored: Notification
+    ) -> bytes:
+        """An event stored by an older class version, in its current stored form.
+
+        As in the library's ``Mapper.to_domain_event``: the transcoder decodes the state, the
+        originator's id and version are added, and the class's ``upcast_v<n>_v<n+1>`` methods
+        run in order; the result is encoded again by the same transcoder (without the
+        originator fields, as the current class would have stored it)."""
+        cls = kind.event_type
+        event_state: dict[str, Any] = self.mapper.transcoder.decode(state)
+        event_state.pop("class_version", None)
+        convert = find_id_convertor(cls, cast(Hashable, type(stored.originator_id)))
+        event_state["originator_id"] = convert(stored.originator_id)
+        event_state["originator_version"] = stored.originator_version
+        for version in range(stored_version, kind.class_version):
+            getattr(cls, f"upcast_v{version}_v{version + 1}")(event_state)
+        del event_state["originator_id"], event_state["originator_version"]
+        return self.mapper.transcoder.encode(event_state)

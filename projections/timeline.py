@@ -8,9 +8,17 @@ referral, booking or follow-up stream belongs to) so later events find their pat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
-from projections.base import Projection, Row, Rows
+from domain.contracts import Contract
+from domain.followups import FollowUps
+from domain.organisations import Organisation
+from domain.patients import Patient
+from domain.quotas import Quota
+from domain.referrals import Referral
+from domain.teams import CareTeam
+from projections.base import Projection, Row, Rows, handles
 from projections.events import Ev
 from projections.store import Table
 
@@ -57,55 +65,23 @@ class TimelineProjection(Projection):
             ("id",),
         ),
     )
-    handles: ClassVar[dict[str, str]] = {
-        "Organisation.Registered": "org",
-        "CareTeam.Formed": "team",
-        "Patient.Registered": "patient_registered",
-        "Patient.Tagged": "tagged",
-        "Patient.Untagged": "untagged",
-        "Patient.MovedAway": "moved_away",
-        "Patient.Transferred": "transferred",
-        "Contract.Signed": "signed",
-        "Contract.Renewed": "renewed",
-        "Contract.Terminated": "terminated",
-        "Contract.Expired": "expired",
-        "Contract.TeamChanged": "team_changed",
-        "Referral.Requested": "requested",
-        "Referral.ReturnStarted": "return_started",
-        "Referral.Accepted": "referral_step",
-        "Referral.Rejected": "referral_step",
-        "Referral.Cancelled": "referral_step",
-        "Referral.PatientArrived": "referral_step",
-        "Referral.PatientAdmitted": "referral_step",
-        "Referral.ReturnedToCommunity": "referral_step",
-        "Referral.ReturnAcknowledged": "referral_step",
-        "Quota.Published": "quota",
-        "Quota.Booked": "booked",
-        "Quota.BookingCancelled": "booking_step",
-        "Quota.Attended": "booking_step",
-        "Quota.NoShow": "booking_step",
-        "FollowUps.Opened": "followups_opened",
-        "FollowUps.Scheduled": "scheduled",
-        "FollowUps.Withdrawn": "withdrawn",
-        "FollowUps.VisitRecorded": "visit",
-    }
 
     # --- helpers ------------------------------------------------------------------------
 
-    def _ref(self, rows: Rows, id: str, kind: str, **values: Any) -> None:
+    def _put_ref(self, rows: Rows, id: str, kind: str, **values: Any) -> None:
         rows.put("v_timeline_refs", {"id": id, "kind": kind, **values})
 
     def _referral_ref(self, ev: Ev, rows: Rows) -> None:
         """What later steps of a referral (requested up, or a return started) look up."""
-        d = ev.d
-        self._ref(
+        data = ev.data
+        self._put_ref(
             rows,
-            ev.oid,
+            ev.aggregate_id,
             "referral",
-            patient_id=d["patient_id"],
-            center_id=d["center_id"],
-            hospital_id=d["hospital_id"],
-            name=d["department"],
+            patient_id=data["patient_id"],
+            center_id=data["center_id"],
+            hospital_id=data["hospital_id"],
+            name=data["department"],
         )
 
     def _name(self, rows: Rows, id: str | None) -> str:
@@ -134,242 +110,342 @@ class TimelineProjection(Projection):
             },
         )
 
-    def _of(self, rows: Rows, id: str) -> Row:
+    def _ref_of(self, rows: Rows, id: str) -> Row:
         return rows.get("v_timeline_refs", id) or {}
 
     # --- reference data -----------------------------------------------------------------
 
+    @handles(Organisation, "Registered")
     def org(self, ev: Ev, rows: Rows) -> None:
-        self._ref(rows, ev.oid, "org", name=ev.d["name"], extra=ev.d["kind"])
+        self._put_ref(rows, ev.aggregate_id, "org", name=ev.data["name"], extra=ev.data["kind"])
 
+    @handles(CareTeam, "Formed")
     def team(self, ev: Ev, rows: Rows) -> None:
-        self._ref(rows, ev.oid, "team", name=ev.d["name"], center_id=ev.d["center_id"])
-
-    def quota(self, ev: Ev, rows: Rows) -> None:
-        d = ev.d
-        label = d.get("expert") or d.get("ward") or d["kind"]
-        hospital = self._name(rows, d["hospital_id"])
-        self._ref(
-            rows,
-            ev.oid,
-            "quota",
-            hospital_id=d["hospital_id"],
-            name=f"{label} at {hospital} {d['department']} on {d['session_date']}",
+        self._put_ref(
+            rows, ev.aggregate_id, "team", name=ev.data["name"], center_id=ev.data["center_id"]
         )
 
+    @handles(Quota, "Published")
+    def quota(self, ev: Ev, rows: Rows) -> None:
+        data = ev.data
+        label = data.get("expert") or data.get("ward") or data["kind"]
+        hospital = self._name(rows, data["hospital_id"])
+        self._put_ref(
+            rows,
+            ev.aggregate_id,
+            "quota",
+            hospital_id=data["hospital_id"],
+            name=f"{label} at {hospital} {data['department']} on {data['session_date']}",
+        )
+
+    @handles(FollowUps, "Opened")
     def followups_opened(self, ev: Ev, rows: Rows) -> None:
-        self._ref(
-            rows, ev.oid, "followups", patient_id=ev.d["patient_id"], center_id=ev.d["center_id"]
+        self._put_ref(
+            rows,
+            ev.aggregate_id,
+            "followups",
+            patient_id=ev.data["patient_id"],
+            center_id=ev.data["center_id"],
         )
 
     # --- registry -----------------------------------------------------------------------
 
     def _patient_at_center(self, ev: Ev, rows: Rows, kind: str, summary: str) -> None:
         """The patient now belongs to ``center_id`` of the event (registered or moved)."""
-        center = ev.d["center_id"]
-        self._ref(
-            rows, ev.oid, "patient", patient_id=ev.oid, center_id=center, name=ev.d["district"]
+        center = ev.data["center_id"]
+        self._put_ref(
+            rows,
+            ev.aggregate_id,
+            "patient",
+            patient_id=ev.aggregate_id,
+            center_id=center,
+            name=ev.data["district"],
         )
-        self._entry(ev, rows, ev.oid, kind, f"{summary} {self._name(rows, center)}")
+        self._entry(ev, rows, ev.aggregate_id, kind, f"{summary} {self._name(rows, center)}")
 
+    @handles(Patient, "Registered")
     def patient_registered(self, ev: Ev, rows: Rows) -> None:
         self._patient_at_center(ev, rows, "registry.registered", "Registered at")
 
+    @handles(Patient, "Tagged")
     def tagged(self, ev: Ev, rows: Rows) -> None:
-        self._entry(ev, rows, ev.oid, "registry.tagged", f"Key population recorded: {ev.d['tag']}")
+        self._entry(
+            ev,
+            rows,
+            ev.aggregate_id,
+            "registry.tagged",
+            f"Key population recorded: {ev.data['tag']}",
+        )
 
+    @handles(Patient, "Untagged")
     def untagged(self, ev: Ev, rows: Rows) -> None:
-        self._entry(ev, rows, ev.oid, "registry.untagged", f"Key population removed: {ev.d['tag']}")
+        self._entry(
+            ev,
+            rows,
+            ev.aggregate_id,
+            "registry.untagged",
+            f"Key population removed: {ev.data['tag']}",
+        )
 
+    @handles(Patient, "MovedAway")
     def moved_away(self, ev: Ev, rows: Rows) -> None:
-        self._entry(ev, rows, ev.oid, "registry.moved_away", f"Moved away to {ev.d['destination']}")
+        self._entry(
+            ev,
+            rows,
+            ev.aggregate_id,
+            "registry.moved_away",
+            f"Moved away to {ev.data['destination']}",
+        )
 
+    @handles(Patient, "Transferred")
     def transferred(self, ev: Ev, rows: Rows) -> None:
         self._patient_at_center(ev, rows, "registry.transferred", "Care moved to")
 
     # --- contracts ----------------------------------------------------------------------
 
+    @handles(Contract, "Signed")
     def signed(self, ev: Ev, rows: Rows) -> None:
-        d = ev.d
-        self._ref(rows, ev.oid, "contract", patient_id=d["patient_id"], center_id=d["center_id"])
-        team = self._name(rows, d["team_id"])
+        data = ev.data
+        self._put_ref(
+            rows,
+            ev.aggregate_id,
+            "contract",
+            patient_id=data["patient_id"],
+            center_id=data["center_id"],
+        )
+        team = self._name(rows, data["team_id"])
         self._entry(
             ev,
             rows,
-            d["patient_id"],
+            data["patient_id"],
             "contract.signed",
-            f"Signed a {d['package']} contract with {team} ({d['start']} to {d['end']})",
-            contract_id=ev.oid,
+            f"Signed a {data['package']} contract with {team} ({data['start']} to {data['end']})",
+            contract_id=ev.aggregate_id,
         )
 
     def _contract(self, ev: Ev, rows: Rows, kind: str, summary: str) -> None:
         self._entry(
-            ev, rows, self._of(rows, ev.oid).get("patient_id"), kind, summary, contract_id=ev.oid
+            ev,
+            rows,
+            self._ref_of(rows, ev.aggregate_id).get("patient_id"),
+            kind,
+            summary,
+            contract_id=ev.aggregate_id,
         )
 
+    @handles(Contract, "Renewed")
     def renewed(self, ev: Ev, rows: Rows) -> None:
-        years = ev.d["years"]
+        years = ev.data["years"]
         self._contract(
             ev,
             rows,
             "contract.renewed",
-            f"Contract renewed for {years} year(s), until {ev.d['end']}",
+            f"Contract renewed for {years} year(s), until {ev.data['end']}",
         )
 
+    @handles(Contract, "Terminated")
     def terminated(self, ev: Ev, rows: Rows) -> None:
-        self._contract(ev, rows, "contract.terminated", f"Contract terminated: {ev.d['reason']}")
+        self._contract(ev, rows, "contract.terminated", f"Contract terminated: {ev.data['reason']}")
 
+    @handles(Contract, "Expired")
     def expired(self, ev: Ev, rows: Rows) -> None:
-        self._contract(ev, rows, "contract.expired", f"Contract expired on {ev.d['on']}")
+        self._contract(ev, rows, "contract.expired", f"Contract expired on {ev.data['on']}")
 
+    @handles(Contract, "TeamChanged")
     def team_changed(self, ev: Ev, rows: Rows) -> None:
-        d = ev.d
-        old, new = self._name(rows, d["previous_team_id"]), self._name(rows, d["team_id"])
-        self._contract(ev, rows, "team.changed", f"Team changed from {old} to {new}: {d['reason']}")
+        data = ev.data
+        old, new = self._name(rows, data["previous_team_id"]), self._name(rows, data["team_id"])
+        self._contract(
+            ev, rows, "team.changed", f"Team changed from {old} to {new}: {data['reason']}"
+        )
 
     # --- referrals ----------------------------------------------------------------------
 
+    @handles(Referral, "Requested")
     def requested(self, ev: Ev, rows: Rows) -> None:
-        d = ev.d
+        data = ev.data
         self._referral_ref(ev, rows)
-        green = ", green channel" if d["green_channel"] else ""
+        green = ", green channel" if data["green_channel"] else ""
         self._entry(
             ev,
             rows,
-            d["patient_id"],
+            data["patient_id"],
             "referral.requested",
-            f"Referred to {self._name(rows, d['hospital_id'])} {d['department']} "
-            f"({d['urgency']}{green}): {d['reason']}",
-            referral_id=ev.oid,
-            contract_id=d["contract_id"],
-            hospital_id=d["hospital_id"],
+            f"Referred to {self._name(rows, data['hospital_id'])} {data['department']} "
+            f"({data['urgency']}{green}): {data['reason']}",
+            referral_id=ev.aggregate_id,
+            contract_id=data["contract_id"],
+            hospital_id=data["hospital_id"],
         )
 
+    @handles(Referral, "ReturnStarted")
     def return_started(self, ev: Ev, rows: Rows) -> None:
-        d = ev.d
+        data = ev.data
         self._referral_ref(ev, rows)
         self._entry(
             ev,
             rows,
-            d["patient_id"],
+            data["patient_id"],
             "return.started",
-            f"{self._name(rows, d['hospital_id'])} {d['department']} returned the patient to "
-            f"{self._name(rows, d['center_id'])}; follow-up due {d['follow_up_due']}",
-            referral_id=ev.oid,
-            hospital_id=d["hospital_id"],
+            f"{self._name(rows, data['hospital_id'])} {data['department']} returned the patient to "
+            f"{self._name(rows, data['center_id'])}; follow-up due {data['follow_up_due']}",
+            referral_id=ev.aggregate_id,
+            hospital_id=data["hospital_id"],
         )
 
-    def referral_step(self, ev: Ev, rows: Rows) -> None:
-        ref = self._of(rows, ev.oid)
-        hospital = self._name(rows, ref.get("hospital_id"))
-        d, step = ev.d, ev.name.split(".", 1)[1]
-        kind, summary = {
-            "Accepted": ("referral.accepted", f"{hospital} accepted the referral"),
-            "Rejected": (
-                "referral.rejected",
-                f"{hospital} rejected the referral ({d.get('reason_code')})",
-            ),
-            "Cancelled": ("referral.cancelled", f"Referral cancelled: {d.get('reason')}"),
-            "PatientArrived": ("referral.arrived", f"Arrived at {hospital}"),
-            "PatientAdmitted": (
-                "referral.admitted",
-                f"Admitted to {hospital}, ward {d.get('ward')}",
-            ),
-            "ReturnedToCommunity": (
-                "return.returned",
-                f"{hospital} returned the patient to the community; follow-up due "
-                f"{d.get('follow_up_due')}",
-            ),
-            "ReturnAcknowledged": ("return.acknowledged", "Return to community acknowledged"),
-        }[step]
+    def _referral_step(self, ev: Ev, rows: Rows, kind: str, summary: Callable[[str], str]) -> None:
+        """An entry for a later step of a referral; ``summary`` is given the hospital's name."""
+        ref = self._ref_of(rows, ev.aggregate_id)
         self._entry(
             ev,
             rows,
             ref.get("patient_id"),
             kind,
-            summary,
-            referral_id=ev.oid,
+            summary(self._name(rows, ref.get("hospital_id"))),
+            referral_id=ev.aggregate_id,
             hospital_id=ref.get("hospital_id"),
+        )
+
+    @handles(Referral, "Accepted")
+    def accepted(self, ev: Ev, rows: Rows) -> None:
+        self._referral_step(
+            ev, rows, "referral.accepted", lambda hospital: f"{hospital} accepted the referral"
+        )
+
+    @handles(Referral, "Rejected")
+    def rejected(self, ev: Ev, rows: Rows) -> None:
+        reason = ev.data.get("reason_code")
+        self._referral_step(
+            ev,
+            rows,
+            "referral.rejected",
+            lambda hospital: f"{hospital} rejected the referral ({reason})",
+        )
+
+    @handles(Referral, "Cancelled")
+    def cancelled(self, ev: Ev, rows: Rows) -> None:
+        reason = ev.data.get("reason")
+        self._referral_step(
+            ev, rows, "referral.cancelled", lambda _: f"Referral cancelled: {reason}"
+        )
+
+    @handles(Referral, "PatientArrived")
+    def arrived(self, ev: Ev, rows: Rows) -> None:
+        self._referral_step(ev, rows, "referral.arrived", lambda hospital: f"Arrived at {hospital}")
+
+    @handles(Referral, "PatientAdmitted")
+    def admitted(self, ev: Ev, rows: Rows) -> None:
+        ward = ev.data.get("ward")
+        self._referral_step(
+            ev, rows, "referral.admitted", lambda hospital: f"Admitted to {hospital}, ward {ward}"
+        )
+
+    @handles(Referral, "ReturnedToCommunity")
+    def returned(self, ev: Ev, rows: Rows) -> None:
+        due = ev.data.get("follow_up_due")
+        self._referral_step(
+            ev,
+            rows,
+            "return.returned",
+            lambda hospital: (
+                f"{hospital} returned the patient to the community; follow-up due {due}"
+            ),
+        )
+
+    @handles(Referral, "ReturnAcknowledged")
+    def return_acknowledged(self, ev: Ev, rows: Rows) -> None:
+        self._referral_step(
+            ev, rows, "return.acknowledged", lambda _: "Return to community acknowledged"
         )
 
     # --- bookings -----------------------------------------------------------------------
 
+    @handles(Quota, "Booked")
     def booked(self, ev: Ev, rows: Rows) -> None:
-        d = ev.d
-        quota = self._of(rows, ev.oid)
-        self._ref(
+        data = ev.data
+        quota = self._ref_of(rows, ev.aggregate_id)
+        self._put_ref(
             rows,
-            d["booking_id"],
+            data["booking_id"],
             "booking",
-            patient_id=d["patient_id"],
+            patient_id=data["patient_id"],
             hospital_id=quota.get("hospital_id"),
-            extra=d.get("referral_id"),
+            extra=data.get("referral_id"),
         )
         self._entry(
             ev,
             rows,
-            d["patient_id"],
+            data["patient_id"],
             "booking.booked",
             f"Booked {quota.get('name', 'a reserved slot')}",
-            booking_id=d["booking_id"],
-            referral_id=d.get("referral_id"),
+            booking_id=data["booking_id"],
+            referral_id=data.get("referral_id"),
             hospital_id=quota.get("hospital_id"),
         )
 
-    def booking_step(self, ev: Ev, rows: Rows) -> None:
-        booking_id = ev.d["booking_id"]
-        ref = self._of(rows, booking_id)
-        label = self._of(rows, ev.oid).get("name", "the slot")
-        kind, summary = {
-            "Quota.BookingCancelled": (
-                "booking.cancelled",
-                f"Booking cancelled: {ev.d.get('reason')}",
-            ),
-            "Quota.Attended": ("booking.attended", f"Attended {label}"),
-            "Quota.NoShow": ("booking.no_show", f"Did not attend {label}"),
-        }[ev.name]
+    def _booking_step(self, ev: Ev, rows: Rows, kind: str, summary: Callable[[str], str]) -> None:
+        """An entry for a later step of a booking; ``summary`` is given the slot's label."""
+        booking_id = ev.data["booking_id"]
+        ref = self._ref_of(rows, booking_id)
+        label = self._ref_of(rows, ev.aggregate_id).get("name", "the slot")
         self._entry(
             ev,
             rows,
             ref.get("patient_id"),
             kind,
-            summary,
+            summary(label),
             booking_id=booking_id,
             referral_id=ref.get("extra"),
             hospital_id=ref.get("hospital_id"),
         )
 
+    @handles(Quota, "BookingCancelled")
+    def booking_cancelled(self, ev: Ev, rows: Rows) -> None:
+        reason = ev.data.get("reason")
+        self._booking_step(ev, rows, "booking.cancelled", lambda _: f"Booking cancelled: {reason}")
+
+    @handles(Quota, "Attended")
+    def attended(self, ev: Ev, rows: Rows) -> None:
+        self._booking_step(ev, rows, "booking.attended", lambda label: f"Attended {label}")
+
+    @handles(Quota, "NoShow")
+    def no_show(self, ev: Ev, rows: Rows) -> None:
+        self._booking_step(ev, rows, "booking.no_show", lambda label: f"Did not attend {label}")
+
     # --- follow-ups ---------------------------------------------------------------------
 
+    @handles(FollowUps, "Scheduled")
     def scheduled(self, ev: Ev, rows: Rows) -> None:
-        obligations = ev.d["obligations"]
+        obligations = ev.data["obligations"]
         reasons = sorted({o["reason"] for o in obligations})
         first = min(o["due"] for o in obligations)
         self._entry(
             ev,
             rows,
-            self._of(rows, ev.oid).get("patient_id"),
+            self._ref_of(rows, ev.aggregate_id).get("patient_id"),
             "follow_up.scheduled",
             f"{len(obligations)} follow-up(s) scheduled ({', '.join(reasons)}), first due {first}",
         )
 
+    @handles(FollowUps, "Withdrawn")
     def withdrawn(self, ev: Ev, rows: Rows) -> None:
-        n = len(ev.d["obligation_ids"])
+        n = len(ev.data["obligation_ids"])
         self._entry(
             ev,
             rows,
-            self._of(rows, ev.oid).get("patient_id"),
+            self._ref_of(rows, ev.aggregate_id).get("patient_id"),
             "follow_up.withdrawn",
-            f"{n} follow-up(s) withdrawn: {ev.d['reason']}",
+            f"{n} follow-up(s) withdrawn: {ev.data['reason']}",
         )
 
+    @handles(FollowUps, "VisitRecorded")
     def visit(self, ev: Ev, rows: Rows) -> None:
-        d = ev.d
-        met = " (fulfils a scheduled follow-up)" if d.get("obligation_id") else ""
+        data = ev.data
+        met = " (fulfils a scheduled follow-up)" if data.get("obligation_id") else ""
         self._entry(
             ev,
             rows,
-            self._of(rows, ev.oid).get("patient_id"),
+            self._ref_of(rows, ev.aggregate_id).get("patient_id"),
             "follow_up.visit",
-            f"{d['kind'].replace('_', ' ')} follow-up on {d['on']}{met}",
+            f"{data['kind'].replace('_', ' ')} follow-up on {data['visited_on']}{met}",
         )

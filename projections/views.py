@@ -47,8 +47,10 @@ def _outs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in map(_out, rows) if r is not None]
 
 
-def _in(marks: list[Any]) -> str:
-    return ", ".join("?" for _ in marks) or "NULL"
+def placeholders(values: list[Any]) -> str:
+    """``?, ?, ?``: one SQL parameter mark per value (``NULL`` for none, so ``IN (NULL)``
+    matches nothing)."""
+    return ", ".join("?" for _ in values) or "NULL"
 
 
 class ViewQueries:
@@ -582,7 +584,7 @@ class ViewQueries:
         i = formulas.KpiInputs()
         if not centers:
             return i
-        s, e, marks = start.isoformat(), end.isoformat(), _in(centers)
+        s, e, marks = start.isoformat(), end.isoformat(), placeholders(centers)
         # The period's days are the deployment's; moments in the views are UTC text.
         since = moment_text(datetime.combine(start, datetime.min.time(), self.timezone))
         until = moment_text(
@@ -645,7 +647,7 @@ class ViewQueries:
         ]
         quota = db.one(
             "SELECT COALESCE(SUM(slots), 0) AS n, COALESCE(SUM(booked), 0) AS k FROM v_quotas "
-            f"WHERE (reserved_center IN ({marks}) OR reserved_district IN ({_in(districts)})) "
+            f"WHERE (reserved_center IN ({marks}) OR reserved_district IN ({placeholders(districts)})) "
             "AND session_date >= ? AND session_date <= ?",
             [*centers, *districts, s, e],
         )
