@@ -117,6 +117,9 @@ def test_events_are_stored_as_the_librarys_json_would_store_them(
         event = app.mapper.to_domain_event(n)
         state = dict(vars(event))
         del state["originator_id"], state["originator_version"]
+        version = getattr(type(event), "class_version", 1)
+        if version > 1:  # the mapper stores the class's version beside the attributes
+            state["class_version"] = version
         assert app.mapper.transcoder.encode(state) == library.encode(state) == n.state
         assert library.decode(n.state) == state
 
