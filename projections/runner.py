@@ -22,6 +22,7 @@ from projections.base import Projection, Rows
 from projections.care import CareProjection
 from projections.directory import DirectoryProjection
 from projections.events import LogReader
+from projections.relations import RelationsProjection
 from projections.store import ViewStore
 from projections.timeline import TimelineProjection
 from runtime.pacing import CollectBetweenBatches
@@ -33,6 +34,7 @@ PROJECTIONS: tuple[type[Projection], ...] = (
     DirectoryProjection,
     TimelineProjection,
     CareProjection,
+    RelationsProjection,
 )
 BATCH = 2000
 REBUILD_PAGE = 5000

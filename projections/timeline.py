@@ -25,7 +25,17 @@ from projections.store import Table
 TXT, INT = "text", "int"
 
 #: Entry categories a reader may filter by (a kind is ``category.step``).
-CATEGORIES = ("registry", "contract", "team", "referral", "return", "booking", "follow_up")
+CATEGORIES = (
+    "registry",
+    "contract",
+    "team",
+    "referral",
+    "return",
+    "booking",
+    "follow_up",
+    "transfer",
+    "access",
+)
 
 
 class TimelineProjection(Projection):

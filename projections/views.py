@@ -1,9 +1,8 @@
 """``ViewQueries``: the :class:`projections.queries.Queries` interface, read from the views.
 
-Ids go in as ``UUID`` and come out as ``str``; the views store them as hex. Scope rules: a
-community center sees its own patients, teams and worklists; a hospital sees the referrals,
-bookings and quotas addressed to it (and, in a timeline, only the entries linked to it); a
-district coordinator sees the centers and hospitals of the district; ``everything`` sees all.
+Ids go in as ``UUID`` and come out as ``str``; the views store them as hex. What a reader may
+see is decided in one place, :mod:`projections.scope`, from care relationships
+(:mod:`projections.relations`): every query here restricts its rows with its fragments.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from projections.events import LogReader, moment_text
 from projections.location import Location
 from projections.queries import Page, Scope
 from projections.runner import rebuild, select
+from projections.scope import Access
 from projections.store import ViewStore
 
 ID_COLUMNS = {
@@ -32,6 +32,37 @@ ID_COLUMNS = {
 
 
 log = logging.getLogger(__name__)
+
+#: Search by name needs at least this many characters (an id or national id is exact).
+MIN_NAME_TERM = 2
+
+#: What a timeline entry shows (the same columns, in order, as :data:`RELATION_ENTRIES`).
+TIMELINE_COLUMNS = (
+    "t.at, t.recorded_at, t.kind, t.summary, t.org_id, t.org_name, t.staff_id, t.contract_id, "
+    "t.referral_id, t.booking_id, t.hospital_id, t.position, t.patient_id"
+)
+
+#: When each care relationship of a patient started and ended, as timeline entries (for
+#: auditors); two parameters: the patient, twice.
+RELATION_ENTRIES = (
+    "SELECT rel.started_at AS at, rel.started_recorded_at AS recorded_at, "
+    "'access.' || rel.kind || '_started' AS kind, ro.name || ': ' || rel.kind AS summary, "
+    "rel.org_id, ro.name AS org_name, NULL AS staff_id, NULL AS contract_id, "
+    "NULL AS referral_id, NULL AS booking_id, NULL AS hospital_id, "
+    "rel.started_position AS position, rel.patient_id "
+    "FROM v_relations rel LEFT JOIN v_orgs ro ON ro.id = rel.org_id WHERE rel.patient_id = ? "
+    "UNION ALL "
+    "SELECT rel.ended_at, rel.ended_recorded_at, 'access.' || rel.kind || '_ended', "
+    "ro.name || ': ' || rel.kind, rel.org_id, ro.name, NULL, NULL, NULL, NULL, NULL, "
+    "rel.ended_position, rel.patient_id "
+    "FROM v_relations rel LEFT JOIN v_orgs ro ON ro.id = rel.org_id "
+    "WHERE rel.patient_id = ? AND rel.ended_at IS NOT NULL"
+)
+
+
+def like_literal(text: str) -> str:
+    """``text`` for ``LIKE ... ESCAPE '!'``: its ``%``, ``_`` and ``!`` match themselves."""
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
 
 
 def _out(row: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -148,45 +179,17 @@ class ViewQueries:
             rebuild(store, self.reader, progress=progress, as_of=moment, pace_gc=False)
         return store
 
-    # --- scope --------------------------------------------------------------------------
-
-    def _center_visible(self, db: ViewStore, scope: Scope, center_hex: str | None) -> bool:
-        if scope.everything:
-            return True
-        if scope.org_id is not None:
-            return center_hex == scope.org_id.hex
-        if scope.district is not None:
-            org = db.one("SELECT district FROM v_orgs WHERE id = ?", (center_hex,))
-            return org is not None and org["district"] == scope.district
-        return False
-
-    def _is_hospital(self, scope: Scope) -> bool:
-        return scope.org_id is not None and scope.org_kind == "hospital"
-
-    def _patient_visible(self, db: ViewStore, scope: Scope, p: dict[str, Any]) -> bool:
-        if scope.everything:
-            return True
-        if self._is_hospital(scope):
-            assert scope.org_id is not None
-            return (
-                db.one(
-                    "SELECT 1 AS x FROM v_timeline WHERE patient_id = ? AND hospital_id = ?",
-                    (p["id"], scope.org_id.hex),
-                )
-                is not None
-            )
-        if scope.org_id is not None:
-            return bool(p["center_id"] == scope.org_id.hex)
-        return scope.district is not None and p["district"] == scope.district
-
     # --- patients -----------------------------------------------------------------------
 
     def patient(
         self, scope: Scope, patient_id: UUID, as_of: datetime | None = None
     ) -> dict[str, Any] | None:
         db = self._db(as_of)
-        p = db.one("SELECT * FROM v_patients WHERE id = ?", (patient_id.hex,))
-        if p is None or not self._patient_visible(db, scope, p):
+        visible, params = Access(scope).registry("p.id")
+        p = db.one(
+            f"SELECT * FROM v_patients p WHERE p.id = ? AND {visible}", [patient_id.hex, *params]
+        )
+        if p is None:
             return None
         p["tags"] = p["tags"].split(",") if p["tags"] else []
         p["moved_away"] = bool(p["moved_away"])
@@ -205,29 +208,21 @@ class ViewQueries:
         return out
 
     def search_patients(self, scope: Scope, text: str, page: Page) -> list[dict[str, Any]]:
+        """Patients by an exact national id or id, or by at least two characters of the name
+        (taken literally: ``%`` and ``_`` are characters, not wildcards)."""
         text = text.strip()
-        where, params = ["(name LIKE ? OR national_id = ? OR id = ?)"], [f"%{text}%", text]
         try:
-            params.append(UUID(text).hex)
+            exact_id = UUID(text).hex
         except ValueError:
-            params.append("")
-        if not scope.everything:
-            if self._is_hospital(scope):
-                assert scope.org_id is not None
-                where.append("id IN (SELECT patient_id FROM v_timeline_refs WHERE hospital_id = ?)")
-                params.append(scope.org_id.hex)
-            elif scope.org_id is not None:
-                where.append("center_id = ?")
-                params.append(scope.org_id.hex)
-            elif scope.district is not None:
-                where.append("district = ?")
-                params.append(scope.district)
-            else:
-                return []
+            exact_id = ""
+        if len(text) < MIN_NAME_TERM and not exact_id:
+            return []
+        visible, params = Access(scope).registry("p.id")
         rows = self.store.rows(
-            "SELECT id, name, sex, birth_date, district, center_id, contract_id FROM v_patients "
-            f"WHERE {' AND '.join(where)} ORDER BY name, id LIMIT ? OFFSET ?",
-            [*params, page.limit, page.offset],
+            "SELECT p.id, p.name, p.sex, p.birth_date, p.district, p.center_id, p.contract_id "
+            "FROM v_patients p WHERE (p.name LIKE ? ESCAPE '!' OR p.national_id = ? OR p.id = ?) "
+            f"AND {visible} ORDER BY p.name, p.id LIMIT ? OFFSET ?",
+            [f"%{like_literal(text)}%", text, exact_id, *params, page.limit, page.offset],
         )
         return _outs(rows)
 
@@ -242,29 +237,36 @@ class ViewQueries:
         as_of: datetime | None = None,
     ) -> list[dict[str, Any]] | None:
         db = self._db(as_of)
-        p = db.one("SELECT id, center_id, district FROM v_patients WHERE id = ?", (patient_id.hex,))
-        if p is None or not self._patient_visible(db, scope, p):
+        access = Access(scope)
+        related, params = access.related("p.id")
+        if (
+            db.one(
+                f"SELECT 1 AS x FROM v_patients p WHERE p.id = ? AND {related}",
+                [patient_id.hex, *params],
+            )
+            is None
+        ):
             return None
-        where, params = ["patient_id = ?"], [patient_id.hex]
-        if self._is_hospital(scope):
-            assert scope.org_id is not None
-            where.append("hospital_id = ?")
-            params.append(scope.org_id.hex)
+        entries = f"SELECT {TIMELINE_COLUMNS} FROM v_timeline t"
+        visible, visible_params = access.timeline("t")
+        where, args = [f"t.patient_id = ? AND {visible}"], [patient_id.hex, *visible_params]
+        if scope.everything:
+            # auditors also see when each care relationship started and ended
+            entries = f"SELECT * FROM ({entries} UNION ALL {RELATION_ENTRIES}) t"
+            args = [patient_id.hex, patient_id.hex, *args]
         if since is not None:
-            where.append("at >= ?")
-            params.append(moment_text(since))
+            where.append("t.at >= ?")
+            args.append(moment_text(since))
         if until is not None:
-            where.append("at <= ?")
-            params.append(moment_text(until))
+            where.append("t.at <= ?")
+            args.append(moment_text(until))
         if kinds:
-            where.append("(" + " OR ".join("kind = ? OR kind LIKE ?" for _ in kinds) + ")")
+            where.append("(" + " OR ".join("t.kind = ? OR t.kind LIKE ?" for _ in kinds) + ")")
             for k in kinds:
-                params += [k, f"{k}.%"]
+                args += [k, f"{k}.%"]
         rows = db.rows(
-            "SELECT at, recorded_at, kind, summary, org_id, org_name, staff_id, contract_id, "
-            f"referral_id, booking_id, hospital_id, position FROM v_timeline "
-            f"WHERE {' AND '.join(where)} ORDER BY at, position LIMIT ? OFFSET ?",
-            [*params, page.limit, page.offset],
+            f"{entries} WHERE {' AND '.join(where)} ORDER BY t.at, t.position LIMIT ? OFFSET ?",
+            [*args, page.limit, page.offset],
         )
         return _outs(rows)
 
@@ -274,13 +276,11 @@ class ViewQueries:
         self, scope: Scope, referral_id: UUID, as_of: datetime | None = None
     ) -> dict[str, Any] | None:
         db = self._db(as_of)
-        r = db.one("SELECT * FROM v_referrals WHERE id = ?", (referral_id.hex,))
+        visible, params = Access(scope).referral("r")
+        r = db.one(
+            f"SELECT * FROM v_referrals r WHERE r.id = ? AND {visible}", [referral_id.hex, *params]
+        )
         if r is None:
-            return None
-        if not (
-            (self._is_hospital(scope) and scope.org_id and r["hospital_id"] == scope.org_id.hex)
-            or (not self._is_hospital(scope) and self._center_visible(db, scope, r["center_id"]))
-        ):
             return None
         r["green_channel"] = bool(r["green_channel"])
         steps = db.rows(
@@ -293,66 +293,43 @@ class ViewQueries:
         out["steps"] = _outs(steps)
         return out
 
-    def _center_district(self, db: ViewStore, scope: Scope) -> str | None:
-        """A center's district as the directory knows it (the domain books a district's
-        quota by it), else as its token named it; None for other callers."""
-        if scope.org_id is None or scope.org_kind != "community_center":
-            return None
-        org = db.one("SELECT district FROM v_orgs WHERE id = ?", (scope.org_id.hex,))
-        return org["district"] if org is not None else scope.district
-
-    def _quota_visible(
-        self, scope: Scope, q: dict[str, Any], center_district: str | None = None
-    ) -> bool:
-        """``center_district``: the reading center's (:meth:`_center_district`)."""
-        if scope.everything:
-            return True
-        if scope.org_id is not None:
-            return scope.org_id.hex in (q["hospital_id"], q["reserved_center"]) or (
-                center_district is not None and q["reserved_district"] == center_district
-            )
-        if scope.district is not None:
-            return scope.district in (q["reserved_district"], q.get("center_district"))
-        return False
-
-    _QUOTA = (
-        "SELECT q.*, q.slots - q.booked AS slots_left, o.district AS center_district "
-        "FROM v_quotas q LEFT JOIN v_orgs o ON o.id = q.reserved_center"
-    )
+    _QUOTA = "SELECT q.*, q.slots - q.booked AS slots_left FROM v_quotas q"
 
     def quota(self, scope: Scope, quota_id: UUID) -> dict[str, Any] | None:
-        q = self.store.one(f"{self._QUOTA} WHERE q.id = ?", (quota_id.hex,))
-        if q is None or not self._quota_visible(scope, q, self._center_district(self.store, scope)):
+        access = Access(scope)
+        visible, params = access.quota("q")
+        q = self.store.one(f"{self._QUOTA} WHERE q.id = ? AND {visible}", [quota_id.hex, *params])
+        if q is None:
             return None
         q["released"] = bool(q["released"])
+        mine, mine_params = access.booking("b")
         bookings = self.store.rows(
-            "SELECT id, patient_id, referral_id, team_id, center_id, staff_id, booked_at, status "
-            "FROM v_bookings WHERE quota_id = ? ORDER BY booked_at, id",
-            (quota_id.hex,),
+            "SELECT b.id, b.patient_id, b.referral_id, b.team_id, b.center_id, b.staff_id, "
+            f"b.booked_at, b.status FROM v_bookings b WHERE b.quota_id = ? AND {mine} "
+            "ORDER BY b.booked_at, b.id",
+            [quota_id.hex, *mine_params],
         )
         out = _out(q)
         assert out is not None
+        # the counts are the quota's; the details only of the bookings the reader may see
         out["bookings"] = _outs(bookings)
         return out
 
     def open_quotas(self, scope: Scope, page: Page) -> list[dict[str, Any]]:
         now = moment_text(datetime.now().astimezone())
+        visible, params = Access(scope).quota("q")
         rows = self.store.rows(
             f"{self._QUOTA} WHERE q.released = 0 AND q.slots > q.booked AND q.release_at > ? "
-            "ORDER BY q.release_at, q.id",
-            (now,),
+            f"AND {visible} ORDER BY q.release_at, q.id LIMIT ? OFFSET ?",
+            [now, *params, page.limit, page.offset],
         )
-        district = self._center_district(self.store, scope)
-        visible = [r for r in rows if self._quota_visible(scope, r, district)]
-        return _outs(visible[page.offset : page.offset + page.limit])
+        return _outs(rows)
 
     # --- teams --------------------------------------------------------------------------
 
     def _team(self, db: ViewStore, scope: Scope, team_hex: str) -> dict[str, Any] | None:
-        t = db.one("SELECT * FROM v_teams WHERE id = ?", (team_hex,))
-        if t is None or self._is_hospital(scope):
-            return None
-        return t if self._center_visible(db, scope, t["center_id"]) else None
+        visible, params = Access(scope).team("t")
+        return db.one(f"SELECT * FROM v_teams t WHERE t.id = ? AND {visible}", [team_hex, *params])
 
     def team_workload(
         self, scope: Scope, team_id: UUID, today: date, as_of: datetime | None = None
@@ -456,18 +433,10 @@ class ViewQueries:
         return {**out, "today": d, **totals, "members": out_members, "others": per}
 
     def teams(self, scope: Scope, page: Page) -> list[dict[str, Any]]:
-        if self._is_hospital(scope):
-            return []
-        where, params = "", []
-        if scope.org_id is not None and not scope.everything:
-            where, params = "WHERE t.center_id = ?", [scope.org_id.hex]
-        elif scope.district is not None and not scope.everything:
-            where, params = "WHERE o.district = ?", [scope.district]
-        elif not scope.everything:
-            return []
+        visible, params = Access(scope).team("t")
         teams = self.store.rows(
-            "SELECT t.* FROM v_teams t JOIN v_orgs o ON o.id = t.center_id "
-            f"{where} ORDER BY t.center_id, t.name, t.id LIMIT ? OFFSET ?",
+            f"SELECT t.* FROM v_teams t WHERE {visible} "
+            "ORDER BY t.center_id, t.name, t.id LIMIT ? OFFSET ?",
             [*params, page.limit, page.offset],
         )
         today = datetime.now(self.timezone).date()
@@ -481,15 +450,15 @@ class ViewQueries:
     # --- worklists ----------------------------------------------------------------------
 
     def _org_visible(self, scope: Scope, org_hex: str, kind: str) -> bool:
-        """An organisation of ``kind`` that exists and that ``scope`` covers."""
-        org = self.store.one("SELECT kind, district FROM v_orgs WHERE id = ?", (org_hex,))
-        if org is None or org["kind"] != kind:
-            return False
-        if scope.everything:
-            return True
-        if scope.org_id is not None:
-            return scope.org_id.hex == org_hex
-        return scope.district is not None and org["district"] == scope.district
+        """An organisation of ``kind`` that exists and whose own lists ``scope`` may read."""
+        visible, params = Access(scope).organisation("o.id")
+        return (
+            self.store.one(
+                f"SELECT 1 AS x FROM v_orgs o WHERE o.id = ? AND o.kind = ? AND {visible}",
+                [org_hex, kind, *params],
+            )
+            is not None
+        )
 
     def hospital_worklist(
         self, scope: Scope, hospital_id: UUID, page: Page
@@ -556,17 +525,20 @@ class ViewQueries:
         if not (district is None or scope.everything or district == scope.district):
             return None
         db = self._db(as_of)
-        where, params = ["kind = 'community_center'"], []
+        where, params = ["o.kind = 'community_center'"], []
         if center_id is not None:
-            where.append("id = ?")
+            where.append("o.id = ?")
             params.append(center_id.hex)
         if district is not None:
-            where.append("district = ?")
+            where.append("o.district = ?")
             params.append(district)
+        visible, visible_params = Access(scope).organisation("o.id")
         centers = [
             r["id"]
-            for r in db.rows(f"SELECT id FROM v_orgs WHERE {' AND '.join(where)}", params)
-            if not self._is_hospital(scope) and self._center_visible(db, scope, r["id"])
+            for r in db.rows(
+                f"SELECT o.id FROM v_orgs o WHERE {' AND '.join(where)} AND {visible}",
+                [*params, *visible_params],
+            )
         ]
         figures = formulas.compute(self._kpi_inputs(db, centers, start, end))
         return {

@@ -106,7 +106,15 @@ def search_patients(
     who: Reader,
     queries: QueriesDep,
     page: PageDep,
-    q: Annotated[str, Query(min_length=1, max_length=100, description="name, id or national id")],
+    q: Annotated[
+        str,
+        Query(
+            min_length=2,
+            max_length=100,
+            description="an exact id or national id, or at least two characters of a name "
+            "(taken literally: % and _ are no wildcards)",
+        ),
+    ],
 ) -> ItemsPage:
     """Patients you may see, by name (substring) or id / national id (exact)."""
     return paged(queries.search_patients(who.scope, q, page), page.limit, page.offset)

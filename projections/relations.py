@@ -1,0 +1,156 @@
+"""Care relationships: which organisation is in a care relation with which patient, and since
+and until when. The one source of what an organisation may read (:mod:`projections.scope`).
+
+A relation is started and ended by events, never by a role:
+
+=============  ====================================  ==========================================
+kind           started by                            ended by
+=============  ====================================  ==========================================
+``home``       ``Patient.Registered`` (the center),  ``Patient.Transferred`` (the old center)
+               ``Patient.Transferred`` (the new one)
+``referral``   ``Referral.Requested`` (the hospital  ``Referral.Rejected``, ``Referral.Cancelled``,
+               it is addressed to)                   ``Referral.ReturnAcknowledged`` (loop closed)
+``return``     ``Referral.ReturnStarted`` (the       ``Referral.ReturnAcknowledged``
+               hospital, no upward referral)
+``transfer``   ``Patient.TransferRequested`` (the    ``Patient.TransferReleased``/``Declined``/
+               center asking for the patient)        ``Withdrawn``, ``Patient.Transferred``
+=============  ====================================  ==========================================
+
+Ended relations are kept (``ended_at``): what an organisation saw of a referral stays
+readable to it, and auditors see every relation on the patient's timeline.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from domain.patients import Patient
+from domain.referrals import Referral
+from projections.base import Projection, Row, Rows, handles
+from projections.events import Ev
+from projections.store import Table
+
+TXT, INT = "text", "int"
+
+HOME, REFERRAL, RETURN, TRANSFER = "home", "referral", "return", "transfer"
+
+
+class RelationsProjection(Projection):
+    name = "relations"
+    tables: ClassVar[tuple[Table, ...]] = (
+        Table(
+            "v_relations",
+            (
+                ("id", TXT),
+                ("org_id", TXT),
+                ("patient_id", TXT),
+                ("kind", TXT),
+                #: What the relation comes from: the referral, or the patient (home, transfer).
+                ("source_id", TXT),
+                ("started_at", TXT),
+                ("started_recorded_at", TXT),
+                ("started_position", INT),
+                ("ended_at", TXT),
+                ("ended_recorded_at", TXT),
+                ("ended_position", INT),
+                #: The event that ended it (``Referral.Rejected`` ...).
+                ("ended_by", TXT),
+            ),
+            ("id",),
+            (("org_id", "patient_id"), ("patient_id",)),
+        ),
+        Table(
+            "v_relation_heads",
+            (("patient_id", TXT), ("home_id", TXT), ("transfer_id", TXT)),
+            ("patient_id",),
+        ),
+    )
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _start(
+        rows: Rows, ev: Ev, id: str, kind: str, org_id: str, patient_id: str, source_id: str
+    ) -> None:
+        rows.put(
+            "v_relations",
+            {
+                "id": id,
+                "org_id": org_id,
+                "patient_id": patient_id,
+                "kind": kind,
+                "source_id": source_id,
+                "started_at": ev.at,
+                "started_recorded_at": ev.timestamp,
+                "started_position": ev.position,
+                "ended_at": None,
+                "ended_recorded_at": None,
+                "ended_position": None,
+                "ended_by": None,
+            },
+        )
+
+    @staticmethod
+    def _end(rows: Rows, ev: Ev, id: str | None) -> None:
+        if id is None:
+            return
+        row = rows.get("v_relations", id)
+        if row is not None and row["ended_at"] is None:
+            rows.put(
+                "v_relations",
+                {
+                    **row,
+                    "ended_at": ev.at,
+                    "ended_recorded_at": ev.timestamp,
+                    "ended_position": ev.position,
+                    "ended_by": ev.name,
+                },
+            )
+
+    @staticmethod
+    def _head(rows: Rows, patient_id: str) -> Row:
+        found = rows.get("v_relation_heads", patient_id)
+        return (
+            dict(found)
+            if found
+            else {"patient_id": patient_id, "home_id": None, "transfer_id": None}
+        )
+
+    # --- the patient's center -----------------------------------------------------------------
+
+    @handles(Patient, "Registered")
+    def registered(self, ev: Ev, rows: Rows) -> None:
+        self._new_home(ev, rows, ev.data["center_id"])
+
+    @handles(Patient, "Transferred")
+    def transferred(self, ev: Ev, rows: Rows) -> None:
+        head = self._head(rows, ev.aggregate_id)
+        self._end(rows, ev, head["home_id"])
+        self._end(rows, ev, head["transfer_id"])
+        rows.put("v_relation_heads", {**head, "transfer_id": None})
+        self._new_home(ev, rows, ev.data["center_id"])
+
+    def _new_home(self, ev: Ev, rows: Rows, center_id: str) -> None:
+        patient = ev.aggregate_id
+        id = f"{HOME}:{patient}:{ev.position}"
+        self._start(rows, ev, id, HOME, center_id, patient, patient)
+        rows.put("v_relation_heads", {**self._head(rows, patient), "home_id": id})
+
+    # --- hospitals ------------------------------------------------------------------------
+
+    @handles(Referral, "Requested")
+    def requested(self, ev: Ev, rows: Rows) -> None:
+        self._referral(ev, rows, REFERRAL)
+
+    @handles(Referral, "ReturnStarted")
+    def return_started(self, ev: Ev, rows: Rows) -> None:
+        self._referral(ev, rows, RETURN)
+
+    def _referral(self, ev: Ev, rows: Rows, kind: str) -> None:
+        data: dict[str, Any] = ev.data
+        referral = ev.aggregate_id
+        self._start(rows, ev, referral, kind, data["hospital_id"], data["patient_id"], referral)
+
+    @handles(Referral, "Rejected", "Cancelled", "ReturnAcknowledged")
+    def referral_closed(self, ev: Ev, rows: Rows) -> None:
+        self._end(rows, ev, ev.aggregate_id)
