@@ -220,7 +220,7 @@ def test_bad_messages_go_to_dead_letters_and_good_ones_around_them_apply(
         (partner_event(ACCEPTED, stranger, "x3", {"referral_id": str(second)}), "unknown-source"),
         (
             partner_event(ACCEPTED, world.other_hospital, "x4", {"referral_id": str(second)}),
-            "referral-not-addressed-to-you",
+            "not-found",
         ),
         (
             partner_event(
