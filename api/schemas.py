@@ -198,6 +198,27 @@ class RecordFollowUp(Command):
     id: UUID | None = None
 
 
+class RequestTransfer(Command):
+    model_config = _example(team_id=TEAM_ID, consent="转签同意书 2026-0042")
+
+    team_id: UUID = Field(description="the team of your center that will take the patient")
+    consent: Text = Field(description="reference to the patient's recorded consent")
+
+
+class ReleaseTransfer(Command):
+    model_config = _example()
+
+
+class DeclineTransfer(Command):
+    model_config = _example(reason="患者仍在本中心随访治疗中")
+
+    reason: Text
+
+
+class WithdrawTransfer(Command):
+    model_config = _example()
+
+
 # --- contracts ------------------------------------------------------------------------------
 
 
