@@ -28,6 +28,9 @@ from domain.patients import NotThisPatient
 
 router = APIRouter(prefix="/referrals", tags=["referrals"])
 
+#: Seconds a return naming an unknown national id waits for the registry view to catch up.
+REGISTRY_WAIT = 2.0
+
 
 @router.post("", status_code=201, response_model=CommandResult, responses=COMMAND_ERRORS)
 def request_referral(body: RequestReferral, who: TeamStaff, app: ApplicationDep) -> CommandResult:
@@ -55,6 +58,9 @@ def start_return(
     them as the encounter did (resident id number and name). A patient they do not identify
     is answered as an unknown one (404)."""
     patient_id = queries.patient_id_by_national_id(body.national_id)
+    if patient_id is None and queries.wait_for(queries.log_position(), timeout=REGISTRY_WAIT):
+        # registered a moment ago: the registry view may not have it yet
+        patient_id = queries.patient_id_by_national_id(body.national_id)
     if patient_id is None:
         raise NotThisPatient("no patient with that national id and name")
     return done(
