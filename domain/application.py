@@ -139,6 +139,15 @@ class CareCoordination(UnitOfWork):
         except NotFound:
             return FollowUps.open(patient.id, patient.center_id, actor, at)
 
+    def _move_followups(self, patient: Patient, actor: Actor, at: datetime) -> FollowUps | None:
+        """The patient's follow-ups (if any were ever owed) moved to the patient's center."""
+        try:
+            followups = self.load(FollowUps, FollowUps.id_for(patient.id))
+        except NotFound:
+            return None
+        followups.transfer(patient.center_id, actor, at)
+        return followups
+
     def _owe_follow_up(
         self,
         patient: Patient,
@@ -530,10 +539,7 @@ class CareCoordination(UnitOfWork):
             actor=actor,
             at=when,
         )
-        if not moved:
-            return Outcome(patient.id, self.commit(patient))
-        followups = self._followups(patient, actor, when)
-        followups.transfer(center.id, actor, when)
+        followups = self._move_followups(patient, actor, when) if moved else None
         return Outcome(patient.id, self.commit(patient, followups))
 
     @use_case
@@ -561,8 +567,7 @@ class CareCoordination(UnitOfWork):
                     transfer_released=True,
                 )
         patient.transfer(center.id, center.district, actor, when)
-        followups = self._followups(patient, actor, when)
-        followups.transfer(center.id, actor, when)
+        followups = self._move_followups(patient, actor, when)
         return Outcome(patient.id, self.commit(patient, contract, followups))
 
     @use_case

@@ -355,6 +355,9 @@ def test_a_patient_without_an_active_contract_moves_when_asked_and_signs_there(
             patient, team_id=world.other_team(), consent="同意书", actor=world.other_admin
         )
         assert app.load(Patient, patient).center_id == world.other_center
+        if patient == pid:  # never owed a follow-up: no stream is opened for the move
+            with pytest.raises(NotFound):
+                app.load(FollowUps, FollowUps.id_for(pid))
         app.sign_contract(
             patient,
             team_id=world.other_team(),
