@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
+from uuid import uuid4
 
 import pytest
 
@@ -416,3 +417,16 @@ def test_who_may_refer_is_decided_before_whether_the_patient_is_contracted(
         app.request_referral(uncontracted, actor=world.other_admin, **ask)
     with pytest.raises(ContractNotActive):  # its own center is told
         app.request_referral(uncontracted, actor=world.gp, **ask)
+
+
+def test_a_booking_names_a_referral_of_its_own_patient_or_none(app: CareCoordination) -> None:
+    """Another patient's referral reads as absent (it once answered 422, telling it exists)."""
+    world = build_world(app)
+    first, second = world.contracted_patient(serial=1), world.contracted_patient(serial=2)
+    quota = world.quota()
+    rid = world.referral(first)
+    for referral in (rid, uuid4()):
+        with pytest.raises(NotFound):
+            app.book_slot(quota, patient_id=second, actor=world.gp, referral_id=referral)
+    assert not app.load(Quota, quota).bookings
+    app.book_slot(quota, patient_id=first, actor=world.gp, referral_id=rid)
