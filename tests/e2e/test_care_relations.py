@@ -166,7 +166,7 @@ def test_a_patient_moves_to_another_center_only_when_both_centers_agree(
     assert r.status_code == 200, r.text
 
 
-def test_a_back_dated_transfer_is_refused_from_the_future(world: HttpWorld) -> None:
+def test_a_transfer_request_dated_in_the_future_is_refused(world: HttpWorld) -> None:
     pid = world.patient()
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     ask = {"team_id": str(world.other_team), "consent": "同意书", "at": later}
