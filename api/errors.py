@@ -3,7 +3,8 @@
 - validation (request or domain ``InvalidValue``) -> 422 naming the field
 - a broken domain rule -> 409 with its stable ``code``
 - absent, or not visible to the caller's organisation (``NotFound``/``NotPermitted``) -> 404,
-  the same answer in both cases so existence does not leak
+  one body for all of them (code ``not-found``, a fixed detail, no id or path), so existence
+  does not leak
 - no or unknown token -> 401; a role the endpoint does not allow -> 403
 - the database unreachable -> 503 with ``Retry-After``
 
@@ -71,13 +72,17 @@ UNAVAILABLE_PROBLEM = Problem(
 )
 
 
+#: The one answer for "absent" and "not yours", whatever was asked for: the same status, code
+#: and detail (no id, no path, no kind of thing), so no answer tells one from the other.
+NOT_VISIBLE = "nothing with that id is visible to you"
+NOT_FOUND_PROBLEM = Problem(404, "not-found", NOT_VISIBLE)
+
+
 def domain_problem(exc: DomainError) -> Problem:
     """The one mapping of a domain error to an HTTP status and code."""
     if exc.not_found or exc.forbidden:
         # Absent and "not yours" read the same: nothing with that id is visible to you.
-        if exc.not_found:
-            return Problem(404, exc.code, exc.message)
-        return Problem(404, "not-found", "nothing with that id is visible to you")
+        return NOT_FOUND_PROBLEM
     if isinstance(exc, InvalidValue):
         return Problem(422, exc.code, exc.message, field=exc.details.get("field"))
     return Problem(409, exc.code, exc.message)
@@ -172,6 +177,12 @@ async def on_validation(request: Request, exc: RequestValidationError) -> JSONRe
     )
 
 
+def _instance(request: Request, status: int) -> str | None:
+    """The problem's ``instance``: the request's path, except on a 404, whose body is the
+    same whatever id the path names."""
+    return None if status == 404 else request.url.path
+
+
 async def on_domain(request: Request, exc: DomainError) -> Response:
     found = domain_problem(exc)
     page = _page(request, found)
@@ -182,7 +193,7 @@ async def on_domain(request: Request, exc: DomainError) -> Response:
         found.code,
         found.detail,
         headers=dict(found.headers),
-        instance=request.url.path,
+        instance=_instance(request, found.status),
         field=found.field,
     )
 
@@ -193,7 +204,7 @@ async def on_api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
         exc.code,
         exc.detail,
         headers=exc.headers,
-        instance=request.url.path,
+        instance=_instance(request, exc.status),
         **exc.extra,
     )
 

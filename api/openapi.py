@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from api.errors import ApiProblem
+from api.errors import NOT_VISIBLE, ApiProblem
 from api.schemas import CommandResult, ItemsPage
 from domain.application import Outcome
 
@@ -36,7 +36,7 @@ _EXAMPLES: dict[int, tuple[str, dict[str, Any]]] = {
     ),
     404: (
         "absent, or not visible to your organisation",
-        {"code": "not-found", "detail": "nothing with that id is visible to you"},
+        {"code": "not-found", "detail": NOT_VISIBLE},
     ),
     409: (
         "a rule of the domain refused the step",
@@ -83,8 +83,6 @@ QUERY_ERRORS = problems(401, 403, 404, 422, 503)
 
 
 T = TypeVar("T")
-
-NOT_VISIBLE = "nothing with that id is visible to you"
 
 
 def visible(found: T | None) -> T:

@@ -198,6 +198,27 @@ class RecordFollowUp(Command):
     id: UUID | None = None
 
 
+class RequestTransfer(Command):
+    model_config = _example(team_id=TEAM_ID, consent="转签同意书 2026-0042")
+
+    team_id: UUID = Field(description="the team of your center that will take the patient")
+    consent: Text = Field(description="reference to the patient's recorded consent")
+
+
+class ReleaseTransfer(Command):
+    model_config = _example()
+
+
+class DeclineTransfer(Command):
+    model_config = _example(reason="患者仍在本中心随访治疗中")
+
+    reason: Text
+
+
+class WithdrawTransfer(Command):
+    model_config = _example()
+
+
 # --- contracts ------------------------------------------------------------------------------
 
 
@@ -242,6 +263,9 @@ class ExpireContract(Command):
 
 
 class ChangeTeam(Command):
+    """Another team of the contract's own center; another center's team takes the patient by a
+    transfer (``/patients/{id}/transfer``)."""
+
     model_config = _example(team_id=TEAM_ID, reason="patient asked for a doctor nearer home")
 
     team_id: UUID
@@ -326,8 +350,11 @@ class ReturnPlan(Command):
 
 
 class StartReturn(ReturnPlan):
+    """The patient is named as the encounter did: resident id number and name."""
+
     model_config = _example(
-        patient_id=PATIENT_ID,
+        national_id="320106195003041236",
+        name="王秀英",
         department="cardiology",
         summary="急诊收治后病情稳定",
         prescriptions=[{"drug": "阿司匹林", "dose": "100mg", "frequency": "qd"}],
@@ -335,7 +362,8 @@ class StartReturn(ReturnPlan):
         follow_up_due="2026-06-15",
     )
 
-    patient_id: UUID
+    national_id: Annotated[str, Field(pattern=r"^\d{17}[\dX]$")]
+    name: Text
     department: Text
     id: UUID | None = None
 

@@ -2,8 +2,9 @@
 
 Header names follow Kafka Connect's (``__connect.errors.*``) so existing tooling reads them;
 ``jiayi.error.code`` is the stable machine-readable reason (``malformed-message``,
-``unknown-type``, ``unsupported-version``, ``schema-violation``, ``unknown-source`` or a domain
-error's code).
+``unknown-type``, ``unsupported-version``, ``schema-violation``, ``unknown-source``,
+``not-found`` for anything absent or not the sender's to act on (one fixed message for both),
+or a domain error's code).
 """
 
 from __future__ import annotations

@@ -70,7 +70,16 @@ def tracking_name(tp: TopicPartition) -> str:
     return f"kafka:{tp.topic}:{tp.partition}"
 
 
+#: What a partner is told when what it named is absent or not its organisation's to act on:
+#: one code, message and exception name for both, so a dead letter does not tell them apart.
+NOT_FOUND = "not-found"
+NOT_VISIBLE = "nothing with that id is visible to you"
+_NOT_FOUND_CLASS = f"{NotFound.__module__}.{NotFound.__qualname__}"
+
+
 def _failure(exc: Exception, key: MessageKey | None = None) -> Failure:
+    if isinstance(exc, DomainError) and (exc.not_found or exc.forbidden):
+        return Failure(NOT_FOUND, NOT_VISIBLE, _NOT_FOUND_CLASS, key)
     cls = type(exc)
     code = getattr(exc, "code", "domain-rule-broken")
     message = getattr(exc, "message", str(exc))

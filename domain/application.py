@@ -25,6 +25,7 @@ from domain.common import (
     DateAsISO,
     InvalidValue,
     NotFound,
+    NotPermitted,
     OrjsonTranscoder,
 )
 from domain.contracts import Contract, ContractNotActive, ContractStatus
@@ -138,6 +139,15 @@ class CareCoordination(UnitOfWork):
         except NotFound:
             return FollowUps.open(patient.id, patient.center_id, actor, at)
 
+    def _move_followups(self, patient: Patient, actor: Actor, at: datetime) -> FollowUps | None:
+        """The patient's follow-ups (if any were ever owed) moved to the patient's center."""
+        try:
+            followups = self.load(FollowUps, FollowUps.id_for(patient.id))
+        except NotFound:
+            return None
+        followups.transfer(patient.center_id, actor, at)
+        return followups
+
     def _owe_follow_up(
         self,
         patient: Patient,
@@ -221,11 +231,11 @@ class CareCoordination(UnitOfWork):
         at: datetime | None = None,
     ) -> Outcome:
         center = self.load(Organisation, center_id)
-        if not center.is_center:
-            raise NotACommunityCenter("teams belong to community centers")
         team = CareTeam.form(
             self.new_id(id), center_id=center.id, name=name, actor=actor, at=self.when(at)
         )
+        if not center.is_center:
+            raise NotACommunityCenter("teams belong to community centers")
         return Outcome(team.id, self.commit(team))
 
     @use_case
@@ -271,6 +281,8 @@ class CareCoordination(UnitOfWork):
         at: datetime | None = None,
     ) -> Outcome:
         center = self.load(Organisation, center_id)
+        if actor.org_id != center.id:
+            raise NotPermitted("patients are registered by their own community center")
         if not center.is_center:
             raise NotACommunityCenter("patients register at a community center")
         when = self.when(at)
@@ -398,11 +410,16 @@ class CareCoordination(UnitOfWork):
     ) -> list[Outcome]:
         when = self.when(at)
         team = self.load(CareTeam, team_id)
+        # Whose patients and whose team, before anything about them is told.
+        patients = [self.load(Patient, patient_id) for patient_id in patient_ids]
+        for patient in patients:
+            patient.ensure_center(actor)
+        if actor.org_id != team.center_id:
+            raise NotPermitted("contracts are signed at the team's own community center")
         team.ensure_can_take_contracts()
         changed: list[Aggregate] = []
         contracts: list[Contract] = []
-        for patient_id, cid in zip(patient_ids, ids, strict=True):
-            patient = self.load(Patient, patient_id)
+        for patient, cid in zip(patients, ids, strict=True):
             contract = Contract.sign(
                 self.new_id(cid),
                 patient_id=patient.id,
@@ -480,18 +497,98 @@ class CareCoordination(UnitOfWork):
         actor: Actor,
         at: datetime | None = None,
     ) -> Outcome:
+        """Another team of the contract's own center takes the contract (one step, by that
+        center). A team of another center takes it only through a transfer
+        (:meth:`request_transfer`, :meth:`release_transfer`): 409 ``transfer-required``."""
         when = self.when(at)
         contract = self.load(Contract, contract_id)
         team = self.load(CareTeam, team_id)
-        team.ensure_can_take_contracts()
         contract.change_team(team.id, team.center_id, reason, actor, when)
-        # A team of another center takes over the patient's care and follow-ups with it.
-        patient = self.load(Patient, contract.patient_id)
+        team.ensure_can_take_contracts()
+        return Outcome(contract.id, self.commit(contract))
+
+    # --- transfers between centers ---------------------------------------------------------
+
+    @use_case
+    def request_transfer(
+        self,
+        patient_id: UUID,
+        *,
+        team_id: UUID,
+        consent: str,
+        actor: Actor,
+        at: datetime | None = None,
+    ) -> Outcome:
+        """The new center (staff of ``team_id``'s center) asks to care for the patient, citing
+        the patient's recorded consent. Without an active contract the patient moves at once
+        (the new center then signs its own); otherwise the current center releases or
+        declines, and until then nothing else changes."""
+        when = self.when(at)
+        team = self.load(CareTeam, team_id)
+        if actor.org_id != team.center_id:
+            raise NotPermitted("a transfer is requested by the new team's own center")
         center = self.load(Organisation, team.center_id)
+        patient = self.load(Patient, patient_id)
+        if patient.has_active_contract(when.date()) and not patient.moved_away:
+            team.ensure_can_take_contracts()
+        moved = patient.request_transfer(
+            center_id=center.id,
+            team_id=team.id,
+            consent=consent,
+            district=center.district,
+            actor=actor,
+            at=when,
+        )
+        followups = self._move_followups(patient, actor, when) if moved else None
+        return Outcome(patient.id, self.commit(patient, followups))
+
+    @use_case
+    def release_transfer(
+        self, patient_id: UUID, *, actor: Actor, at: datetime | None = None
+    ) -> Outcome:
+        """The current center lets the patient go: the contract moves to the requested team,
+        the patient's registry and follow-ups to its center, in one commit."""
+        when = self.when(at)
+        patient = self.load(Patient, patient_id)
+        request = patient.release_transfer(actor, when)
+        center = self.load(Organisation, request["center_id"])
+        team = self.load(CareTeam, request["team_id"])
+        contract: Contract | None = None
+        if patient.contract_id is not None and patient.has_active_contract(when.date()):
+            contract = self.load(Contract, patient.contract_id)
+            if contract.status == ContractStatus.ACTIVE:
+                team.ensure_can_take_contracts()
+                contract.change_team(
+                    team.id,
+                    team.center_id,
+                    f"transfer to another center (consent {request['consent']})",
+                    actor,
+                    when,
+                    transfer_released=True,
+                )
         patient.transfer(center.id, center.district, actor, when)
-        followups = self._followups(patient, actor, when)
-        followups.transfer(center.id, actor, when)
-        return Outcome(contract.id, self.commit(contract, patient, followups))
+        followups = self._move_followups(patient, actor, when)
+        return Outcome(patient.id, self.commit(patient, contract, followups))
+
+    @use_case
+    def decline_transfer(
+        self, patient_id: UUID, *, reason: str, actor: Actor, at: datetime | None = None
+    ) -> Outcome:
+        """The current center declines the pending request; the patient stays."""
+        when = self.when(at)
+        patient = self.load(Patient, patient_id)
+        patient.decline_transfer(reason, actor, when)
+        return Outcome(patient.id, self.commit(patient))
+
+    @use_case
+    def withdraw_transfer(
+        self, patient_id: UUID, *, actor: Actor, at: datetime | None = None
+    ) -> Outcome:
+        """The requesting center withdraws its pending request."""
+        when = self.when(at)
+        patient = self.load(Patient, patient_id)
+        patient.withdraw_transfer(actor, when)
+        return Outcome(patient.id, self.commit(patient))
 
     # --- referrals -------------------------------------------------------------------------
 
@@ -511,10 +608,12 @@ class CareCoordination(UnitOfWork):
     ) -> Outcome:
         when = self.when(at)
         patient = self.load(Patient, patient_id)
-        if not patient.has_active_contract(when.date()) or patient.contract_id is None:
+        contract = self.load(Contract, patient.contract_id) if patient.contract_id else None
+        team = self.load(CareTeam, contract.team_id) if contract else None
+        # Whether this organisation acts for the patient, before anything about them is told.
+        patient.ensure_cared_for_by(actor, team is not None and team.speaks_for(actor))
+        if not patient.has_active_contract(when.date()) or contract is None or team is None:
             raise ContractNotActive("only a contracted patient is referred by a family doctor")
-        contract = self.load(Contract, patient.contract_id)
-        team = self.load(CareTeam, contract.team_id)
         hospital = self.load(Organisation, hospital_id)
         hospital.ensure_department(department)
         referral = Referral.request(
@@ -629,6 +728,8 @@ class CareCoordination(UnitOfWork):
         self,
         patient_id: UUID,
         *,
+        national_id: str,
+        name: str,
         hospital_id: UUID,
         department: str,
         summary: str,
@@ -639,8 +740,14 @@ class CareCoordination(UnitOfWork):
         id: UUID | None = None,
         at: datetime | None = None,
     ) -> Outcome:
+        """A hospital returns a patient it treated without an upward referral. It names the
+        patient as the encounter did (resident id number and name); a patient they do not
+        identify is answered as an unknown one."""
         when = self.when(at)
+        if actor.org_id != hospital_id:
+            raise NotPermitted("a hospital starts returns only for its own patients")
         patient = self.load(Patient, patient_id)
+        patient.ensure_identified_by(national_id, name)
         hospital = self.load(Organisation, hospital_id)
         hospital.ensure_department(department)
         referral = Referral.start_return(
@@ -740,7 +847,6 @@ class CareCoordination(UnitOfWork):
         **options: Any,
     ) -> Outcome:
         hospital = self.load(Organisation, hospital_id)
-        hospital.ensure_department(department)
         quota = Quota.publish(
             self.new_id(id),
             hospital_id=hospital.id,
@@ -753,6 +859,7 @@ class CareCoordination(UnitOfWork):
             at=self.when(at),
             **options,
         )
+        hospital.ensure_department(department)
         return Outcome(quota.id, self.commit(quota))
 
     @use_case
@@ -770,10 +877,6 @@ class CareCoordination(UnitOfWork):
         quota = self.load(Quota, quota_id)
         patient = self.load(Patient, patient_id)
         center = self.load(Organisation, actor.org_id)
-        if referral_id is not None:
-            referral = self.load(Referral, referral_id)
-            if referral.patient_id != patient.id:
-                raise InvalidValue("the referral is for another patient", field="referral_id")
         team_id = None
         centers = {patient.center_id}
         if patient.contract_id is not None:
@@ -792,6 +895,11 @@ class CareCoordination(UnitOfWork):
             recorded=self.now(),
             patient_centers=frozenset(centers),
         )
+        if referral_id is not None:
+            referral = self.load(Referral, referral_id)
+            if referral.patient_id != patient.id:
+                # another patient's referral reads as absent, as a foreign one does
+                raise NotFound("no such referral of this patient", kind="Referral")
         return Outcome(booking_id, self.commit(quota))
 
     @use_case

@@ -9,6 +9,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain.common import Actor, DomainError, InvalidValue, NotPermitted, add_years, term_end
+from domain.patients import TransferRequired
 
 FIRST_TERM_YEARS = 1
 RENEWAL_YEARS = (1, 2, 3)
@@ -139,15 +140,27 @@ class Contract(Aggregate):
         self.status = ContractStatus.EXPIRED
 
     def change_team(
-        self, team_id: UUID, center_id: UUID, reason: str, actor: Actor, at: datetime
+        self,
+        team_id: UUID,
+        center_id: UUID,
+        reason: str,
+        actor: Actor,
+        at: datetime,
+        transfer_released: bool = False,
     ) -> None:
-        """Move the contract to another team (of the same or another center)."""
-        if actor.org_id not in (self.center_id, center_id):
-            raise NotPermitted("a team change is made by the old or the new center")
+        """Move the contract to another team of its center (one step, by that center), or to a
+        team of another center once the patient's transfer there is released
+        (``transfer_released``: the new center asked, this one let the patient go)."""
+        self._ensure_center(actor)
         if self.status != ContractStatus.ACTIVE:
             raise ContractNotActive(f"contract is {self.status}")
         if team_id == self.team_id:
             raise InvalidValue("the contract is already with that team", field="team_id")
+        if center_id != self.center_id and not transfer_released:
+            raise TransferRequired(
+                "a team of another center takes the contract when that center requests the "
+                "patient's transfer and this one releases it"
+            )
         self._team_changed(
             team_id=team_id,
             center_id=center_id,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.common import Actor, DomainError, InvalidValue, NotPermitted, add_years
+from domain.common import Actor, DomainError, InvalidValue, NotFound, NotPermitted, add_years
 
 
 class Tag(StrEnum):
@@ -67,6 +68,37 @@ class NotCurrentContract(DomainError):
     code = "not-current-contract"
 
 
+class AlreadyAtThisCenter(DomainError):
+    """A transfer moves a patient to another center; within one center a team change does."""
+
+    code = "already-at-this-center"
+
+
+class TransferAlreadyRequested(DomainError):
+    """A patient has at most one transfer request pending."""
+
+    code = "transfer-already-requested"
+
+
+class NoTransferRequested(DomainError):
+    """Releasing or declining needs a pending transfer request."""
+
+    code = "no-transfer-requested"
+
+
+class TransferRequired(DomainError):
+    """A patient moves to another center only by a transfer the new center requests and the
+    current one releases (or at once, when there is no active contract to release)."""
+
+    code = "transfer-required"
+
+
+class NotThisPatient(NotFound):
+    """The national id and name given do not identify the patient: answered as if absent."""
+
+    code = "patient-not-identified"
+
+
 class Patient(Aggregate):
     """A resident in the registry. Holds personal data (store encrypted in production)."""
 
@@ -95,6 +127,9 @@ class Patient(Aggregate):
         self.moved_away = False
         self.contract_id: UUID | None = None
         self.contract_until: date | None = None
+        #: A pending move to another center: center_id, team_id, consent (and, once the
+        #: current center released it, released=True until the move is recorded).
+        self.transfer_request: dict[str, Any] | None = None
 
     @classmethod
     def register(
@@ -187,15 +222,127 @@ class Patient(Aggregate):
     def _moved_away(self, destination: str, actor: Actor, at: datetime) -> None:
         self.moved_away = True
 
-    def transfer(self, center_id: UUID, district: str, actor: Actor, at: datetime) -> None:
-        """The patient's care moves to another community center (their contract changed team)."""
-        if center_id != self.center_id:
+    # --- transfers between centers: the new center asks, the current one releases --------
+
+    def request_transfer(
+        self,
+        *,
+        center_id: UUID,
+        team_id: UUID,
+        consent: str,
+        district: str,
+        actor: Actor,
+        at: datetime,
+    ) -> bool:
+        """Another center (``center_id``, its team ``team_id``, in ``district``) asks to care
+        for the patient, citing the patient's recorded consent (e.g. the signed form's number).
+
+        With an active contract the current center must release it (:meth:`release_transfer`);
+        without one (or after moving away) there is nothing to hand over and the patient's
+        registry moves at once. Returns whether the patient moved.
+        """
+        if actor.org_id != center_id:
+            raise NotPermitted("a transfer is requested by the center that will care")
+        if center_id == self.center_id:
+            raise AlreadyAtThisCenter("the patient is cared for at that center already")
+        if self.transfer_request is not None:
+            raise TransferAlreadyRequested("a transfer of this patient is already requested")
+        if not consent.strip():
+            raise InvalidValue("a transfer cites the patient's recorded consent", field="consent")
+        self._transfer_requested(
+            center_id=center_id, team_id=team_id, consent=consent.strip(), actor=actor, at=at
+        )
+        if self.moved_away or not self.has_active_contract(at.date()):
             self._transferred(center_id=center_id, district=district, actor=actor, at=at)
+            return True
+        return False
+
+    @event("TransferRequested")
+    def _transfer_requested(
+        self, center_id: UUID, team_id: UUID, consent: str, actor: Actor, at: datetime
+    ) -> None:
+        self.transfer_request = {"center_id": center_id, "team_id": team_id, "consent": consent}
+
+    def release_transfer(self, actor: Actor, at: datetime) -> dict[str, Any]:
+        """The current center lets the patient go to the requesting center; the request
+        (center_id, team_id, consent) is returned: the contract and follow-ups move with it,
+        then :meth:`transfer` records the move."""
+        request = self._pending_for_current_center(actor)
+        self._transfer_released(
+            center_id=request["center_id"], team_id=request["team_id"], actor=actor, at=at
+        )
+        return dict(request)
+
+    @event("TransferReleased")
+    def _transfer_released(
+        self, center_id: UUID, team_id: UUID, actor: Actor, at: datetime
+    ) -> None:
+        assert self.transfer_request is not None
+        self.transfer_request["released"] = True
+
+    def decline_transfer(self, reason: str, actor: Actor, at: datetime) -> None:
+        """The current center declines the request (the patient stays)."""
+        request = self._pending_for_current_center(actor)
+        if not reason.strip():
+            raise InvalidValue("declining a transfer needs a reason", field="reason")
+        self._transfer_declined(
+            center_id=request["center_id"], reason=reason.strip(), actor=actor, at=at
+        )
+
+    @event("TransferDeclined")
+    def _transfer_declined(self, center_id: UUID, reason: str, actor: Actor, at: datetime) -> None:
+        self.transfer_request = None
+
+    def withdraw_transfer(self, actor: Actor, at: datetime) -> None:
+        """The requesting center withdraws its request. Nobody else may, and without a
+        request pending there is nothing of the patient's this center may act on."""
+        request = self.transfer_request
+        if request is None or request["center_id"] != actor.org_id:
+            raise NotPermitted("only the requesting center withdraws its transfer request")
+        self._transfer_withdrawn(center_id=request["center_id"], actor=actor, at=at)
+
+    @event("TransferWithdrawn")
+    def _transfer_withdrawn(self, center_id: UUID, actor: Actor, at: datetime) -> None:
+        self.transfer_request = None
+
+    def _pending_for_current_center(self, actor: Actor) -> dict[str, Any]:
+        self._ensure_center(actor)
+        if self.transfer_request is None:
+            raise NoTransferRequested("no transfer of this patient is requested")
+        return self.transfer_request
+
+    def transfer(self, center_id: UUID, district: str, actor: Actor, at: datetime) -> None:
+        """The patient's care moves to the center whose transfer request was released."""
+        request = self.transfer_request
+        if request is None or not request.get("released") or request["center_id"] != center_id:
+            raise TransferRequired("a patient moves to another center by a released transfer")
+        self._transferred(center_id=center_id, district=district, actor=actor, at=at)
 
     @event("Transferred")
     def _transferred(self, center_id: UUID, district: str, actor: Actor, at: datetime) -> None:
         self.center_id = center_id
         self.district = district
+        self.transfer_request = None
+        # A patient who had moved away and comes back joins the new center's registry.
+        self.moved_away = False
+
+    # --- who may act on the patient -------------------------------------------------------
+
+    def ensure_center(self, actor: Actor) -> None:
+        """Only the patient's community center may take this step."""
+        self._ensure_center(actor)
+
+    def ensure_cared_for_by(self, actor: Actor, team_speaks_for_actor: bool = False) -> None:
+        """The patient's center, or (``team_speaks_for_actor``) their contracted team's
+        member, acts for the patient; anyone else is told nothing about them."""
+        if actor.org_id != self.center_id and not team_speaks_for_actor:
+            raise NotPermitted("only the patient's center or contracted team acts for them")
+
+    def ensure_identified_by(self, national_id: str, name: str) -> None:
+        """A hospital names a patient as an encounter does: resident id number and name.
+        A mismatch answers as an unknown patient does."""
+        if national_id.strip().upper() != self.national_id or name.strip() != self.name:
+            raise NotThisPatient("no patient with that national id and name")
 
     def _ensure_center(self, actor: Actor) -> None:
         if actor.org_id != self.center_id:

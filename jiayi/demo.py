@@ -498,11 +498,13 @@ class CityBuilder:
             birth = day - timedelta(days=self.rng.randint(60, 85) * 365)
             sex = self.rng.choice("FM")
             pid = self.uuid()
+            name = f"{self.rng.choice(SURNAMES)}{self.rng.choice(GIVEN)}"
+            national_id = _national_id(self.rng, birth, sex)
             self.app.register_patient(
-                f"{self.rng.choice(SURNAMES)}{self.rng.choice(GIVEN)}",
+                name,
                 sex=sex,
                 birth_date=birth,
-                national_id=_national_id(self.rng, birth, sex),
+                national_id=national_id,
                 phone="13900000000",
                 center_id=center_id,
                 actor=Actor("registry", center_id),
@@ -512,6 +514,8 @@ class CityBuilder:
             self.summary.patients += 1
             self.app.start_return(
                 pid,
+                national_id=national_id,
+                name=name,
                 hospital_id=hospital,
                 department="orthopedics",
                 summary="骨折术后，转社区康复",

@@ -105,3 +105,8 @@ class Queries(Protocol):
     ) -> dict[str, Any] | None:
         """The KPI figures (formulas in projections/kpis.py and docs) for a center or district;
         None when the center or district named is absent or outside the scope."""
+
+    def patient_id_by_national_id(self, national_id: str) -> UUID | None:
+        """Internal, NOT scoped: the patient registered with this resident id number, if any.
+        For commands that name a patient as an encounter does (a hospital's return); the
+        domain checks the rest. Never answer a reader with it."""

@@ -634,3 +634,13 @@ class ViewQueries:
         if shows:
             i.attendance_recorded, i.no_shows = int(shows["n"] or 0), int(shows["k"] or 0)
         return i
+
+    # --- internal: no scope -----------------------------------------------------------------
+
+    def patient_id_by_national_id(self, national_id: str) -> UUID | None:
+        """Internal and unscoped (a hospital's return names the patient by national id; the
+        domain then checks the name): never answer a reader with it."""
+        row = self.store.one(
+            "SELECT id FROM v_patients WHERE national_id = ? ORDER BY id LIMIT 1", (national_id,)
+        )
+        return None if row is None else UUID(row["id"])

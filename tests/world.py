@@ -8,6 +8,7 @@ from uuid import UUID
 
 from domain.application import CareCoordination
 from domain.common import Actor
+from domain.patients import Patient
 
 DISTRICT = "鼓楼区"
 
@@ -26,6 +27,7 @@ class World:
     hospital: UUID
     other_hospital: UUID
     team: UUID
+    _other_team: UUID | None = None
 
     @property
     def center_admin(self) -> Actor:
@@ -67,6 +69,37 @@ class World:
             pid, team_id=self.team, package="basic", start=self.today, actor=self.gp
         )
         return pid
+
+    @property
+    def other_admin(self) -> Actor:
+        return Actor("other-admin", self.other_center)
+
+    def other_team(self) -> UUID:
+        """A team of the other center with a general practitioner (formed on first use)."""
+        if self._other_team is None:
+            admin = self.other_admin
+            self._other_team = self.app.form_team(
+                self.other_center, name="江宁团队", actor=admin
+            ).id
+            self.app.add_team_member(
+                self._other_team,
+                staff_id="gp-9",
+                name="赵医生",
+                role="general_practitioner",
+                org_id=self.other_center,
+                actor=admin,
+            )
+        return self._other_team
+
+    def transfer_to_other_center(self, patient: UUID, consent: str = "转签同意书 0001") -> int:
+        """The other center asks for the patient and their center releases them (at once
+        when there is no active contract); the log position reached."""
+        done = self.app.request_transfer(
+            patient, team_id=self.other_team(), consent=consent, actor=self.other_admin
+        )
+        if self.app.load(Patient, patient).center_id == self.other_center:
+            return done.position
+        return self.app.release_transfer(patient, actor=self.center_admin).position
 
     @property
     def today(self) -> date:

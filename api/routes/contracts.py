@@ -90,7 +90,8 @@ def expire(
 def change_team(
     contract_id: UUID, body: ChangeTeam, who: CenterStaff, app: ApplicationDep
 ) -> CommandResult:
-    """Move a contract to another team (by the old or the new center)."""
+    """Move a contract to another team of your center. A team of another center takes the
+    patient by a transfer (``POST /patients/{id}/transfer``): 409 ``transfer-required``."""
     return done(
         app.change_contract_team(
             contract_id, team_id=body.team_id, reason=body.reason, actor=who.actor, at=body.at

@@ -13,12 +13,16 @@ from api.schemas import (
     CENTER_ID,
     PATIENT_ID,
     CommandResult,
+    DeclineTransfer,
     ItemsPage,
     Moment,
     MoveAway,
     RecordFollowUp,
     RegisterPatient,
+    ReleaseTransfer,
+    RequestTransfer,
     TagPatient,
+    WithdrawTransfer,
 )
 
 router = APIRouter(prefix="/patients", tags=["patients"])
@@ -61,6 +65,50 @@ def move_away(
     return done(
         app.move_patient_away(patient_id, destination=body.destination, actor=who.actor, at=body.at)
     )
+
+
+@router.post("/{patient_id}/transfer", response_model=CommandResult, responses=COMMAND_ERRORS)
+def request_transfer(
+    patient_id: UUID, body: RequestTransfer, who: CenterStaff, app: ApplicationDep
+) -> CommandResult:
+    """Your center asks to care for a patient of another center, for one of your teams, citing
+    the patient's recorded consent. Without an active contract the patient moves at once (then
+    sign your own); otherwise their center releases or declines the request."""
+    return done(
+        app.request_transfer(
+            patient_id, team_id=body.team_id, consent=body.consent, actor=who.actor, at=body.at
+        )
+    )
+
+
+@router.post(
+    "/{patient_id}/transfer/release", response_model=CommandResult, responses=COMMAND_ERRORS
+)
+def release_transfer(
+    patient_id: UUID, body: ReleaseTransfer, who: CenterStaff, app: ApplicationDep
+) -> CommandResult:
+    """The patient's center lets them go: contract, registry and follow-ups move together."""
+    return done(app.release_transfer(patient_id, actor=who.actor, at=body.at))
+
+
+@router.post(
+    "/{patient_id}/transfer/decline", response_model=CommandResult, responses=COMMAND_ERRORS
+)
+def decline_transfer(
+    patient_id: UUID, body: DeclineTransfer, who: CenterStaff, app: ApplicationDep
+) -> CommandResult:
+    """The patient's center declines the pending request, with a reason."""
+    return done(app.decline_transfer(patient_id, reason=body.reason, actor=who.actor, at=body.at))
+
+
+@router.post(
+    "/{patient_id}/transfer/withdraw", response_model=CommandResult, responses=COMMAND_ERRORS
+)
+def withdraw_transfer(
+    patient_id: UUID, body: WithdrawTransfer, who: CenterStaff, app: ApplicationDep
+) -> CommandResult:
+    """Your center withdraws the transfer request it made."""
+    return done(app.withdraw_transfer(patient_id, actor=who.actor, at=body.at))
 
 
 @router.post(

@@ -24,8 +24,12 @@ from api.schemas import (
     ReturnPlan,
     StartReturn,
 )
+from domain.patients import NotThisPatient
 
 router = APIRouter(prefix="/referrals", tags=["referrals"])
+
+#: Seconds a return naming an unknown national id waits for the registry view to catch up.
+REGISTRY_WAIT = 2.0
 
 
 @router.post("", status_code=201, response_model=CommandResult, responses=COMMAND_ERRORS)
@@ -47,11 +51,23 @@ def request_referral(body: RequestReferral, who: TeamStaff, app: ApplicationDep)
 
 
 @router.post("/returns", status_code=201, response_model=CommandResult, responses=COMMAND_ERRORS)
-def start_return(body: StartReturn, who: HospitalStaff, app: ApplicationDep) -> CommandResult:
-    """Your hospital returns a patient it treated without an upward referral (下转)."""
+def start_return(
+    body: StartReturn, who: HospitalStaff, app: ApplicationDep, queries: QueriesDep
+) -> CommandResult:
+    """Your hospital returns a patient it treated without an upward referral (下转), naming
+    them as the encounter did (resident id number and name). A patient they do not identify
+    is answered as an unknown one (404)."""
+    patient_id = queries.patient_id_by_national_id(body.national_id)
+    if patient_id is None and queries.wait_for(queries.log_position(), timeout=REGISTRY_WAIT):
+        # registered a moment ago: the registry view may not have it yet
+        patient_id = queries.patient_id_by_national_id(body.national_id)
+    if patient_id is None:
+        raise NotThisPatient("no patient with that national id and name")
     return done(
         app.start_return(
-            body.patient_id,
+            patient_id,
+            national_id=body.national_id,
+            name=body.name,
             hospital_id=who.actor.org_id,
             department=body.department,
             summary=body.summary,

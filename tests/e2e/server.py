@@ -113,6 +113,8 @@ class HttpWorld:
     auditor: str
     coordinator: str
     serial: list[int] = field(default_factory=lambda: [100])
+    #: (national id, name) of each patient registered through :meth:`patient`.
+    identities: dict[UUID, tuple[str, str]] = field(default_factory=dict)
 
     def post(self, path: str, token: str, body: dict[str, Any] | None = None) -> httpx.Response:
         return self.http.post(path, json=body or {}, headers=bearer(token))
@@ -140,7 +142,9 @@ class HttpWorld:
             "phone": "13800000000",
             "tags": tags or ["hypertension"],
         }
-        return UUID(self.ok("/patients", org.token, body)["id"])
+        pid = UUID(self.ok("/patients", org.token, body)["id"])
+        self.identities[pid] = (body["national_id"], body["name"])
+        return pid
 
     def contracted(self, org: Org | None = None) -> tuple[UUID, UUID]:
         org = org or self.center

@@ -59,9 +59,12 @@ def targets(world: HttpWorld) -> dict[str, str]:
     rid2 = world.referral(pid2)
     qid = world.quota(slots=5)
     bid = world.ok(f"/quotas/{qid}/bookings", world.center.token, {"patient_id": str(pid)})["id"]
+    nid2, name2 = world.identities[pid2]
     return {
         "pid": str(pid),
         "pid2": str(pid2),
+        "nid2": nid2,
+        "name2": name2,
         "cid": str(cid),
         "rid": str(rid),
         "rid2": str(rid2),
@@ -139,7 +142,7 @@ def commands() -> list[Endpoint]:
         E(
             "/referrals/returns",
             {H},
-            {**plan, "patient_id": "{pid2}", "department": "cardiology"},
+            {**plan, "national_id": "{nid2}", "name": "{name2}", "department": "cardiology"},
             foreign=False,
         ),
         E("/referrals/{rid}/accept", {H}),
@@ -167,6 +170,11 @@ def commands() -> list[Endpoint]:
         E("/quotas/{qid}/bookings/{bid}/attendance", {H}, {"attended": True}),
         E("/quotas/{qid}/bookings/{bid}/cancel", {C}, {"reason": "已好转"}),
         E("/quotas/{qid}/release", {H}),
+        E("/patients/{pid}/transfer", {C}, {"team_id": "{team}", "consent": "同意书 1"}),
+        E("/patients/{pid}/transfer/release", {C}),
+        E("/patients/{pid}/transfer/decline", {C}, {"reason": "治疗中"}),
+        # nothing is pending: no organisation has a request of this patient's to withdraw
+        E("/patients/{pid}/transfer/withdraw", {C}, owners=set()),
         E("/patients/{pid}/move-away", {C}, {"destination": "上海市"}),
         E("/contracts/{cid}/terminate", {C}, {"reason": "迁出"}),
     ]

@@ -48,7 +48,9 @@ def role_for(method: str, path: str) -> str:
     if method.upper() == "GET":
         return "auditor"
     hospital_steps = ("/accept", "/reject", "/arrival", "/admission", "/return", "attendance")
-    if path in ("/quotas", "/referrals/returns") or "/departments" in path or "/release" in path:
+    if path in ("/quotas", "/referrals/returns", "/quotas/{quota_id}/release") or (
+        "/departments" in path
+    ):
         return "hospital"
     return "hospital" if path.endswith(hospital_steps) else "center"
 

@@ -27,7 +27,11 @@ from eventsourcing.persistence import StoredEvent
 
 from domain.application import CareCoordination
 from domain.common import Actor, stable_id
+from domain.contracts import Contract
 from domain.followups import FollowUps
+from domain.organisations import Organisation
+from domain.patients import Patient
+from domain.teams import CareTeam
 from projections.events import LogReader
 from projections.runner import rebuild, select
 from projections.store import ViewStore
@@ -314,6 +318,8 @@ def write_story(app: CareCoordination, clock: Clock) -> list[UUID]:
     step(
         app.start_return,
         patient_id=sun,
+        national_id=national_id(date(1979, 5, 23), 104),
+        name="孙丽",
         hospital_id=c.hospital,
         department="cardiology",
         summary="术后恢复良好",
@@ -402,20 +408,59 @@ def write_story(app: CareCoordination, clock: Clock) -> list[UUID]:
         actor=c.desk,
     )
 
-    # a contract moves to a team of another center (patient and follow-ups move with it)
-    step(
-        app.change_contract_team,
-        contract_id=contract_zhao,
-        team_id=c.other_team,
-        reason="搬到江宁",
-        actor=c.gp,
+    # a contract moves to a team of another center (patient and follow-ups move with it), in
+    # one step as it was recorded before transfers took both centers (issue #11)
+    clock.tick()
+    _team_change_across_centers_as_once_recorded(
+        app, contract_zhao, team_id=c.other_team, reason="搬到江宁", actor=c.gp
     )
     # ended contracts: terminated (obligations withdrawn); moved away; expired after its term
     step(app.terminate_contract, contract_id=contract_wang, reason="患者要求解约", actor=c.gp)
     step(app.move_patient_away, patient_id=sun, destination="上海市", actor=c.gp)
     clock.day(today + timedelta(days=366))
     step(app.expire_contract, contract_id=contract_liu, actor=c.gp)
+
+    # transfers between centers: the other center asks for a contracted patient, withdraws,
+    # asks again and is declined, asks a third time and is released (the contract, registry
+    # and follow-ups move); a patient without a contract moves as soon as it is asked
+    contract_liu_again = gid("contract", "刘建国", 2)
+    step(
+        app.sign_contract,
+        patient_id=liu,
+        team_id=c.team,
+        package="basic",
+        start=clock.now.date(),
+        actor=c.gp,
+        id=contract_liu_again,
+    )
+    ids.append(contract_liu_again)
+    asked = {"team_id": c.other_team, "actor": c.other_admin}
+    step(app.request_transfer, patient_id=liu, consent="转签同意书 JN-0001", **asked)
+    step(app.withdraw_transfer, patient_id=liu, actor=c.other_admin)
+    step(app.request_transfer, patient_id=liu, consent="转签同意书 JN-0002", **asked)
+    step(app.decline_transfer, patient_id=liu, reason="住院治疗中，出院后再议", actor=c.gp)
+    step(app.request_transfer, patient_id=liu, consent="转签同意书 JN-0003", **asked)
+    step(app.release_transfer, patient_id=liu, actor=c.gp)
+    step(app.request_transfer, patient_id=wang, consent="转签同意书 JN-0004", **asked)
     return ids
+
+
+def _team_change_across_centers_as_once_recorded(
+    app: CareCoordination, contract_id: UUID, *, team_id: UUID, reason: str, actor: Actor
+) -> None:
+    """What ``change_contract_team`` recorded for a team of another center before a move
+    between centers took a transfer (the stored records hold it): the contract, the patient
+    and the follow-ups moved in one commit, on the old center's word alone."""
+    when = app.now()
+    contract = app.load(Contract, contract_id)
+    team = app.load(CareTeam, team_id)
+    center = app.load(Organisation, team.center_id)
+    contract.change_team(team.id, team.center_id, reason, actor, when, transfer_released=True)
+    patient = app.load(Patient, contract.patient_id)
+    patient._transferred(center_id=center.id, district=center.district, actor=actor, at=when)
+    followups = app.load(FollowUps, FollowUps.id_for(patient.id))
+    followups.transfer(center.id, actor, when)
+    app.commit(contract, patient, followups)
 
 
 # --- what is stored, and what it folds to ---------------------------------------------------

@@ -5,20 +5,28 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import date, timedelta
+from uuid import uuid4
 
 import pytest
 
 from domain.application import CareCoordination
-from domain.common import Actor, NotPermitted
-from domain.contracts import Contract
+from domain.common import Actor, NotFound, NotPermitted
+from domain.contracts import Contract, ContractNotActive
 from domain.followups import FollowUps
-from domain.patients import ContractAlreadyActive, Patient, PatientMovedAway
+from domain.patients import (
+    ContractAlreadyActive,
+    NoTransferRequested,
+    Patient,
+    PatientMovedAway,
+    TransferAlreadyRequested,
+    TransferRequired,
+)
 from domain.quotas import Quota, QuotaFull
 from domain.referrals import Referral
 from domain.teams import TeamCannotTakeContracts
 from tests.conftest import Clock
-from tests.world import build_world
+from tests.world import build_world, national_id
 
 
 def topics(app: CareCoordination) -> Counter[str]:
@@ -186,6 +194,8 @@ def test_a_direct_return_is_acknowledged_and_followed_up_by_the_community(
     due = world.today + timedelta(days=10)
     rid = app.start_return(
         patient,
+        national_id=national_id(date(1950, 3, 4)),
+        name="王秀英",
         hospital_id=world.hospital,
         department="cardiology",
         summary="PCI 术后",
@@ -253,28 +263,28 @@ def test_moving_away_ends_the_contract_and_withdraws_future_follow_ups(
     assert [o["window_start"] <= clock.now.date() for o in still_open] == [True]
 
 
-def test_a_team_change_to_another_center_moves_the_patients_care_there(
+def test_a_released_transfer_moves_the_patients_contract_and_care_to_the_other_center(
     app: CareCoordination,
 ) -> None:
     world = build_world(app)
     pid = world.contracted_patient(tags=("hypertension",))
     contract_id = app.load(Patient, pid).contract_id
     assert contract_id is not None
-    other_admin = Actor("other-admin", world.other_center)
-    other_team = app.form_team(world.other_center, name="江宁团队", actor=other_admin).id
-    app.add_team_member(
+    other_team = world.other_team()
+
+    app.request_transfer(pid, team_id=other_team, consent="同意书 7", actor=world.other_admin)
+    before = topics(app)
+    assert app.load(Patient, pid).center_id == world.center  # nothing moves until released
+    app.release_transfer(pid, actor=world.center_admin)
+    moved = topics(app) - before
+    assert moved == Counter(
+        {"TransferReleased": 1, "TeamChanged": 1, "Transferred": 2}  # patient and follow-ups
+    )
+
+    assert (app.load(Contract, contract_id).team_id, app.load(Contract, contract_id).center_id) == (
         other_team,
-        staff_id="gp-9",
-        name="赵医生",
-        role="general_practitioner",
-        org_id=world.other_center,
-        actor=other_admin,
+        world.other_center,
     )
-
-    app.change_contract_team(
-        contract_id, team_id=other_team, reason="moved within the city", actor=world.gp
-    )
-
     assert app.load(Patient, pid).center_id == world.other_center
     assert app.load(Patient, pid).district == "江宁区"
     with pytest.raises(NotPermitted):  # the old center no longer records the follow-ups
@@ -287,3 +297,136 @@ def test_a_team_change_to_another_center_moves_the_patients_care_there(
         measurements={"systolic_bp": 132, "diastolic_bp": 84},
     )
     assert len(app.load(FollowUps, FollowUps.id_for(pid)).visits) == 1
+
+
+def test_a_team_change_to_another_center_is_refused_to_both_centers_alone(
+    app: CareCoordination,
+) -> None:
+    """Issue #11, F2: a center of another district moved a patient to its own team."""
+    world = build_world(app)
+    pid = world.contracted_patient()
+    contract_id = app.load(Patient, pid).contract_id
+    assert contract_id is not None
+    other_team = world.other_team()
+    before = topics(app)
+    with pytest.raises(NotPermitted):  # the other center: not its contract (404)
+        app.change_contract_team(
+            contract_id, team_id=other_team, reason="就近", actor=world.other_admin
+        )
+    with pytest.raises(TransferRequired):  # the patient's own center: it takes a transfer
+        app.change_contract_team(contract_id, team_id=other_team, reason="就近", actor=world.gp)
+    assert topics(app) == before
+    assert app.load(Patient, pid).center_id == world.center
+
+
+def test_a_transfer_request_changes_nothing_until_released_and_is_one_at_a_time(
+    app: CareCoordination,
+) -> None:
+    world = build_world(app)
+    pid = world.contracted_patient()
+    team = world.other_team()
+    with pytest.raises(NotPermitted):  # requested by the new team's own center only
+        app.request_transfer(pid, team_id=team, consent="同意书", actor=world.center_admin)
+    app.request_transfer(pid, team_id=team, consent="同意书", actor=world.other_admin)
+    with pytest.raises(TransferAlreadyRequested):
+        app.request_transfer(pid, team_id=team, consent="同意书", actor=world.other_admin)
+    with pytest.raises(NotPermitted):  # the requester does not release it
+        app.release_transfer(pid, actor=world.other_admin)
+    with pytest.raises(NotPermitted):  # nor does the patient's center withdraw it
+        app.withdraw_transfer(pid, actor=world.center_admin)
+    assert app.load(Patient, pid).center_id == world.center
+    world.referral(pid)  # the current center still cares for the patient meanwhile
+    app.decline_transfer(pid, reason="治疗中", actor=world.center_admin)
+    with pytest.raises(NoTransferRequested):
+        app.release_transfer(pid, actor=world.center_admin)
+    app.request_transfer(pid, team_id=team, consent="同意书 2", actor=world.other_admin)
+    app.withdraw_transfer(pid, actor=world.other_admin)
+    assert app.load(Patient, pid).transfer_request is None
+
+
+def test_a_patient_without_an_active_contract_moves_when_asked_and_signs_there(
+    app: CareCoordination,
+) -> None:
+    world = build_world(app)
+    pid = world.patient()
+    gone = world.contracted_patient(serial=9)
+    app.move_patient_away(gone, destination="上海市", actor=world.center_admin)
+    for patient in (pid, gone):
+        app.request_transfer(
+            patient, team_id=world.other_team(), consent="同意书", actor=world.other_admin
+        )
+        assert app.load(Patient, patient).center_id == world.other_center
+        if patient == pid:  # never owed a follow-up: no stream is opened for the move
+            with pytest.raises(NotFound):
+                app.load(FollowUps, FollowUps.id_for(pid))
+        app.sign_contract(
+            patient,
+            team_id=world.other_team(),
+            package="basic",
+            start=world.today,
+            actor=world.other_admin,
+        )
+    with pytest.raises(NotPermitted):  # the old center has no say any more
+        app.tag_patient(pid, tag="hypertension", actor=world.center_admin)
+
+
+def test_a_direct_return_names_the_patient_as_the_encounter_did(app: CareCoordination) -> None:
+    """Issue #11, F1: a made-up return opened any patient's data to a hospital."""
+    world = build_world(app)
+    patient = world.patient()
+    right = national_id(date(1950, 3, 4))
+    plan = {
+        "hospital_id": world.hospital,
+        "department": "cardiology",
+        "summary": "PCI 术后",
+        "prescriptions": [],
+        "rehabilitation": "",
+        "follow_up_due": world.today,
+        "actor": world.hospital_staff,
+    }
+    before = topics(app)
+    for nid, name in ((right, "王秀"), (national_id(date(1950, 3, 4), 999), "王秀英")):
+        with pytest.raises(NotFound) as refused:
+            app.start_return(patient, national_id=nid, name=name, **plan)
+        assert refused.value.not_found
+    with pytest.raises(NotPermitted):  # for another hospital
+        app.start_return(
+            patient,
+            national_id=right,
+            name="王秀英",
+            **{**plan, "hospital_id": world.other_hospital},
+        )
+    assert topics(app) == before
+    app.start_return(patient, national_id=right, name="王秀英", **plan)
+
+
+def test_who_may_refer_is_decided_before_whether_the_patient_is_contracted(
+    app: CareCoordination,
+) -> None:
+    """Issue #11, F5: another center's uncontracted patient read as contract-not-active."""
+    world = build_world(app)
+    uncontracted = world.patient()
+    ask = {
+        "hospital_id": world.hospital,
+        "department": "cardiology",
+        "reason": "复查",
+        "diagnosis": "I10",
+        "urgency": "routine",
+    }
+    with pytest.raises(NotPermitted):
+        app.request_referral(uncontracted, actor=world.other_admin, **ask)
+    with pytest.raises(ContractNotActive):  # its own center is told
+        app.request_referral(uncontracted, actor=world.gp, **ask)
+
+
+def test_a_booking_names_a_referral_of_its_own_patient_or_none(app: CareCoordination) -> None:
+    """Another patient's referral reads as absent (it once answered 422, telling it exists)."""
+    world = build_world(app)
+    first, second = world.contracted_patient(serial=1), world.contracted_patient(serial=2)
+    quota = world.quota()
+    rid = world.referral(first)
+    for referral in (rid, uuid4()):
+        with pytest.raises(NotFound):
+            app.book_slot(quota, patient_id=second, actor=world.gp, referral_id=referral)
+    assert not app.load(Quota, quota).bookings
+    app.book_slot(quota, patient_id=first, actor=world.gp, referral_id=rid)

@@ -220,7 +220,7 @@ def test_bad_messages_go_to_dead_letters_and_good_ones_around_them_apply(
         (partner_event(ACCEPTED, stranger, "x3", {"referral_id": str(second)}), "unknown-source"),
         (
             partner_event(ACCEPTED, world.other_hospital, "x4", {"referral_id": str(second)}),
-            "referral-not-addressed-to-you",
+            "not-found",
         ),
         (
             partner_event(
@@ -228,6 +228,8 @@ def test_bad_messages_go_to_dead_letters_and_good_ones_around_them_apply(
             ),
             "referral-already-accepted",
         ),
+        # an absent referral: the same dead letter as another hospital's (x4)
+        (partner_event(ACCEPTED, h, "x6", {"referral_id": str(uuid4())}), "not-found"),
     ]
     send(
         settings,
@@ -248,7 +250,18 @@ def test_bad_messages_go_to_dead_letters_and_good_ones_around_them_apply(
     assert first_dead["__connect.errors.topic"] == settings.partner_topic
     assert first_dead["__connect.errors.offset"] == "1"
     assert first_dead["__connect.errors.exception.message"].startswith("not JSON")
-    assert headers(dead[4])["__connect.errors.exception.class.name"].endswith("NotAddressedToYou")
+    reason = ("jiayi.error.code", "__connect.errors.exception.class.name")
+    reason += ("__connect.errors.exception.message",)
+    foreign, absent = ([headers(dead[i])[k] for k in reason] for i in (4, 6))
+    assert (
+        foreign
+        == absent
+        == [
+            "not-found",
+            "domain.common.NotFound",
+            "nothing with that id is visible to you",
+        ]
+    )
 
 
 def test_a_redelivered_or_republished_message_has_no_further_effect(

@@ -277,30 +277,12 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([], 0.5) is None
 
 
-def test_a_team_change_to_another_center_moves_the_patient_in_the_views(
+def test_a_transfer_to_another_center_moves_the_patient_in_the_views(
     world: World, views: Projections
 ) -> None:
-    from domain.common import Actor
-    from domain.patients import Patient
-
-    app = world.app
     pid = world.contracted_patient(tags=("hypertension",))
-    contract_id = app.load(Patient, pid).contract_id
-    assert contract_id is not None
-    other_admin = Actor("other-admin", world.other_center)
-    other_team = app.form_team(world.other_center, name="江宁团队", actor=other_admin).id
-    app.add_team_member(
-        other_team,
-        staff_id="gp-9",
-        name="赵医生",
-        role="general_practitioner",
-        org_id=world.other_center,
-        actor=other_admin,
-    )
-    done = app.change_contract_team(
-        contract_id, team_id=other_team, reason="moved within the city", actor=world.gp
-    )
-    assert views.queries.wait_for(done.position, timeout=10)
+    position = world.transfer_to_other_center(pid)
+    assert views.queries.wait_for(position, timeout=10)
 
     old = Scope(org_id=world.center, org_kind="community_center")
     new = Scope(org_id=world.other_center, org_kind="community_center")

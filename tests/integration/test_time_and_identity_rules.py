@@ -100,25 +100,13 @@ def test_a_center_cannot_sign_another_centers_patient(app: CareCoordination) -> 
     )  # its own center still can
 
 
-def test_after_a_team_change_the_new_center_closes_the_referral_loop(
+def test_after_a_transfer_the_new_center_closes_the_referral_loop(
     app: CareCoordination,
 ) -> None:
     world = build_world(app)
     pid = world.contracted_patient()
     rid = world.referral(pid)
-    contract_id = app.load(Patient, pid).contract_id
-    assert contract_id is not None
-    other_admin = Actor("other-admin", world.other_center)
-    other_team = app.form_team(world.other_center, name="江宁团队", actor=other_admin).id
-    app.add_team_member(
-        other_team,
-        staff_id="gp-9",
-        name="赵医生",
-        role="general_practitioner",
-        org_id=world.other_center,
-        actor=other_admin,
-    )
-    app.change_contract_team(contract_id, team_id=other_team, reason="moved", actor=world.gp)
+    world.transfer_to_other_center(pid)
 
     app.record_follow_up(pid, on=world.today, kind="phone", actor=Actor("gp-9", world.other_center))
     assert app.load(Referral, rid).followed_up_on == world.today

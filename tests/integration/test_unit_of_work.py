@@ -107,6 +107,7 @@ def test_a_chosen_id_already_taken_is_refused_in_a_batch_too(app: CareCoordinati
     world = build_world(app)
     taken = world.referral()
     patient = world.contracted_patient(serial=7)
+    named = app.load(Patient, patient)
     fresh = uuid4()
 
     with app.batch() as batch:
@@ -134,6 +135,8 @@ def test_a_chosen_id_already_taken_is_refused_in_a_batch_too(app: CareCoordinati
         with pytest.raises(AlreadyExists):  # taken earlier in the same batch
             app.start_return(
                 patient,
+                national_id=named.national_id,
+                name=named.name,
                 hospital_id=world.hospital,
                 department="cardiology",
                 summary="stable",

@@ -9,6 +9,7 @@ import pytest
 
 from domain.common import Actor, InvalidValue, NotPermitted, stable_id
 from domain.contracts import Contract, ContractNotActive, ContractNotDue
+from domain.patients import TransferRequired
 from tests.unit.story import (
     CENTER,
     GP,
@@ -141,14 +142,29 @@ def test_termination_needs_a_reason_and_the_contracts_center() -> None:
         c.expire(date(2030, 1, 1), GP, at(TODAY))
 
 
-def test_a_contract_changes_team_by_the_old_or_the_new_center() -> None:
+def test_a_contract_changes_team_within_its_center_in_one_step() -> None:
     c = contract()
-    c.change_team(OTHER_TEAM, OTHER_CENTER, "居民搬家", OTHER_CENTER_GP, at(TODAY))
-    assert (c.team_id, c.center_id) == (OTHER_TEAM, OTHER_CENTER)
+    same_center_team = stable_id("unit", "second team")
+    c.change_team(same_center_team, CENTER, "就近", GP, at(TODAY))
+    assert (c.team_id, c.center_id) == (same_center_team, CENTER)
     changed = c.collect_events()[-1]
     assert changed.previous_team_id == TEAM  # type: ignore[attr-defined]
     with pytest.raises(InvalidValue):
-        c.change_team(OTHER_TEAM, OTHER_CENTER, "again", OTHER_CENTER_GP, at(TODAY))
+        c.change_team(same_center_team, CENTER, "again", GP, at(TODAY))
+
+
+def test_another_centers_team_takes_a_contract_only_through_a_released_transfer() -> None:
+    """F2 (issue #11): a center of another district moved a patient to its own team."""
+    c = contract()
+    # the new center alone may not (and is told nothing: not its contract)
+    with pytest.raises(NotPermitted):
+        c.change_team(OTHER_TEAM, OTHER_CENTER, "居民搬家", OTHER_CENTER_GP, at(TODAY))
+    # the old center alone may not either: the other center has to ask for the patient
+    with pytest.raises(TransferRequired):
+        c.change_team(OTHER_TEAM, OTHER_CENTER, "居民搬家", GP, at(TODAY))
+    assert recorded(c) == ["Signed"]
+    c.change_team(OTHER_TEAM, OTHER_CENTER, "转出", GP, at(TODAY), transfer_released=True)
+    assert (c.team_id, c.center_id) == (OTHER_TEAM, OTHER_CENTER)
     third_center = Actor("gp-3", stable_id("unit", "third center"))
     with pytest.raises(NotPermitted):
         c.change_team(TEAM, CENTER, "back", third_center, at(days(1)))

@@ -7,21 +7,29 @@ from datetime import date
 
 import pytest
 
-from domain.common import InvalidValue, NotPermitted, stable_id
+from domain.common import InvalidValue, NotFound, NotPermitted, stable_id
 from domain.patients import (
+    AlreadyAtThisCenter,
     ContractAlreadyActive,
     DerivedTag,
     NotCurrentContract,
+    NoTransferRequested,
     Patient,
     PatientMovedAway,
+    TransferAlreadyRequested,
+    TransferRequired,
     valid_national_id,
 )
 from tests.unit.story import (
     CENTER,
     CENTER_ADMIN,
+    GP,
     HOSPITAL_DESK,
+    OTHER_CENTER,
     OTHER_CENTER_GP,
+    OTHER_TEAM,
     PATIENT,
+    TEAM,
     TODAY,
     at,
     days,
@@ -199,3 +207,120 @@ def test_only_the_patients_own_center_registers_tags_or_moves_them() -> None:
         with pytest.raises(NotPermitted):
             step()
     assert recorded(p) == [] and not p.moved_away
+
+
+# --- transfers between centers (issue #11) ----------------------------------------------------
+
+
+def contracted() -> Patient:
+    p = patient()
+    p.take_contract(CONTRACT, TODAY, days(364), CENTER_ADMIN, at(), center_id=CENTER)
+    recorded(p)
+    return p
+
+
+def request(p: Patient, consent: str = "转签同意书 0042") -> bool:
+    return p.request_transfer(
+        center_id=OTHER_CENTER,
+        team_id=OTHER_TEAM,
+        consent=consent,
+        district="江宁区",
+        actor=OTHER_CENTER_GP,
+        at=at(),
+    )
+
+
+def test_a_contracted_patient_moves_when_the_new_center_asks_and_the_current_one_releases() -> None:
+    p = contracted()
+    with pytest.raises(TransferRequired):  # nothing released: nobody moves the patient
+        p.transfer(OTHER_CENTER, "江宁区", OTHER_CENTER_GP, at())
+    assert request(p) is False
+    assert recorded(p) == ["TransferRequested"]
+    assert (p.center_id, p.transfer_request) == (
+        CENTER,
+        {"center_id": OTHER_CENTER, "team_id": OTHER_TEAM, "consent": "转签同意书 0042"},
+    )
+    with pytest.raises(TransferRequired):  # requested is not released
+        p.transfer(OTHER_CENTER, "江宁区", OTHER_CENTER_GP, at())
+    with pytest.raises(NotPermitted):  # the requester does not release its own request
+        p.release_transfer(OTHER_CENTER_GP, at())
+    released = p.release_transfer(CENTER_ADMIN, at())
+    assert (released["center_id"], released["team_id"]) == (OTHER_CENTER, OTHER_TEAM)
+    p.transfer(OTHER_CENTER, "江宁区", CENTER_ADMIN, at())
+    assert recorded(p) == ["TransferReleased", "Transferred"]
+    assert (p.center_id, p.district, p.transfer_request) == (OTHER_CENTER, "江宁区", None)
+
+
+def test_a_transfer_request_is_one_at_a_time_cites_consent_and_goes_elsewhere() -> None:
+    p = contracted()
+    with pytest.raises(NotPermitted):  # asked for by the center that will care
+        p.request_transfer(
+            center_id=OTHER_CENTER,
+            team_id=OTHER_TEAM,
+            consent="x",
+            district="江宁区",
+            actor=CENTER_ADMIN,
+            at=at(),
+        )
+    with pytest.raises(AlreadyAtThisCenter):
+        p.request_transfer(
+            center_id=CENTER, team_id=TEAM, consent="x", district="鼓楼区", actor=GP, at=at()
+        )
+    with pytest.raises(InvalidValue):
+        request(p, consent="  ")
+    request(p)
+    with pytest.raises(TransferAlreadyRequested):
+        request(p)
+
+
+def test_the_current_center_declines_and_the_requester_withdraws() -> None:
+    p = contracted()
+    with pytest.raises(NoTransferRequested):
+        p.decline_transfer("仍在治疗", CENTER_ADMIN, at())
+    with pytest.raises(NotPermitted):  # nothing of this patient's is the other center's yet
+        p.withdraw_transfer(OTHER_CENTER_GP, at())
+    request(p)
+    with pytest.raises(NotPermitted):
+        p.decline_transfer("no", OTHER_CENTER_GP, at())
+    with pytest.raises(InvalidValue):
+        p.decline_transfer(" ", CENTER_ADMIN, at())
+    p.decline_transfer("仍在治疗", CENTER_ADMIN, at())
+    request(p)
+    with pytest.raises(NotPermitted):  # only the requester withdraws
+        p.withdraw_transfer(CENTER_ADMIN, at())
+    p.withdraw_transfer(OTHER_CENTER_GP, at())
+    assert recorded(p) == [
+        "TransferRequested",
+        "TransferDeclined",
+        "TransferRequested",
+        "TransferWithdrawn",
+    ]
+    assert (p.center_id, p.transfer_request) == (CENTER, None)
+
+
+def test_without_an_active_contract_or_after_moving_away_the_request_completes_at_once() -> None:
+    p = patient()
+    recorded(p)
+    assert request(p) is True
+    assert recorded(p) == ["TransferRequested", "Transferred"]
+    assert (p.center_id, p.transfer_request) == (OTHER_CENTER, None)
+
+    gone = contracted()
+    gone.release_contract(CONTRACT, CENTER_ADMIN, at())
+    gone.move_away("上海市", CENTER_ADMIN, at())
+    recorded(gone)
+    assert request(gone) is True
+    assert recorded(gone) == ["TransferRequested", "Transferred"]
+    assert (gone.center_id, gone.moved_away) == (OTHER_CENTER, False)  # back in a registry
+    gone.take_contract(NEXT_CONTRACT, TODAY, days(364), OTHER_CENTER_GP, at(), OTHER_CENTER)
+
+
+def test_a_patient_is_identified_by_national_id_and_name_or_reads_as_absent() -> None:
+    p = patient()
+    nid = national_id(date(1950, 3, 4))
+    p.ensure_identified_by(nid, "王秀英")
+    p.ensure_identified_by(nid.lower(), " 王秀英 ")
+    for wrong_id, wrong_name in ((nid, "王秀"), (national_id(date(1950, 3, 4), 124), "王秀英")):
+        with pytest.raises(NotFound) as refused:
+            p.ensure_identified_by(wrong_id, wrong_name)
+        assert refused.value.not_found
