@@ -199,8 +199,17 @@ class RecordFollowUp(Command):
 
 
 class RequestTransfer(Command):
-    model_config = _example(team_id=TEAM_ID, consent="转签同意书 2026-0042")
+    """The resident is named as they came to the new center: resident id number and name."""
 
+    model_config = _example(
+        national_id="320106195003041236",
+        name="王秀英",
+        team_id=TEAM_ID,
+        consent="转签同意书 2026-0042",
+    )
+
+    national_id: Annotated[str, Field(pattern=r"^\d{17}[\dX]$")]
+    name: Text
     team_id: UUID = Field(description="the team of your center that will take the patient")
     consent: Text = Field(description="reference to the patient's recorded consent")
 

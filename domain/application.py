@@ -514,13 +514,15 @@ class CareCoordination(UnitOfWork):
         self,
         patient_id: UUID,
         *,
+        national_id: str,
+        name: str,
         team_id: UUID,
         consent: str,
         actor: Actor,
         at: datetime | None = None,
     ) -> Outcome:
-        """The new center (staff of ``team_id``'s center) asks to care for the patient, citing
-        the patient's recorded consent. Without an active contract the patient moves at once
+        """The new center (staff of ``team_id``'s center) asks to care for the patient it
+        identifies by ``national_id`` and ``name``, citing the patient's recorded consent. Without an active contract the patient moves at once
         (the new center then signs its own); otherwise the current center releases or
         declines, and until then nothing else changes."""
         when = self.when(at)
@@ -529,6 +531,8 @@ class CareCoordination(UnitOfWork):
             raise NotPermitted("a transfer is requested by the new team's own center")
         center = self.load(Organisation, team.center_id)
         patient = self.load(Patient, patient_id)
+        # the asking center knows the resident only as they came to it
+        patient.ensure_identified_by(national_id, name)
         if patient.has_active_contract(when.date()) and not patient.moved_away:
             team.ensure_can_take_contracts()
         moved = patient.request_transfer(

@@ -88,7 +88,8 @@ class Queries(Protocol):
     def center_worklist(
         self, scope: Scope, center_id: UUID, today: date, page: Page
     ) -> dict[str, list[dict[str, Any]]] | None:
-        """Returns awaiting acknowledgement and overdue follow-ups of a community center.
+        """Returns awaiting acknowledgement, overdue follow-ups, and transfer requests (asked of
+        the center, to release or decline; asked by it, to withdraw) of a community center.
         None when the center is absent or outside the scope."""
 
     def open_quotas(self, scope: Scope, page: Page) -> list[dict[str, Any]]:

@@ -55,6 +55,9 @@ class RelationsProjection(Projection):
                 ("ended_position", INT),
                 #: The event that ended it (``Referral.Rejected`` ...).
                 ("ended_by", TXT),
+                #: A transfer's requested team and the consent it cites.
+                ("team_id", TXT),
+                ("note", TXT),
             ),
             ("id",),
             (("org_id", "patient_id"), ("patient_id",)),
@@ -70,7 +73,14 @@ class RelationsProjection(Projection):
 
     @staticmethod
     def _start(
-        rows: Rows, ev: Ev, id: str, kind: str, org_id: str, patient_id: str, source_id: str
+        rows: Rows,
+        ev: Ev,
+        id: str,
+        kind: str,
+        org_id: str,
+        patient_id: str,
+        source_id: str,
+        **extra: str | None,
     ) -> None:
         rows.put(
             "v_relations",
@@ -87,6 +97,9 @@ class RelationsProjection(Projection):
                 "ended_recorded_at": None,
                 "ended_position": None,
                 "ended_by": None,
+                "team_id": None,
+                "note": None,
+                **extra,
             },
         )
 
@@ -135,6 +148,31 @@ class RelationsProjection(Projection):
         id = f"{HOME}:{patient}:{ev.position}"
         self._start(rows, ev, id, HOME, center_id, patient, patient)
         rows.put("v_relation_heads", {**self._head(rows, patient), "home_id": id})
+
+    # --- a center asking for the patient ----------------------------------------------------
+
+    @handles(Patient, "TransferRequested")
+    def transfer_requested(self, ev: Ev, rows: Rows) -> None:
+        patient, data = ev.aggregate_id, ev.data
+        id = f"{TRANSFER}:{patient}:{ev.position}"
+        self._start(
+            rows,
+            ev,
+            id,
+            TRANSFER,
+            data["center_id"],
+            patient,
+            patient,
+            team_id=data["team_id"],
+            note=data["consent"],
+        )
+        rows.put("v_relation_heads", {**self._head(rows, patient), "transfer_id": id})
+
+    @handles(Patient, "TransferReleased", "TransferDeclined", "TransferWithdrawn")
+    def transfer_settled(self, ev: Ev, rows: Rows) -> None:
+        head = self._head(rows, ev.aggregate_id)
+        self._end(rows, ev, head["transfer_id"])
+        rows.put("v_relation_heads", {**head, "transfer_id": None})
 
     # --- hospitals ------------------------------------------------------------------------
 

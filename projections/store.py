@@ -91,7 +91,9 @@ class ViewStore:
     # --- statements ---------------------------------------------------------------------
 
     def sql(self, text: str) -> str:
-        return text.replace("?", "%s") if self.postgres else text
+        """``?`` marks as the driver's; on PostgreSQL a literal ``%`` (``LIKE 'a.%'``) is
+        doubled so that psycopg does not read it as a placeholder."""
+        return text.replace("%", "%%").replace("?", "%s") if self.postgres else text
 
     def execute(self, text: str, params: Sequence[Any] = ()) -> int:
         with self.lock:

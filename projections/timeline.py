@@ -211,6 +211,29 @@ class TimelineProjection(Projection):
     def transferred(self, ev: Ev, rows: Rows) -> None:
         self._patient_at_center(ev, rows, "registry.transferred", "Care moved to")
 
+    @handles(Patient, "TransferRequested")
+    def transfer_requested(self, ev: Ev, rows: Rows) -> None:
+        center = self._name(rows, ev.data["center_id"])
+        consent = ev.data["consent"]
+        summary = f"Transfer to {center} requested (consent: {consent})"
+        self._entry(ev, rows, ev.aggregate_id, "transfer.requested", summary)
+
+    @handles(Patient, "TransferReleased")
+    def transfer_released(self, ev: Ev, rows: Rows) -> None:
+        summary = f"Released to {self._name(rows, ev.data['center_id'])}"
+        self._entry(ev, rows, ev.aggregate_id, "transfer.released", summary)
+
+    @handles(Patient, "TransferDeclined")
+    def transfer_declined(self, ev: Ev, rows: Rows) -> None:
+        center = self._name(rows, ev.data["center_id"])
+        summary = f"Transfer to {center} declined: {ev.data['reason']}"
+        self._entry(ev, rows, ev.aggregate_id, "transfer.declined", summary)
+
+    @handles(Patient, "TransferWithdrawn")
+    def transfer_withdrawn(self, ev: Ev, rows: Rows) -> None:
+        summary = f"Transfer request of {self._name(rows, ev.data['center_id'])} withdrawn"
+        self._entry(ev, rows, ev.aggregate_id, "transfer.withdrawn", summary)
+
     # --- contracts ----------------------------------------------------------------------
 
     @handles(Contract, "Signed")

@@ -502,9 +502,31 @@ class ViewQueries:
             "LIMIT ? OFFSET ?",
             (c, today.isoformat(), page.limit, page.offset),
         )
+        # transfers: asked of this center (its patients; release or decline them) and asked by
+        # it (withdraw them); the asking center learns no more than what it named
+        asked_of = self.store.rows(
+            "SELECT rel.patient_id, p.name AS patient_name, rel.org_id AS center_id, "
+            "o.name AS center_name, rel.team_id, rel.note AS consent, rel.started_at AS "
+            "requested_at FROM v_relations rel JOIN v_relations home ON home.patient_id = "
+            "rel.patient_id AND home.kind = 'home' AND home.ended_at IS NULL AND home.org_id = ? "
+            "LEFT JOIN v_patients p ON p.id = rel.patient_id "
+            "LEFT JOIN v_orgs o ON o.id = rel.org_id "
+            "WHERE rel.kind = 'transfer' AND rel.ended_at IS NULL "
+            "ORDER BY rel.started_at, rel.id LIMIT ? OFFSET ?",
+            (c, page.limit, page.offset),
+        )
+        asked_by = self.store.rows(
+            "SELECT rel.patient_id, rel.team_id, rel.note AS consent, "
+            "rel.started_at AS requested_at FROM v_relations rel WHERE rel.kind = 'transfer' "
+            "AND rel.ended_at IS NULL AND rel.org_id = ? ORDER BY rel.started_at, rel.id "
+            "LIMIT ? OFFSET ?",
+            (c, page.limit, page.offset),
+        )
         return {
             "returns_awaiting_acknowledgement": _outs(returns),
             "overdue_follow_ups": _outs(overdue),
+            "transfers_to_release": _outs(asked_of),
+            "transfers_requested": _outs(asked_by),
         }
 
     # --- KPIs ---------------------------------------------------------------------------

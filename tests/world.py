@@ -91,11 +91,20 @@ class World:
             )
         return self._other_team
 
+    def identity(self, patient: UUID) -> dict[str, str]:
+        """How the patient names themself at another center: national id and name."""
+        found = self.app.load(Patient, patient)
+        return {"national_id": found.national_id, "name": found.name}
+
     def transfer_to_other_center(self, patient: UUID, consent: str = "转签同意书 0001") -> int:
         """The other center asks for the patient and their center releases them (at once
         when there is no active contract); the log position reached."""
         done = self.app.request_transfer(
-            patient, team_id=self.other_team(), consent=consent, actor=self.other_admin
+            patient,
+            **self.identity(patient),
+            team_id=self.other_team(),
+            consent=consent,
+            actor=self.other_admin,
         )
         if self.app.load(Patient, patient).center_id == self.other_center:
             return done.position

@@ -11,7 +11,19 @@ from api.routes import (
     quotas,
     referrals,
     teams,
+    transfers,
     worklists,
 )
 
-MODULES = (health, organisations, teams, patients, contracts, referrals, quotas, worklists, kpis)
+MODULES = (
+    health,
+    organisations,
+    teams,
+    patients,
+    transfers,
+    contracts,
+    referrals,
+    quotas,
+    worklists,
+    kpis,
+)

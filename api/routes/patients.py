@@ -20,7 +20,6 @@ from api.schemas import (
     RecordFollowUp,
     RegisterPatient,
     ReleaseTransfer,
-    RequestTransfer,
     TagPatient,
     WithdrawTransfer,
 )
@@ -64,20 +63,6 @@ def move_away(
     """The patient moved out of the area."""
     return done(
         app.move_patient_away(patient_id, destination=body.destination, actor=who.actor, at=body.at)
-    )
-
-
-@router.post("/{patient_id}/transfer", response_model=CommandResult, responses=COMMAND_ERRORS)
-def request_transfer(
-    patient_id: UUID, body: RequestTransfer, who: CenterStaff, app: ApplicationDep
-) -> CommandResult:
-    """Your center asks to care for a patient of another center, for one of your teams, citing
-    the patient's recorded consent. Without an active contract the patient moves at once (then
-    sign your own); otherwise their center releases or declines the request."""
-    return done(
-        app.request_transfer(
-            patient_id, team_id=body.team_id, consent=body.consent, actor=who.actor, at=body.at
-        )
     )
 
 

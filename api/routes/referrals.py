@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter
 
 from api.deps import ApplicationDep, AsOfDep, HospitalStaff, QueriesDep, Reader, TeamStaff
-from api.openapi import COMMAND_ERRORS, QUERY_ERRORS, done, example_response, visible
+from api.openapi import COMMAND_ERRORS, QUERY_ERRORS, done, example_response, identify, visible
 from api.schemas import (
     EXAMPLE_ID,
     HOSPITAL_ID,
@@ -24,12 +24,8 @@ from api.schemas import (
     ReturnPlan,
     StartReturn,
 )
-from domain.patients import NotThisPatient
 
 router = APIRouter(prefix="/referrals", tags=["referrals"])
-
-#: Seconds a return naming an unknown national id waits for the registry view to catch up.
-REGISTRY_WAIT = 2.0
 
 
 @router.post("", status_code=201, response_model=CommandResult, responses=COMMAND_ERRORS)
@@ -57,15 +53,9 @@ def start_return(
     """Your hospital returns a patient it treated without an upward referral (下转), naming
     them as the encounter did (resident id number and name). A patient they do not identify
     is answered as an unknown one (404)."""
-    patient_id = queries.patient_id_by_national_id(body.national_id)
-    if patient_id is None and queries.wait_for(queries.log_position(), timeout=REGISTRY_WAIT):
-        # registered a moment ago: the registry view may not have it yet
-        patient_id = queries.patient_id_by_national_id(body.national_id)
-    if patient_id is None:
-        raise NotThisPatient("no patient with that national id and name")
     return done(
         app.start_return(
-            patient_id,
+            identify(queries, body.national_id),
             national_id=body.national_id,
             name=body.name,
             hospital_id=who.actor.org_id,

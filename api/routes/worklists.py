@@ -31,6 +31,8 @@ def hospital_worklist(
             {
                 "returns_awaiting_acknowledgement": [{"referral_id": EXAMPLE_ID}],
                 "overdue_follow_ups": [{"patient_id": PATIENT_ID, "due": "2026-05-01"}],
+                "transfers_to_release": [{"patient_id": PATIENT_ID, "consent": "转签同意书 42"}],
+                "transfers_requested": [],
             }
         ),
     },
@@ -43,5 +45,6 @@ def center_worklist(
     page: PageDep,
     today: Annotated[Day | None, Query(description="default: today")] = None,
 ) -> dict[str, Any]:
-    """Returns awaiting acknowledgement and overdue follow-ups of a community center."""
+    """Returns awaiting acknowledgement, overdue follow-ups, and transfer requests: asked of
+    the center (release or decline) and asked by it (withdraw)."""
     return visible(queries.center_worklist(who.scope, center_id, today or settings.today(), page))

@@ -23,6 +23,7 @@ from fastapi.templating import Jinja2Templates
 
 from api import deps
 from api.errors import UNAVAILABLE, Problem, ProblemPages, domain_problem
+from api.openapi import identify
 from api.schemas import EARLIEST, LATEST
 from api.services import Services
 from api.tokens import Principal, Role
@@ -30,7 +31,7 @@ from api.web import i18n, session
 from api.web import journey as layout
 from api.web.workload import workload_charts
 from domain.application import Outcome
-from domain.common import DomainError
+from domain.common import DomainError, InvalidValue
 from domain.referrals import RejectionReason
 from projections.queries import Page, Queries
 
@@ -192,6 +193,14 @@ def uuid_or_404(text: str) -> UUID:
         return UUID(text)
     except ValueError as exc:
         raise PageError(404, "not_found") from exc
+
+
+def uuid_or_invalid(text: str, field: str) -> UUID:
+    """A form's id field, or the domain's own answer to a value it cannot take (422)."""
+    try:
+        return UUID(text)
+    except ValueError:
+        raise InvalidValue(f"{field} is not an id", field=field) from None
 
 
 def check_csrf(ctx: Ctx, fields: dict[str, str]) -> None:
@@ -369,14 +378,27 @@ def _center_page(
         org=org,
         returns=work["returns_awaiting_acknowledgement"],
         overdue=work["overdue_follow_ups"],
+        to_release=work.get("transfers_to_release", []),
+        requested=work.get("transfers_requested", []),
+        teams=ctx.queries.teams(ctx.principal.scope, LIST) if org is not None else [],
         message=message,
         error=error,
     )
 
 
+#: What the center's worklist says after each of its actions.
+CENTER_DONE = {
+    "acknowledged": "acknowledged_msg",
+    "transfer_requested": "transfer_requested_msg",
+    "released": "released_msg",
+    "declined": "declined_msg",
+    "withdrawn": "withdrawn_msg",
+}
+
+
 @router.get("/worklists/center")
 def center_worklist(ctx: Ctx = CenterReaders, org: str = "", done: str = "") -> HTMLResponse:
-    message = ctx.t("acknowledged_msg") if done == "acknowledged" else ""
+    message = ctx.t(CENTER_DONE[done]) if done in CENTER_DONE else ""
     return _center_page(ctx, _org(ctx, org), message=message)
 
 
@@ -443,6 +465,55 @@ def acknowledge(referral_id: str, ctx: Ctx = Center, fields: dict[str, str] = Fo
         _center_page,
         "/ui/worklists/center",
     )
+
+
+def _center_act(
+    ctx: Ctx, fields: dict[str, str], step: Callable[[], Outcome], done: str
+) -> Response:
+    return _act(ctx, fields, step, done, _center_page, "/ui/worklists/center")
+
+
+@router.post("/transfers")
+def request_transfer(ctx: Ctx = Center, fields: dict[str, str] = Form) -> Response:
+    """The center asks for a resident of another center, naming them as they came to it."""
+    app, actor = ctx.services.application(), ctx.principal.actor
+    national_id, name = fields.get("national_id", "").strip()[:18], fields.get("name", "")[:100]
+    team, consent = fields.get("team_id", ""), fields.get("consent", "")[:200]
+
+    def step() -> Outcome:
+        return app.request_transfer(
+            identify(ctx.queries, national_id),
+            national_id=national_id,
+            name=name,
+            team_id=uuid_or_invalid(team, "team_id"),
+            consent=consent,
+            actor=actor,
+        )
+
+    return _center_act(ctx, fields, step, "transfer_requested")
+
+
+@router.post("/patients/{patient_id}/transfer/release")
+def release_transfer(patient_id: str, ctx: Ctx = Center, fields: dict[str, str] = Form) -> Response:
+    pid, app, actor = uuid_or_404(patient_id), ctx.services.application(), ctx.principal.actor
+    return _center_act(ctx, fields, lambda: app.release_transfer(pid, actor=actor), "released")
+
+
+@router.post("/patients/{patient_id}/transfer/decline")
+def decline_transfer(patient_id: str, ctx: Ctx = Center, fields: dict[str, str] = Form) -> Response:
+    pid, app, actor = uuid_or_404(patient_id), ctx.services.application(), ctx.principal.actor
+    reason = fields.get("reason", "")[:500]
+    return _center_act(
+        ctx, fields, lambda: app.decline_transfer(pid, reason=reason, actor=actor), "declined"
+    )
+
+
+@router.post("/patients/{patient_id}/transfer/withdraw")
+def withdraw_transfer(
+    patient_id: str, ctx: Ctx = Center, fields: dict[str, str] = Form
+) -> Response:
+    pid, app, actor = uuid_or_404(patient_id), ctx.services.application(), ctx.principal.actor
+    return _center_act(ctx, fields, lambda: app.withdraw_transfer(pid, actor=actor), "withdrawn")
 
 
 # --- errors -----------------------------------------------------------------------------------

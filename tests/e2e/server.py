@@ -146,6 +146,11 @@ class HttpWorld:
         self.identities[pid] = (body["national_id"], body["name"])
         return pid
 
+    def named(self, patient: UUID) -> dict[str, str]:
+        """How the patient names themself at an organisation: national id and name."""
+        nid, name = self.identities[patient]
+        return {"national_id": nid, "name": name}
+
     def contracted(self, org: Org | None = None) -> tuple[UUID, UUID]:
         org = org or self.center
         pid = self.patient(org)

@@ -62,6 +62,7 @@ def targets(world: HttpWorld) -> dict[str, str]:
     nid2, name2 = world.identities[pid2]
     return {
         "pid": str(pid),
+        "nid": world.identities[pid][0],
         "pid2": str(pid2),
         "nid2": nid2,
         "name2": name2,
@@ -170,7 +171,13 @@ def commands() -> list[Endpoint]:
         E("/quotas/{qid}/bookings/{bid}/attendance", {H}, {"attended": True}),
         E("/quotas/{qid}/bookings/{bid}/cancel", {C}, {"reason": "已好转"}),
         E("/quotas/{qid}/release", {H}),
-        E("/patients/{pid}/transfer", {C}, {"team_id": "{team}", "consent": "同意书 1"}),
+        # asked for by naming the resident: its own patient is already at its center (409)
+        E(
+            "/transfers",
+            {C},
+            {"national_id": "{nid}", "name": "王秀英", "team_id": "{team}", "consent": "同意书 1"},
+            foreign=False,
+        ),
         E("/patients/{pid}/transfer/release", {C}),
         E("/patients/{pid}/transfer/decline", {C}, {"reason": "治疗中"}),
         # nothing is pending: no organisation has a request of this patient's to withdraw

@@ -144,16 +144,16 @@ def test_a_patient_moves_to_another_center_only_when_both_centers_agree(
     r = world.post(f"/contracts/{cid}/change-team", world.center.token, move)
     assert (r.status_code, r.json()["code"]) == (409, "transfer-required"), r.text
 
-    ask = {"team_id": str(world.other_team), "consent": "转签同意书 0042"}
-    world.ok(f"/patients/{pid}/transfer", world.other_center.token, ask)
-    r = world.post(f"/patients/{pid}/transfer", world.other_center.token, ask)
+    ask = {**world.named(pid), "team_id": str(world.other_team), "consent": "转签同意书 0042"}
+    world.ok("/transfers", world.other_center.token, ask)
+    r = world.post("/transfers", world.other_center.token, ask)
     assert (r.status_code, r.json()["code"]) == (409, "transfer-already-requested"), r.text
     r = world.post(f"/patients/{pid}/transfer/release", world.other_center.token)
     assert r.status_code == 404, r.text  # the requester does not release
     world.ok(f"/patients/{pid}/transfer/withdraw", world.other_center.token)
-    world.ok(f"/patients/{pid}/transfer", world.other_center.token, ask)
+    world.ok("/transfers", world.other_center.token, ask)
     world.ok(f"/patients/{pid}/transfer/decline", world.center.token, {"reason": "治疗中"})
-    world.ok(f"/patients/{pid}/transfer", world.other_center.token, ask)
+    world.ok("/transfers", world.other_center.token, ask)
     done = world.ok(f"/patients/{pid}/transfer/release", world.center.token)
 
     wait = {"wait_for_position": done["position"]}
@@ -169,6 +169,6 @@ def test_a_patient_moves_to_another_center_only_when_both_centers_agree(
 def test_a_transfer_request_dated_in_the_future_is_refused(world: HttpWorld) -> None:
     pid = world.patient()
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    ask = {"team_id": str(world.other_team), "consent": "同意书", "at": later}
-    r = world.post(f"/patients/{pid}/transfer", world.other_center.token, ask)
+    ask = {**world.named(pid), "team_id": str(world.other_team), "consent": "同意书"}
+    r = world.post("/transfers", world.other_center.token, {**ask, "at": later})
     assert (r.status_code, r.json()["field"]) == (422, "at"), r.text

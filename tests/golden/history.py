@@ -435,13 +435,21 @@ def write_story(app: CareCoordination, clock: Clock) -> list[UUID]:
     )
     ids.append(contract_liu_again)
     asked = {"team_id": c.other_team, "actor": c.other_admin}
-    step(app.request_transfer, patient_id=liu, consent="转签同意书 JN-0001", **asked)
+
+    def named(patient: UUID) -> dict[str, str]:
+        """The resident as they name themself at the other center."""
+        found = app.load(Patient, patient)
+        return {"national_id": found.national_id, "name": found.name}
+
+    step(app.request_transfer, patient_id=liu, consent="转签同意书 JN-0001", **asked, **named(liu))
     step(app.withdraw_transfer, patient_id=liu, actor=c.other_admin)
-    step(app.request_transfer, patient_id=liu, consent="转签同意书 JN-0002", **asked)
+    step(app.request_transfer, patient_id=liu, consent="转签同意书 JN-0002", **asked, **named(liu))
     step(app.decline_transfer, patient_id=liu, reason="住院治疗中，出院后再议", actor=c.gp)
-    step(app.request_transfer, patient_id=liu, consent="转签同意书 JN-0003", **asked)
+    step(app.request_transfer, patient_id=liu, consent="转签同意书 JN-0003", **asked, **named(liu))
     step(app.release_transfer, patient_id=liu, actor=c.gp)
-    step(app.request_transfer, patient_id=wang, consent="转签同意书 JN-0004", **asked)
+    step(
+        app.request_transfer, patient_id=wang, consent="转签同意书 JN-0004", **asked, **named(wang)
+    )
     return ids
 
 

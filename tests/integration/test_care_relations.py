@@ -49,9 +49,15 @@ class Model:
     def start(self, org: UUID, kind: str, source: UUID) -> None:
         self.relations.append(Relation(org, kind, source))
 
-    def end(self, source: UUID) -> None:
+    def end(self, source: UUID, kind: str | None = None) -> None:
+        """End the active relations that come from ``source`` (of ``kind`` only, if named)."""
         self.relations = [
-            Relation(r.org, r.kind, r.source, r.active and r.source != source)
+            Relation(
+                r.org,
+                r.kind,
+                r.source,
+                r.active and not (r.source == source and kind in (None, r.kind)),
+            )
             for r in self.relations
         ]
 
@@ -96,9 +102,14 @@ class Model:
         ):
             return self.registry(reader)
         mine = self._of(reader.org_id)
-        return any(
-            r.kind in ("referral", "return") and str(r.source) == entry["referral_id"] for r in mine
-        ) or (entry["booking_id"] is not None and entry["hospital_id"] == str(reader.org_id))
+        return (
+            any(
+                r.kind in ("referral", "return") and str(r.source) == entry["referral_id"]
+                for r in mine
+            )
+            or (entry["booking_id"] is not None and entry["hospital_id"] == str(reader.org_id))
+            or (entry["kind"].startswith("transfer.") and entry["org_id"] == str(reader.org_id))
+        )
 
 
 @dataclass
@@ -226,6 +237,45 @@ def test_every_reader_sees_what_its_relations_allow_at_every_step(story: Story) 
     app.acknowledge_return(second, actor=w.gp)
     model.end(second)
     step("the loop closed")
+
+    # a hospital elsewhere returns the patient it treated without a referral, naming them
+    elsewhere = Actor("ward-3", w.other_hospital)
+    returned = app.start_return(
+        patient,
+        **w.identity(patient),
+        hospital_id=w.other_hospital,
+        department="cardiology",
+        summary="急诊处理后稳定",
+        prescriptions=[],
+        rehabilitation="",
+        follow_up_due=w.today + timedelta(days=7),
+        actor=elsewhere,
+    ).id
+    story.referrals.append(returned)
+    model.referral_center[returned] = w.center
+    model.start(w.other_hospital, "return", returned)
+    step("a return started by a hospital elsewhere")
+
+    app.acknowledge_return(returned, actor=w.gp)
+    model.end(returned)
+    step("that return acknowledged")
+
+    # a center of another district asks for the patient; the center declines, then releases
+    asked = {**w.identity(patient), "team_id": w.other_team(), "actor": w.other_admin}
+    app.request_transfer(patient, consent="转签同意书 1", **asked)
+    model.start(w.other_center, "transfer", patient)
+    step("a transfer request")
+
+    app.decline_transfer(patient, reason="治疗中", actor=w.center_admin)
+    model.end(patient, "transfer")
+    step("the transfer declined")
+
+    app.request_transfer(patient, consent="转签同意书 2", **asked)
+    model.start(w.other_center, "transfer", patient)
+    app.release_transfer(patient, actor=w.center_admin)
+    model.end(patient)
+    model.start(w.other_center, "home", patient)
+    step("the transfer released")
 
 
 def test_a_district_quota_shows_each_center_only_its_own_bookings(story: Story) -> None:

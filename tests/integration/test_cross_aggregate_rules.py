@@ -272,7 +272,9 @@ def test_a_released_transfer_moves_the_patients_contract_and_care_to_the_other_c
     assert contract_id is not None
     other_team = world.other_team()
 
-    app.request_transfer(pid, team_id=other_team, consent="同意书 7", actor=world.other_admin)
+    app.request_transfer(
+        pid, **world.identity(pid), team_id=other_team, consent="同意书 7", actor=world.other_admin
+    )
     before = topics(app)
     assert app.load(Patient, pid).center_id == world.center  # nothing moves until released
     app.release_transfer(pid, actor=world.center_admin)
@@ -326,10 +328,16 @@ def test_a_transfer_request_changes_nothing_until_released_and_is_one_at_a_time(
     pid = world.contracted_patient()
     team = world.other_team()
     with pytest.raises(NotPermitted):  # requested by the new team's own center only
-        app.request_transfer(pid, team_id=team, consent="同意书", actor=world.center_admin)
-    app.request_transfer(pid, team_id=team, consent="同意书", actor=world.other_admin)
+        app.request_transfer(
+            pid, **world.identity(pid), team_id=team, consent="同意书", actor=world.center_admin
+        )
+    app.request_transfer(
+        pid, **world.identity(pid), team_id=team, consent="同意书", actor=world.other_admin
+    )
     with pytest.raises(TransferAlreadyRequested):
-        app.request_transfer(pid, team_id=team, consent="同意书", actor=world.other_admin)
+        app.request_transfer(
+            pid, **world.identity(pid), team_id=team, consent="同意书", actor=world.other_admin
+        )
     with pytest.raises(NotPermitted):  # the requester does not release it
         app.release_transfer(pid, actor=world.other_admin)
     with pytest.raises(NotPermitted):  # nor does the patient's center withdraw it
@@ -339,7 +347,9 @@ def test_a_transfer_request_changes_nothing_until_released_and_is_one_at_a_time(
     app.decline_transfer(pid, reason="治疗中", actor=world.center_admin)
     with pytest.raises(NoTransferRequested):
         app.release_transfer(pid, actor=world.center_admin)
-    app.request_transfer(pid, team_id=team, consent="同意书 2", actor=world.other_admin)
+    app.request_transfer(
+        pid, **world.identity(pid), team_id=team, consent="同意书 2", actor=world.other_admin
+    )
     app.withdraw_transfer(pid, actor=world.other_admin)
     assert app.load(Patient, pid).transfer_request is None
 
@@ -353,7 +363,11 @@ def test_a_patient_without_an_active_contract_moves_when_asked_and_signs_there(
     app.move_patient_away(gone, destination="上海市", actor=world.center_admin)
     for patient in (pid, gone):
         app.request_transfer(
-            patient, team_id=world.other_team(), consent="同意书", actor=world.other_admin
+            patient,
+            **world.identity(patient),
+            team_id=world.other_team(),
+            consent="同意书",
+            actor=world.other_admin,
         )
         assert app.load(Patient, patient).center_id == world.other_center
         if patient == pid:  # never owed a follow-up: no stream is opened for the move

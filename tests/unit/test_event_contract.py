@@ -8,7 +8,6 @@ from eventsourcing.domain import DomainEvent
 from eventsourcing.utils import get_topic, resolve_topic
 
 from domain.organisations import Organisation
-from domain.patients import Patient
 from projections.base import Projection, Rows, handles
 from projections.events import Ev, event_class
 from projections.runner import PROJECTIONS
@@ -18,16 +17,6 @@ from tests.golden.history import domain_event_classes
 IGNORED: dict[type[DomainEvent], str] = {
     # Departments are checked by the domain (referrals and quotas name one); no view lists them.
     event_class(Organisation, "DepartmentAdded"): "no view lists a hospital's departments",
-    # Transfers between centers (issue #11): the move itself is Patient.Transferred.
-    **{
-        event_class(Patient, name): "handled by the relations projection (in progress)"
-        for name in (
-            "TransferRequested",
-            "TransferReleased",
-            "TransferDeclined",
-            "TransferWithdrawn",
-        )
-    },
 }
 
 
