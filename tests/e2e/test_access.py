@@ -188,7 +188,7 @@ def commands() -> list[Endpoint]:
 
 
 QUERIES = [
-    ("/patients?q=王", READERS),
+    ("/patients?q=秀英", READERS),
     ("/patients/{pid}", READERS),
     ("/patients/{pid}/timeline", READERS),
     ("/referrals/{rid}", READERS),
@@ -292,7 +292,7 @@ ITEMS = [
 ]
 #: Lists: the target's id is among the items for its owners only.
 LISTS = [
-    ("/patients?q=王", "pid", READERS),
+    ("/patients?q=秀英", "pid", READERS),
     ("/quotas", "qid", READERS),
     ("/teams", "team", {C, CO, AU}),
 ]
