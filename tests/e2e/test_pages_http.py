@@ -7,7 +7,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -19,6 +19,7 @@ from jiayi.settings import Settings
 from projections.queries import Scope
 from tests.e2e.pages_world import PagesWorld, serve_world
 from tests.e2e.server import Served, bearer, free_port
+from tests.world import national_id
 
 
 @pytest.fixture(scope="module")
@@ -259,3 +260,65 @@ def test_pages_and_api_answer_an_unreachable_database_alike(tmp_path: Path) -> N
         assert int(page.headers["retry-after"]) == int(api.headers["retry-after"]) > 0
     finally:
         served.stop()
+
+
+def test_a_transfer_is_asked_for_and_released_on_the_pages(world: PagesWorld) -> None:
+    """The new center names the resident on its worklist page; the patient's center sees the
+    request on its own and releases it; only then does the patient move."""
+    app, born = world.app, date(1971, 2, 3)
+    nid = national_id(born, 404)
+    center_admin, other_admin = Actor("nurse-1", world.center), Actor("desk", world.other_center)
+    patient = app.register_patient(
+        "孙丽华",
+        sex="F",
+        birth_date=born,
+        national_id=nid,
+        phone="13700000000",
+        center_id=world.center,
+        actor=center_admin,
+    ).id
+    app.sign_contract(
+        patient, team_id=world.team, package="basic", start=app.now().date(), actor=center_admin
+    )
+    team = app.form_team(world.other_center, name="江宁团队", actor=other_admin).id
+    app.add_team_member(
+        team,
+        staff_id="gp-jn",
+        name="赵医生",
+        role="general_practitioner",
+        org_id=world.other_center,
+        actor=other_admin,
+    )
+    assert world.views.queries.wait_for(app.max_position(), timeout=10)
+
+    with signed_in(world, "other_center", **{"Accept-Language": "en"}) as http:
+        page = http.get("/ui/worklists/center")
+        assert 'id="request-transfer"' in page.text and "江宁团队" in page.text
+        form = {
+            "csrf": _form_token(http, "/ui/worklists/center"),
+            "national_id": nid,
+            "name": "孙丽华",
+            "team_id": str(team),
+            "consent": "转签同意书 77",
+        }
+        wrong = http.post("/ui/transfers", data={**form, "name": "孙丽"})
+        assert wrong.status_code == 404  # not the resident named: as if unknown
+        r = http.post("/ui/transfers", data=form)
+        assert r.status_code == 303, r.text
+        sent = http.get(r.headers["location"])
+        assert "Transfer requested." in sent.text
+        assert f'data-patient="{patient}"' in sent.text
+        assert "孙丽华" not in sent.text  # nothing of the registry before the release
+        assert http.get(f"/ui/patients/{patient}").status_code == 404
+
+    with signed_in(world, "center", **{"Accept-Language": "en"}) as http:
+        page = http.get("/ui/worklists/center")
+        assert 'id="transfers-to-release"' in page.text and "转签同意书 77" in page.text
+        token = _form_token(http, "/ui/worklists/center")
+        r = http.post(f"/ui/patients/{patient}/transfer/release", data={"csrf": token})
+        assert r.status_code == 303, r.text
+        assert "Patient released" in http.get(r.headers["location"]).text
+        assert http.get(f"/ui/patients/{patient}").status_code == 404
+
+    with signed_in(world, "other_center") as http:
+        assert http.get(f"/ui/patients/{patient}").status_code == 200
