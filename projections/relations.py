@@ -17,7 +17,9 @@ kind           started by                            ended by
 =============  ====================================  ==========================================
 
 Ended relations are kept (``ended_at``): what an organisation saw of a referral stays
-readable to it, and auditors see every relation on the patient's timeline.
+readable to it, and auditors see every relation on the patient's timeline. A patient's current
+``home`` and ``transfer`` rows have the ids ``home:<patient>`` and ``transfer:<patient>``; an
+ended one is kept as ``<that id>:<position that started it>``. A referral's row is its id.
 """
 
 from __future__ import annotations
@@ -62,11 +64,6 @@ class RelationsProjection(Projection):
             ("id",),
             (("org_id", "patient_id"), ("patient_id",)),
         ),
-        Table(
-            "v_relation_heads",
-            (("patient_id", TXT), ("home_id", TXT), ("transfer_id", TXT)),
-            ("patient_id",),
-        ),
     )
 
     # --- helpers ----------------------------------------------------------------------------
@@ -104,61 +101,54 @@ class RelationsProjection(Projection):
         )
 
     @staticmethod
-    def _end(rows: Rows, ev: Ev, id: str | None) -> None:
-        if id is None:
-            return
+    def _ended(row: Row, ev: Ev) -> Row:
+        return {
+            **row,
+            "ended_at": ev.at,
+            "ended_recorded_at": ev.timestamp,
+            "ended_position": ev.position,
+            "ended_by": ev.name,
+        }
+
+    def _end(self, rows: Rows, ev: Ev, id: str) -> None:
         row = rows.get("v_relations", id)
         if row is not None and row["ended_at"] is None:
-            rows.put(
-                "v_relations",
-                {
-                    **row,
-                    "ended_at": ev.at,
-                    "ended_recorded_at": ev.timestamp,
-                    "ended_position": ev.position,
-                    "ended_by": ev.name,
-                },
-            )
+            rows.put("v_relations", self._ended(row, ev))
 
-    @staticmethod
-    def _head(rows: Rows, patient_id: str) -> Row:
-        found = rows.get("v_relation_heads", patient_id)
-        return (
-            dict(found)
-            if found
-            else {"patient_id": patient_id, "home_id": None, "transfer_id": None}
-        )
+    def _close(self, rows: Rows, ev: Ev, current: str) -> None:
+        """End the patient's current relation of a kind (row ``current``: ``home:<patient>``,
+        ``transfer:<patient>``), kept under the id of the position that started it, so that
+        the next one of that kind can take the current id."""
+        row = rows.get("v_relations", current)
+        if row is None:
+            return
+        rows.delete("v_relations", current)
+        kept = f"{current}:{row['started_position']}"
+        rows.put("v_relations", self._ended({**row, "id": kept}, ev))
 
     # --- the patient's center -----------------------------------------------------------------
 
     @handles(Patient, "Registered")
     def registered(self, ev: Ev, rows: Rows) -> None:
-        self._new_home(ev, rows, ev.data["center_id"])
+        patient = ev.aggregate_id
+        self._start(rows, ev, f"{HOME}:{patient}", HOME, ev.data["center_id"], patient, patient)
 
     @handles(Patient, "Transferred")
     def transferred(self, ev: Ev, rows: Rows) -> None:
-        head = self._head(rows, ev.aggregate_id)
-        self._end(rows, ev, head["home_id"])
-        self._end(rows, ev, head["transfer_id"])
-        rows.put("v_relation_heads", {**head, "transfer_id": None})
-        self._new_home(ev, rows, ev.data["center_id"])
-
-    def _new_home(self, ev: Ev, rows: Rows, center_id: str) -> None:
         patient = ev.aggregate_id
-        id = f"{HOME}:{patient}:{ev.position}"
-        self._start(rows, ev, id, HOME, center_id, patient, patient)
-        rows.put("v_relation_heads", {**self._head(rows, patient), "home_id": id})
+        self._close(rows, ev, f"{HOME}:{patient}")
+        self._close(rows, ev, f"{TRANSFER}:{patient}")
+        self._start(rows, ev, f"{HOME}:{patient}", HOME, ev.data["center_id"], patient, patient)
 
     # --- a center asking for the patient ----------------------------------------------------
 
     @handles(Patient, "TransferRequested")
     def transfer_requested(self, ev: Ev, rows: Rows) -> None:
         patient, data = ev.aggregate_id, ev.data
-        id = f"{TRANSFER}:{patient}:{ev.position}"
         self._start(
             rows,
             ev,
-            id,
+            f"{TRANSFER}:{patient}",
             TRANSFER,
             data["center_id"],
             patient,
@@ -166,13 +156,10 @@ class RelationsProjection(Projection):
             team_id=data["team_id"],
             note=data["consent"],
         )
-        rows.put("v_relation_heads", {**self._head(rows, patient), "transfer_id": id})
 
     @handles(Patient, "TransferReleased", "TransferDeclined", "TransferWithdrawn")
     def transfer_settled(self, ev: Ev, rows: Rows) -> None:
-        head = self._head(rows, ev.aggregate_id)
-        self._end(rows, ev, head["transfer_id"])
-        rows.put("v_relation_heads", {**head, "transfer_id": None})
+        self._close(rows, ev, f"{TRANSFER}:{ev.aggregate_id}")
 
     # --- hospitals ------------------------------------------------------------------------
 
