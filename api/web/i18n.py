@@ -236,6 +236,23 @@ LABELS: dict[str, tuple[str, str]] = {
     "kind_transfer.released": ("transfer released", "同意转出"),
     "kind_transfer.declined": ("transfer declined", "拒绝转出"),
     "kind_transfer.withdrawn": ("transfer withdrawn", "撤回转入申请"),
+    "kind_access.home_started": ("care relation: registered center", "照护关系：签约中心开始"),
+    "kind_access.home_ended": ("care relation ended: registered center", "照护关系：签约中心结束"),
+    "kind_access.referral_started": ("care relation: referral hospital", "照护关系：转诊医院开始"),
+    "kind_access.referral_ended": (
+        "care relation ended: referral hospital",
+        "照护关系：转诊医院结束",
+    ),
+    "kind_access.return_started": ("care relation: returning hospital", "照护关系：下转医院开始"),
+    "kind_access.return_ended": (
+        "care relation ended: returning hospital",
+        "照护关系：下转医院结束",
+    ),
+    "kind_access.transfer_started": ("care relation: center asking", "照护关系：申请转入中心开始"),
+    "kind_access.transfer_ended": (
+        "care relation ended: center asking",
+        "照护关系：申请转入中心结束",
+    ),
     "reason_no_capacity": ("no capacity", "床位/号源不足"),
     "reason_not_indicated": ("not indicated", "无转诊指征"),
     "reason_wrong_department": ("wrong department", "科室不符"),

@@ -138,6 +138,7 @@ def test_as_of_is_for_auditors_and_shows_the_past(world: PagesWorld) -> None:
         assert 'data-status="returned"' in journey.text  # not yet acknowledged back then
         now = http.get("/ui/patients/" + _patient_of(world))
         assert 'data-status="acknowledged"' in now.text
+        assert "care relation: registered center" in now.text  # auditors see relations
         team = http.get(f"/ui/teams/{world.team}", params={"as_of": before.isoformat()})
         assert team.status_code == 200 and 'id="as-of-banner"' in team.text
         assert http.get(f"/ui/teams/{world.team}", params={"as_of": "yesterday"}).status_code == 422
