@@ -25,10 +25,17 @@ from kafka.errors import (
 from pydantic import SecretStr
 
 from jiayi import kafka_access
-from jiayi.bootstrap import kafka_client_config
+from jiayi.bootstrap import (
+    build_admin,
+    build_exchange_application,
+    build_inbound_consumer,
+    build_relay,
+    kafka_client_config,
+)
 from jiayi.cli import main
 from jiayi.settings import Settings
-from tests.kafka_helpers import client_config, exchange_settings
+from tests.kafka_helpers import client_config, drain, exchange_settings, produce, read_all
+from tests.world import build_world
 
 pytestmark = pytest.mark.kafka
 
@@ -226,3 +233,48 @@ def test_the_command_adds_lists_rotates_and_removes(
     capsys.readouterr()
     assert main(["partners", "--json", "list"]) == 0
     assert str(org) not in {p["org"] for p in json.loads(capsys.readouterr().out)}
+
+
+@pytest.mark.postgres
+def test_the_consumer_and_the_relay_run_as_their_own_least_privilege_principals(
+    postgres_settings: Settings, kafka_bootstrap: str
+) -> None:
+    """``jiayi partners services`` makes jiayi-consumer and jiayi-relay: the consumer reads
+    the partner topic, commits in its group and writes dead letters; the relay writes the
+    domain topic; neither can do the other's work."""
+    settings = exchange_settings(postgres_settings, kafka_bootstrap)
+    admin = build_admin(settings)
+    try:
+        made = {c.username: c for c in kafka_access.setup_services(admin, settings, rotate=True)}
+    finally:
+        admin.close()
+
+    def acting_as(user: str) -> Settings:
+        return settings.model_copy(
+            update={"kafka_username": user, "kafka_password": SecretStr(made[user].password)}
+        )
+
+    as_consumer, as_relay = acting_as(kafka_access.CONSUMER), acting_as(kafka_access.RELAY)
+    app = build_exchange_application(settings)
+    build_world(app)
+    relay = build_relay(as_relay, app=build_exchange_application(settings))
+    eventually(relay.publish_once)
+    while relay.publish_once():
+        pass
+    relay.close()
+    assert len(read_all(settings, settings.domain_topic, app.max_position())) == app.max_position()
+
+    produce(settings, settings.partner_topic, [(b"k", b"not json")])
+    inbound = build_inbound_consumer(as_consumer, app=build_exchange_application(settings))
+    drain(inbound, lambda: inbound.dead >= 1)
+    inbound.consumer.close()
+    assert [d.value for d in read_all(settings, settings.dead_letter_topic, 1)] == [b"not json"]
+
+    consumer_client = kafka_client_config(as_consumer, "consumer")
+    relay_client = kafka_client_config(as_relay, "relay")
+    refused(lambda: send(consumer_client, settings.domain_topic, b"forged domain event"))
+    assert isinstance(
+        refused(lambda: receive(relay_client, settings.partner_topic)),
+        TopicAuthorizationFailedError,
+    )
+    app.close()
