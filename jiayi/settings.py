@@ -244,16 +244,16 @@ class Settings(BaseSettings):
             ("kafka_admin_username", self.kafka_admin_username, self.kafka_admin_password),
         )
         for name, user, password in pairs:
-            if (user is None) != (password is None):
-                raise ValueError(
-                    f"{variable(name)} and {variable(name.replace('username', 'password'))} "
-                    "go together"
-                )
+            partner = name.replace("username", "password")
+            if user is not None and password is None:
+                raise ValueError(f"{variable(partner)}: needed with {variable(name)}")
+            if user is None and password is not None:
+                raise ValueError(f"{variable(name)}: needed with {variable(partner)}")
         if self.kafka_username is None and self.kafka_admin_username is None:
             raise ValueError(
-                f"{self.kafka_security_protocol} needs {variable('kafka_username')} and "
-                f"{variable('kafka_password')} (or the admin's) when "
-                f"{variable('kafka_bootstrap')} is set"
+                f"{variable('kafka_username')}: needed (with {variable('kafka_password')}, or "
+                f"the admin's) when {variable('kafka_bootstrap')} is set and "
+                f"{variable('kafka_security_protocol')} is {self.kafka_security_protocol}"
             )
         return self
 
