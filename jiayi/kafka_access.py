@@ -162,9 +162,15 @@ def _ensure_topics(admin: Any, settings: Settings, names: list[str]) -> None:
                 admin.create_topics([NewTopic(name, settings.kafka_partitions, 1)])
 
 
-def setup_services(admin: Any, settings: Settings, rotate: bool = False) -> list[Credentials]:
+def setup_services(
+    admin: Any,
+    settings: Settings,
+    rotate: bool = False,
+    passwords: dict[str, str] | None = None,
+) -> list[Credentials]:
     """The shared topics, the consumer's and relay's ACLs, and their SCRAM users: created when
-    missing (or all replaced with ``rotate``). Returns the credentials made now."""
+    missing (or all replaced with ``rotate``), or set to ``passwords`` (user -> password, as
+    a deployment that keeps them in its secrets does). Returns the credentials made now."""
     _ensure_topics(
         admin, settings, [settings.partner_topic, settings.domain_topic, settings.dead_letter_topic]
     )
@@ -172,7 +178,9 @@ def setup_services(admin: Any, settings: Settings, rotate: bool = False) -> list
     existing = _scram_users(admin)
     made = []
     for user in SERVICES:
-        if rotate or user not in existing:
+        if passwords is not None:
+            _set_password(admin, user, passwords[user])
+        elif rotate or user not in existing:
             made.append(Credentials(user, new_password()))
             _set_password(admin, user, made[-1].password)
     return made

@@ -7,6 +7,7 @@
     jiayi partners remove ORG    revokes the ACLs and deletes the credential (topics kept)
     jiayi partners services      the consumer's and relay's users and ACLs (jiayi-consumer,
                                  jiayi-relay); passwords of users made now printed once
+                                 (--rotate: new ones; --passwords-from-env: the deployment's)
 
 Acts as the Kafka administrator: ``JIAYI_KAFKA_ADMIN_USERNAME`` / ``_PASSWORD`` (or
 ``JIAYI_KAFKA_USERNAME`` / ``_PASSWORD``). See ``jiayi/kafka_access.py`` for the ACL layout.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 from uuid import UUID
@@ -23,6 +25,12 @@ from uuid import UUID
 from jiayi import kafka_access
 from jiayi.bootstrap import build_admin
 from jiayi.settings import Settings
+
+#: With ``services --passwords-from-env``: where a deployment keeps the services' passwords.
+PASSWORD_VARIABLES = {
+    kafka_access.CONSUMER: "JIAYI_KAFKA_CONSUMER_PASSWORD",
+    kafka_access.RELAY: "JIAYI_KAFKA_RELAY_PASSWORD",
+}
 
 
 def _org(value: str) -> UUID:
@@ -48,6 +56,11 @@ def register(sub: Any) -> None:
     actions.add_parser("list", help="partners known to the broker")
     s = actions.add_parser("services", help="jiayi-consumer / jiayi-relay users and ACLs")
     s.add_argument("--rotate", action="store_true", help="replace both passwords")
+    s.add_argument(
+        "--passwords-from-env",
+        action="store_true",
+        help=f"set the passwords in {', '.join(PASSWORD_VARIABLES.values())} (prints none)",
+    )
     p.set_defaults(func=run)
 
 
@@ -87,7 +100,15 @@ def run(args: argparse.Namespace) -> int:
                 note = f"  (missing: {', '.join(missing)})" if missing else ""
                 print(f"{p.org}  {p.username}  {p.inbound}  {p.outbound}{note}")
         elif args.action == "services":
-            created = kafka_access.setup_services(admin, settings, rotate=args.rotate)
+            passwords = None
+            if args.passwords_from_env:
+                passwords = {u: os.environ.get(v, "") for u, v in PASSWORD_VARIABLES.items()}
+                if not all(passwords.values()):
+                    print("jiayi partners: set " + " and ".join(PASSWORD_VARIABLES.values()))
+                    return 2
+            created = kafka_access.setup_services(
+                admin, settings, rotate=args.rotate, passwords=passwords
+            )
             values = {c.username: c.password for c in created}
             if args.json:
                 print(json.dumps(values))
