@@ -112,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
             values = {c.username: c.password for c in created}
             if args.json:
                 print(json.dumps(values))
+            elif passwords is not None:
+                print("consumer and relay ACLs in place; passwords set from the environment")
             else:
                 print("# consumer and relay ACLs in place; passwords made now (shown once):")
                 for user, password in values.items():
