@@ -30,6 +30,7 @@ from jiayi.bootstrap import (
     build_exchange_application,
     build_inbound_consumer,
     build_relay,
+    ensure_topics,
     kafka_client_config,
 )
 from jiayi.cli import main
@@ -255,6 +256,8 @@ def test_the_consumer_and_the_relay_run_as_their_own_least_privilege_principals(
         )
 
     as_consumer, as_relay = acting_as(kafka_access.CONSUMER), acting_as(kafka_access.RELAY)
+    for own in (as_consumer, as_relay):  # `jiayi consume` / `publish` start with it: no error
+        eventually(lambda own=own: ensure_topics(own))
     app = build_exchange_application(settings)
     build_world(app)
     relay = build_relay(as_relay, app=build_exchange_application(settings))
