@@ -36,7 +36,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Starts (installing if needed) the real services the tests use and exports their addresses.
+# Starts (installing if needed) the real services the tests use and exports their addresses, and
+# the Kafka administrator's credentials (jiayi-admin, password from the broker's data dir).
 # A broker this command started is stopped again at the end; one already running is left alone.
 test: $(STAMP) lint typecheck
 	@set -e; \
@@ -44,7 +45,9 @@ test: $(STAMP) lint typecheck
 	export JIAYI_TEST_POSTGRES_URL; \
 	kafka_dir=$${JIAYI_KAFKA_DIR:-var/kafka}; \
 	JIAYI_TEST_KAFKA=$${JIAYI_TEST_KAFKA:-$$(infra/kafka/ensure.sh)}; \
-	export JIAYI_TEST_KAFKA; \
+	JIAYI_TEST_KAFKA_USERNAME=$${JIAYI_TEST_KAFKA_USERNAME:-jiayi-admin}; \
+	JIAYI_TEST_KAFKA_PASSWORD=$${JIAYI_TEST_KAFKA_PASSWORD:-$$(cat "$$kafka_dir/admin.password" 2>/dev/null || true)}; \
+	export JIAYI_TEST_KAFKA JIAYI_TEST_KAFKA_USERNAME JIAYI_TEST_KAFKA_PASSWORD; \
 	started=0; [ -f "$$kafka_dir/started-by-ensure" ] && started=1; \
 	infra/browser/ensure.sh >/dev/null; \
 	status=0; $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
@@ -59,8 +62,11 @@ clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
 
 # Partner events -> event store through the consumer, vs kafka-python + COPY (see consumers/README.md).
+# Authenticated as the broker's administrator (jiayi-admin of infra/kafka).
 bench-ingest: $(STAMP)
 	JIAYI_POSTGRES_URL=$${JIAYI_POSTGRES_URL:-$$(infra/postgres/ensure.sh)} \
 	JIAYI_KAFKA_BOOTSTRAP=$${JIAYI_KAFKA_BOOTSTRAP:-$$(infra/kafka/ensure.sh)} \
+	JIAYI_KAFKA_USERNAME=$${JIAYI_KAFKA_USERNAME:-jiayi-admin} \
+	JIAYI_KAFKA_PASSWORD=$${JIAYI_KAFKA_PASSWORD:-$$(cat "$${JIAYI_KAFKA_DIR:-var/kafka}/admin.password")} \
 	$(BIN)/python bench/ingest.py --messages $${MESSAGES:-200000} --patients $${PATIENTS:-20000} \
 	  --consumers $${CONSUMERS:-2} $(BENCH_ARGS)

@@ -2,7 +2,8 @@
 
     make bench-ingest                      # 200,000 messages, a group of 2 consumer processes
     JIAYI_POSTGRES_URL=postgresql://jiayi@127.0.0.1:55432/jiayi \\
-    JIAYI_KAFKA_BOOTSTRAP=$(infra/kafka/ensure.sh) \\
+    JIAYI_KAFKA_BOOTSTRAP=$(infra/kafka/ensure.sh) JIAYI_KAFKA_USERNAME=jiayi-admin \\
+    JIAYI_KAFKA_PASSWORD=$(cat var/kafka/admin.password) \\
     .venv/bin/python bench/ingest.py --messages 200000 --patients 20000 --consumers 2
 
 Prepares a population (one community center, ``--patients`` residents, saved in bulk) in a fresh
@@ -38,7 +39,12 @@ from consumers.inbound import InboundConsumer
 from consumers.messages import partner_event
 from domain.common import Actor
 from domain.patients import Patient
-from jiayi.bootstrap import build_exchange_application, build_inbound_consumer, ensure_topics
+from jiayi.bootstrap import (
+    build_exchange_application,
+    build_inbound_consumer,
+    ensure_topics,
+    kafka_client_config,
+)
 from jiayi.settings import Settings
 
 FOLLOWUP = "cn.jiayi.partner.followup.recorded.v2"
@@ -121,7 +127,9 @@ def main() -> int:
         print(f"population: {len(patients)} patients in {time.perf_counter() - t0:.1f} s")
 
         t0 = time.perf_counter()
-        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024)
+        producer = KafkaProducer(
+            **kafka_client_config(settings, "admin"), linger_ms=20, batch_size=512 * 1024
+        )
         day = today.date().isoformat()
         for i in range(args.messages):
             p = patients[i % len(patients)]
@@ -231,7 +239,7 @@ def busy_seconds() -> float:
 
 def raw_pipeline(settings: Settings, url: str, schema: str, n: int) -> float:
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_client_config(settings, "admin"),
         enable_auto_commit=False,
         check_crcs=settings.kafka_check_crcs,
         fetch_max_bytes=64 * 1024 * 1024,

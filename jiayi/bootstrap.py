@@ -5,11 +5,10 @@ Nothing is created at import time: callers build what they need from the setting
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from domain.application import CareCoordination
 from jiayi.settings import Settings
@@ -167,29 +166,89 @@ def _bootstrap(settings: Settings) -> list[str]:
     return settings.kafka_bootstrap.split(",")
 
 
-def ensure_topics(settings: Settings) -> None:
-    """Create the exchange's topics if missing (the broker does not auto-create them)."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+#: Who a Kafka client of jiayi acts as: ``consumer`` (``jiayi consume``: reads the inbound
+#: topics, writes dead letters), ``relay`` (``jiayi publish``: writes the outbound topics) and
+#: ``admin`` (topics, SCRAM users and ACLs: ``jiayi partners``, :func:`ensure_topics`).
+KafkaRole = Literal["consumer", "relay", "admin"]
 
-    admin = KafkaAdminClient(bootstrap_servers=_bootstrap(settings), client_id="jiayi-admin")
+
+def kafka_client_config(settings: Settings, role: KafkaRole) -> dict[str, Any]:
+    """The connection keyword arguments of every KafkaProducer / KafkaConsumer /
+    KafkaAdminClient jiayi builds: brokers, security protocol, SASL credentials, CA file.
+
+    ``consumer`` and ``relay`` authenticate as :attr:`Settings.kafka_username` (a process runs
+    one of them, with its own principal); ``admin`` as :attr:`Settings.kafka_admin_username`,
+    or the process's own principal when no administrator is configured."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": _bootstrap(settings),
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        user, password = settings.kafka_username, settings.kafka_password
+        if role == "admin" and settings.kafka_admin_username is not None:
+            user, password = settings.kafka_admin_username, settings.kafka_admin_password
+        if user is None or password is None:
+            raise ValueError(
+                f"no Kafka credentials for the {role} (set JIAYI_KAFKA_USERNAME/PASSWORD"
+                + (" or JIAYI_KAFKA_ADMIN_USERNAME/PASSWORD)" if role == "admin" else ")")
+            )
+        config.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=user,
+            sasl_plain_password=password.get_secret_value(),
+        )
+    if settings.kafka_security_protocol == "SASL_SSL":
+        config["ssl_check_hostname"] = True
+        if settings.kafka_ssl_cafile is not None:
+            config["ssl_cafile"] = str(settings.kafka_ssl_cafile)
+    return config
+
+
+def build_admin(settings: Settings, **extra: Any) -> Any:
+    """A KafkaAdminClient acting as the administrator (caller closes it)."""
+    from kafka import KafkaAdminClient
+
+    return KafkaAdminClient(
+        client_id="jiayi-admin", **kafka_client_config(settings, "admin"), **extra
+    )
+
+
+def ensure_topics(settings: Settings) -> None:
+    """Create the exchange's topics if missing (the broker does not auto-create them).
+
+    A principal that may not create topics (the consumer's, the relay's) skips the ones it may
+    not create: the administrator made them (``jiayi partners services``); a topic that is
+    really missing then fails the client that uses it, naming it."""
+    import logging
+
+    from kafka.admin import NewTopic
+    from kafka.errors import (
+        ClusterAuthorizationFailedError,
+        TopicAlreadyExistsError,
+        TopicAuthorizationFailedError,
+    )
+
+    admin = build_admin(settings)
     try:
         existing = set(admin.list_topics())
         for name in (settings.partner_topic, settings.domain_topic, settings.dead_letter_topic):
             if name in existing:
                 continue
-            with contextlib.suppress(TopicAlreadyExistsError):
+            try:
                 admin.create_topics([NewTopic(name, settings.kafka_partitions, 1)])
+            except TopicAlreadyExistsError:
+                pass
+            except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError):
+                logging.getLogger(__name__).info("not allowed to create topic %s: skipped", name)
     finally:
         admin.close()
 
 
-def build_producer(settings: Settings, client_id: str) -> Any:
+def build_producer(settings: Settings, client_id: str, role: KafkaRole = "relay") -> Any:
     from kafka import KafkaProducer
 
     return KafkaProducer(
-        bootstrap_servers=_bootstrap(settings),
+        **kafka_client_config(settings, role),
         client_id=client_id,
         acks="all",
         linger_ms=5,
@@ -208,7 +267,7 @@ def build_inbound_consumer(
     from consumers.inbound import InboundConsumer
 
     consumer = KafkaConsumer(
-        bootstrap_servers=_bootstrap(settings),
+        **kafka_client_config(settings, "consumer"),
         group_id=settings.consumer_group,
         client_id="jiayi-consume",
         enable_auto_commit=False,
@@ -224,7 +283,7 @@ def build_inbound_consumer(
         heartbeat_interval_ms=3_000,
     )
     dead_letters = DeadLetters(
-        build_producer(settings, "jiayi-dead-letters"), settings.dead_letter_topic
+        build_producer(settings, "jiayi-dead-letters", "consumer"), settings.dead_letter_topic
     )
     return InboundConsumer(
         app or build_exchange_application(settings),

@@ -14,7 +14,16 @@ from collections.abc import Sequence
 from jiayi.settings import InvalidSettings, Settings
 
 #: Modules under ``jiayi.commands`` with ``register(subparsers)``; each sets ``func``.
-COMMANDS = ("demo", "projections", "replay", "serve", "tokens", "consume", "publish")
+COMMANDS = (
+    "demo",
+    "projections",
+    "replay",
+    "serve",
+    "tokens",
+    "consume",
+    "publish",
+    "partners",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

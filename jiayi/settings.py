@@ -17,7 +17,14 @@ from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "JIAYI_"
@@ -48,7 +55,8 @@ def _problems(exc: ValidationError) -> list[str]:
     for error in exc.errors(include_input=False, include_url=False):
         field = ".".join(str(part) for part in error["loc"]) or "settings"
         message = str(error["msg"]).removeprefix("Value error, ")
-        lines.append(f"{variable(field)}: {message}")
+        # A check across variables (no location) names them in its message.
+        lines.append(f"{variable(field)}: {message}" if error["loc"] else message)
     return lines
 
 
@@ -135,6 +143,23 @@ CipherKey = Annotated[
 ]
 SchemaName = Annotated[str | None, BeforeValidator(_blank_is_unset), AfterValidator(_check_schema)]
 TimeZoneName = Annotated[str, AfterValidator(_check_timezone)]
+
+
+def _check_file(value: Path | None) -> Path | None:
+    if value is not None and not value.is_file():
+        raise ValueError("must name a readable file (a PEM bundle of CA certificates)")
+    return value
+
+
+def _default_prefix() -> str:
+    from consumers.topics import DEFAULT_PREFIX
+
+    return DEFAULT_PREFIX
+
+
+Secret = Annotated[SecretStr | None, BeforeValidator(_blank_is_unset)]
+OptionalName = Annotated[str | None, BeforeValidator(_blank_is_unset)]
+CaFile = Annotated[Path | None, BeforeValidator(_blank_is_unset), AfterValidator(_check_file)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Positive = Annotated[int, Field(ge=1)]
 
@@ -190,6 +215,47 @@ class Settings(BaseSettings):
     #: Whether the consumer re-checks record CRCs (cheap: kafka-python uses the ``crc32c``
     #: package, a dependency; its pure-Python fallback took a quarter of the consumer's time).
     kafka_check_crcs: bool = True
+    #: How clients talk to the brokers. SASL_PLAINTEXT by default: every broker jiayi runs (the
+    #: test broker of infra/kafka, the compose file's, which is SASL_SSL) authenticates, so an
+    #: unauthenticated connection is something to ask for explicitly (PLAINTEXT), never a
+    #: silent fallback. With SASL the credentials below must be set (checked at start).
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = "SASL_PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    #: This process's principal: ``jiayi-consumer`` for ``jiayi consume``, ``jiayi-relay`` for
+    #: ``jiayi publish`` (each with least-privilege ACLs, see ``jiayi partners services``).
+    kafka_username: OptionalName = None
+    kafka_password: Secret = None
+    #: The administrator (topics, SCRAM users, ACLs): ``jiayi partners``; falls back to
+    #: :attr:`kafka_username` when unset.
+    kafka_admin_username: OptionalName = None
+    kafka_admin_password: Secret = None
+    #: CA certificates (PEM) that signed the brokers' certificates (SASL_SSL); when unset, the
+    #: system's.
+    kafka_ssl_cafile: CaFile = None
+    #: Per-partner topics: ``<prefix><org>.in`` and ``<prefix><org>.out`` (consumers.topics).
+    partner_topic_prefix: str = Field(default_factory=_default_prefix, min_length=1)
+
+    @model_validator(mode="after")
+    def _kafka_credentials(self) -> Settings:
+        if not self.kafka_bootstrap or self.kafka_security_protocol == "PLAINTEXT":
+            return self
+        pairs = (
+            ("kafka_username", self.kafka_username, self.kafka_password),
+            ("kafka_admin_username", self.kafka_admin_username, self.kafka_admin_password),
+        )
+        for name, user, password in pairs:
+            partner = name.replace("username", "password")
+            if user is not None and password is None:
+                raise ValueError(f"{variable(partner)}: needed with {variable(name)}")
+            if user is None and password is not None:
+                raise ValueError(f"{variable(name)}: needed with {variable(partner)}")
+        if self.kafka_username is None and self.kafka_admin_username is None:
+            raise ValueError(
+                f"{variable('kafka_username')}: needed (with {variable('kafka_password')}, or "
+                f"the admin's) when {variable('kafka_bootstrap')} is set and "
+                f"{variable('kafka_security_protocol')} is {self.kafka_security_protocol}"
+            )
+        return self
 
     def __init__(self, **values: Any) -> None:
         """Read and check every setting; :class:`InvalidSettings` names each bad one."""

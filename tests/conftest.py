@@ -47,7 +47,8 @@ def postgres_url() -> str:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
-    """A real Apache Kafka broker (``JIAYI_TEST_KAFKA``; ``make test`` starts one)."""
+    """A real Apache Kafka broker (``JIAYI_TEST_KAFKA``; ``make test`` starts one), with its
+    administrator's credentials in ``JIAYI_TEST_KAFKA_USERNAME`` / ``_PASSWORD``."""
     address = os.environ.get("JIAYI_TEST_KAFKA")
     if not address:
         _require("Kafka", "JIAYI_TEST_KAFKA is not set (run `make test`)")
@@ -55,8 +56,10 @@ def kafka_bootstrap() -> str:
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
+    from tests.kafka_helpers import client_config
+
     try:
-        KafkaAdminClient(bootstrap_servers=address.split(","), request_timeout_ms=5000).close()
+        KafkaAdminClient(**client_config(address), request_timeout_ms=5000).close()
     except KafkaError as exc:
         _require("Kafka", f"{address}: {exc}")
     return address

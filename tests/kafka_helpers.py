@@ -1,23 +1,76 @@
-"""Helpers for the Kafka tests: per-test topics, producing partner events, reading topics."""
+"""Helpers for the Kafka tests: per-test topics, producing partner events, reading topics.
+
+The test broker authenticates (SASL/SCRAM-SHA-512, ACLs): the tests act as its administrator,
+``JIAYI_TEST_KAFKA_USERNAME`` / ``JIAYI_TEST_KAFKA_PASSWORD`` (``make test`` reads them from the
+broker's data dir). Without them, the broker is taken to be an unauthenticated one.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from psycopg import sql
+from pydantic import SecretStr
 
 from consumers.inbound import InboundConsumer
+from jiayi.bootstrap import kafka_client_config
 from jiayi.settings import Settings
 
 
-def exchange_settings(base: Settings, bootstrap: str, partitions: int = 3) -> Settings:
+def admin_credentials(kafka_dir: Path | None = None) -> tuple[str, str] | None:
+    """The test broker's administrator: from the environment, or (``kafka_dir``) the password
+    file ``infra/kafka/ensure.sh`` wrote into a broker's data dir."""
+    if kafka_dir is not None:
+        return "jiayi-admin", (kafka_dir / "admin.password").read_text().strip()
+    user = os.environ.get("JIAYI_TEST_KAFKA_USERNAME")
+    password = os.environ.get("JIAYI_TEST_KAFKA_PASSWORD")
+    return (user, password) if user and password else None
+
+
+def with_auth(settings: Settings, credentials: tuple[str, str] | None) -> Settings:
+    if credentials is None:
+        return settings.model_copy(update={"kafka_security_protocol": "PLAINTEXT"})
+    user, password = credentials
+    return settings.model_copy(
+        update={
+            "kafka_security_protocol": "SASL_PLAINTEXT",
+            "kafka_username": user,
+            "kafka_password": SecretStr(password),
+            "kafka_admin_username": None,
+            "kafka_admin_password": None,
+        }
+    )
+
+
+def client_config(bootstrap: str | Settings) -> dict[str, Any]:
+    """Connection arguments for a test's own client: the administrator's on ``bootstrap`` (an
+    address of the test broker), or those of ``bootstrap`` (settings)."""
+    if isinstance(bootstrap, str):
+        bootstrap = with_auth(
+            Settings(kafka_bootstrap=bootstrap, kafka_security_protocol="PLAINTEXT"),
+            admin_credentials(),
+        )
+    return kafka_client_config(bootstrap, "admin")
+
+
+def exchange_settings(
+    base: Settings,
+    bootstrap: str,
+    partitions: int = 3,
+    credentials: tuple[str, str] | None = None,
+) -> Settings:
+    """Settings with topics of the test's own; the clients act as the administrator
+    (``credentials``, default :func:`admin_credentials`)."""
     tag = uuid.uuid4().hex[:8]
+    base = with_auth(base, credentials or admin_credentials())
     return base.model_copy(
         update={
             "kafka_bootstrap": bootstrap,
@@ -30,8 +83,10 @@ def exchange_settings(base: Settings, bootstrap: str, partitions: int = 3) -> Se
     )
 
 
-def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), linger_ms=5)
+def produce(
+    bootstrap: str | Settings, topic: str, messages: Iterable[tuple[bytes | None, bytes]]
+) -> None:
+    producer = KafkaProducer(**client_config(bootstrap), linger_ms=5)
     for key, value in messages:
         producer.send(topic, key=key, value=value)
     producer.flush()
@@ -39,10 +94,10 @@ def produce(bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, b
 
 
 def read_all(
-    bootstrap: str, topic: str, expect: int = 0, timeout: float = 30
+    bootstrap: str | Settings, topic: str, expect: int = 0, timeout: float = 30
 ) -> list[ConsumerRecord]:
     """Every record on the topic (at least ``expect`` of them), partition by partition."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False)
+    consumer = KafkaConsumer(**client_config(bootstrap), enable_auto_commit=False)
     parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)

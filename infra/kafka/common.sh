@@ -2,6 +2,11 @@
 root=$(cd "$here/../.." && pwd)
 port=${JIAYI_KAFKA_PORT:-59092}
 cport=${JIAYI_KAFKA_CONTROLLER_PORT:-59093}
+# Inter-broker listener (PLAINTEXT, loopback only, never given to clients).
+bport=${JIAYI_KAFKA_BROKER_PORT:-59094}
+# Optional SASL_SSL client listener: a port and a PEM keystore (private key + certificate).
+sslport=${JIAYI_KAFKA_SSL_PORT:-}
+keystore=${JIAYI_KAFKA_SSL_KEYSTORE:-}
 dir=${JIAYI_KAFKA_DIR:-$root/var/kafka}
 cache=${JIAYI_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/jiayi}
 heap=${JIAYI_KAFKA_HEAP:-1g}
@@ -12,6 +17,13 @@ kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here
 libs=$cache/kafka-$kafka_version/libs
 pidfile=$dir/kafka.pid
 marker=$dir/started-by-ensure
+# The SCRAM-SHA-512 user every client-side tool administers the broker as (a super user), and the
+# file (mode 600) holding its password, generated once for this data dir.
+admin_user=jiayi-admin
+admin_password_file=$dir/admin.password
+# Written after the storage was formatted with the admin's SCRAM credential. A data dir without
+# it was formatted by the older, unauthenticated script.
+auth_marker=$dir/auth-formatted
 
 log() { echo "[kafka] $*" >&2; }
 die() {
@@ -97,17 +109,43 @@ fetch_libs() {
 # Single node in KRaft mode: this process is both broker and controller. Internal topics get one
 # replica, and few partitions so the first consumer group / transaction does not wait on 50.
 write_config() {
+  local listeners protocols
+  listeners="CLIENT://127.0.0.1:$port,INTERNAL://127.0.0.1:$bport,CONTROLLER://127.0.0.1:$cport"
+  protocols="CLIENT:SASL_PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"
+  if [ -n "$sslport" ]; then
+    listeners="$listeners,CLIENTSSL://127.0.0.1:$sslport"
+    protocols="$protocols,CLIENTSSL:SASL_SSL"
+  fi
   cat >"$dir/server.properties" <<EOF
 # Written by infra/kafka/ensure.sh on every start; edit the script, not this file.
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+listeners=$listeners
+advertised.listeners=$listeners
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+inter.broker.listener.name=INTERNAL
+listener.security.protocol.map=$protocols
 log.dirs=$dir/data
+
+# Clients authenticate with SCRAM-SHA-512 (credentials live in the cluster metadata: the admin's
+# is bootstrapped at format time, the others are made through the admin API). The internal and
+# controller listeners are loopback-only PLAINTEXT: their principal, User:ANONYMOUS, is the
+# broker talking to itself, hence a super user; no client is ever given those ports.
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.client.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.clientssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:ANONYMOUS;User:$admin_user
+EOF
+  if [ -n "$sslport" ]; then
+    cat >>"$dir/server.properties" <<EOF
+listener.name.clientssl.ssl.keystore.type=PEM
+listener.name.clientssl.ssl.keystore.location=$keystore
+EOF
+  fi
+  cat >>"$dir/server.properties" <<EOF
 
 num.network.threads=2
 num.io.threads=4

@@ -24,7 +24,14 @@ from jiayi.bootstrap import (
     ensure_topics,
 )
 from jiayi.settings import Settings
-from tests.kafka_helpers import as_json, count_events, exchange_settings, produce, read_all
+from tests.kafka_helpers import (
+    admin_credentials,
+    as_json,
+    count_events,
+    exchange_settings,
+    produce,
+    read_all,
+)
 from tests.world import World, build_world
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -70,6 +77,11 @@ def env_for(settings: Settings) -> dict[str, str]:
         JIAYI_DEAD_LETTER_TOPIC=settings.dead_letter_topic,
         JIAYI_CONSUMER_GROUP=settings.consumer_group,
         JIAYI_KAFKA_BATCH="200",
+        JIAYI_KAFKA_SECURITY_PROTOCOL=settings.kafka_security_protocol,
+        JIAYI_KAFKA_USERNAME=settings.kafka_username or "",
+        JIAYI_KAFKA_PASSWORD=(
+            settings.kafka_password.get_secret_value() if settings.kafka_password else ""
+        ),
         PYTHONPATH=str(ROOT),
     )
     return env
@@ -173,7 +185,8 @@ def test_two_members_sharing_the_partitions_one_killed_apply_each_message_exactl
 
 # --- a broker of our own, restarted under a running consumer and relay ----------------------
 
-PORT, CONTROLLER_PORT = 59192, 59193
+# Not the test broker's (59092-59094), nor 59192-59194 (a second broker some use to develop).
+PORT, CONTROLLER_PORT, BROKER_PORT = 59195, 59196, 59197
 
 
 @pytest.fixture
@@ -184,6 +197,7 @@ def own_broker(
         os.environ,
         JIAYI_KAFKA_PORT=str(PORT),
         JIAYI_KAFKA_CONTROLLER_PORT=str(CONTROLLER_PORT),
+        JIAYI_KAFKA_BROKER_PORT=str(BROKER_PORT),
         JIAYI_KAFKA_DIR=str(tmp_path_factory.mktemp("kafka-restart")),
         JIAYI_KAFKA_HEAP="512m",
     )
@@ -196,7 +210,8 @@ def test_consumer_and_relay_resume_by_themselves_after_the_broker_restarts(
     postgres_settings: Settings, own_broker: dict[str, str]
 ) -> None:
     bootstrap = f"127.0.0.1:{PORT}"
-    settings = exchange_settings(postgres_settings, bootstrap)
+    credentials = admin_credentials(Path(own_broker["JIAYI_KAFKA_DIR"]))
+    settings = exchange_settings(postgres_settings, bootstrap, credentials=credentials)
     ensure_topics(settings)
     app = build_exchange_application(settings)
     world = build_world(app)
@@ -212,7 +227,7 @@ def test_consumer_and_relay_resume_by_themselves_after_the_broker_restarts(
     for t in threads:
         t.start()
     try:
-        produce(bootstrap, settings.partner_topic, followups(world, patients, 300, "before"))
+        produce(settings, settings.partner_topic, followups(world, patients, 300, "before"))
         wait_for(lambda: count_events(url, schema, VISITS) == 300, 90, "messages before")
 
         subprocess.run([ROOT / "infra/kafka/stop.sh"], env=own_broker, check=True)
@@ -223,7 +238,7 @@ def test_consumer_and_relay_resume_by_themselves_after_the_broker_restarts(
             [ROOT / "infra/kafka/ensure.sh"], env=own_broker, check=True, stdout=subprocess.DEVNULL
         )
 
-        produce(bootstrap, settings.partner_topic, followups(world, patients, 300, "after"))
+        produce(settings, settings.partner_topic, followups(world, patients, 300, "after"))
         wait_for(lambda: count_events(url, schema, VISITS) == 600, 120, "messages after")
         wait_for(lambda: relay.position() >= app.max_position(), 120, "the relay to catch up")
     finally:
@@ -233,7 +248,7 @@ def test_consumer_and_relay_resume_by_themselves_after_the_broker_restarts(
     assert all(not t.is_alive() for t in threads)
 
     expected = [n.id for n in app.recorder.select_notifications(start=1, limit=1_000_000)]
-    records = read_all(bootstrap, settings.domain_topic, len(expected), timeout=60)
+    records = read_all(settings, settings.domain_topic, len(expected), timeout=60)
     seen = [int(as_json(r)["sequence"]) for r in records]
     assert set(seen) == set(expected)  # nothing skipped
     by_key: dict[bytes, list[int]] = defaultdict(list)

@@ -18,7 +18,7 @@ def test_every_service_of_the_compose_file_runs_a_command_jiayi_accepts() -> Non
         for name, service in compose["services"].items()
         if service.get("command", [None])[0] == "jiayi"
     }
-    assert set(commands) == {"api", "consumer", "relay", "projections"}
+    assert set(commands) == {"api", "consumer", "relay", "projections", "kafka-access"}
     parser = build_parser()
     for command in commands.values():
         assert callable(parser.parse_args(command[1:]).func)
@@ -32,3 +32,14 @@ def test_the_image_the_compose_file_builds_installs_every_package() -> None:
     assert all(f'"{p}*"' in pyproject for p in packages)
     assert all(f"COPY {p} ./{p}" in dockerfile for p in packages)
     assert "pip install --no-cache-dir ." in dockerfile
+
+
+def test_the_compose_files_kafka_clients_use_sasl_ssl_with_principals_of_their_own() -> None:
+    services = yaml.safe_load((ROOT / "infra/compose.yaml").read_text())["services"]
+    for name in ("consumer", "relay", "kafka-access"):
+        assert services[name]["environment"]["JIAYI_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    for name in ("api", "projections"):  # no Kafka: no credentials to check for at start
+        assert "JIAYI_KAFKA_BOOTSTRAP" not in services[name]["environment"]
+    assert "JIAYI_KAFKA_ADMIN_PASSWORD" in services["kafka-access"]["environment"]
+    assert services["consumer"]["environment"]["JIAYI_KAFKA_USERNAME"] == "jiayi-consumer"
+    assert services["relay"]["environment"]["JIAYI_KAFKA_USERNAME"] == "jiayi-relay"

@@ -47,6 +47,16 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"http_port": 70000}, "JIAYI_HTTP_PORT"),
         ({"http_threads": 0}, "JIAYI_HTTP_THREADS"),
         ({"kafka_batch": 0}, "JIAYI_KAFKA_BATCH"),
+        ({"kafka_security_protocol": "SSL"}, "JIAYI_KAFKA_SECURITY_PROTOCOL"),
+        ({"kafka_sasl_mechanism": "PLAIN"}, "JIAYI_KAFKA_SASL_MECHANISM"),
+        ({"kafka_ssl_cafile": "/nonexistent/ca.pem"}, "JIAYI_KAFKA_SSL_CAFILE"),
+        ({"kafka_bootstrap": "k:9092"}, "JIAYI_KAFKA_USERNAME"),
+        ({"kafka_bootstrap": "k:9092", "kafka_username": "u"}, "JIAYI_KAFKA_PASSWORD"),
+        ({"kafka_bootstrap": "k:9092", "kafka_password": PASSWORD}, "JIAYI_KAFKA_USERNAME"),
+        (
+            {"kafka_bootstrap": "k:9092", "kafka_admin_password": PASSWORD},
+            "JIAYI_KAFKA_ADMIN_USERNAME",
+        ),
     ],
 )
 def test_a_bad_value_is_refused_naming_its_variable_and_never_a_secret(
@@ -109,3 +119,18 @@ def test_an_empty_postgres_url_means_the_embedded_default(monkeypatch: pytest.Mo
     monkeypatch.setenv("JIAYI_POSTGRES_SCHEMA", "")
     settings = Settings()
     assert not settings.uses_postgres and settings.postgres_schema is None
+
+
+def test_kafka_credentials_are_secret_and_plaintext_needs_none() -> None:
+    settings = Settings(kafka_bootstrap="k:9092", kafka_username="u", kafka_password=PASSWORD)
+    assert settings.kafka_security_protocol == "SASL_PLAINTEXT"
+    assert PASSWORD not in repr(settings)
+    assert Settings(kafka_bootstrap="k:9092", kafka_security_protocol="PLAINTEXT")
+    admin_only = Settings(
+        kafka_bootstrap="k:9092", kafka_admin_username="a", kafka_admin_password=PASSWORD
+    )
+    from jiayi.bootstrap import kafka_client_config
+
+    assert kafka_client_config(admin_only, "admin")["sasl_plain_username"] == "a"
+    with pytest.raises(ValueError, match="JIAYI_KAFKA_USERNAME"):
+        kafka_client_config(admin_only, "consumer")
