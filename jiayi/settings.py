@@ -20,6 +20,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from consumers.topics import DEFAULT_PREFIX
+
 ENV_PREFIX = "JIAYI_"
 
 #: What :attr:`Settings.postgres_url` looks like (said in messages instead of the value).
@@ -175,10 +177,13 @@ class Settings(BaseSettings):
     # --- the Kafka exchange (off when kafka_bootstrap is unset) -------------------------------
     #: ``host:port[,host:port]`` of the Kafka brokers.
     kafka_bootstrap: str | None = None
-    #: What partner systems publish (CloudEvents); consumed by ``jiayi consume``.
-    partner_topic: str = "jiayi.partner-events"
-    #: Every domain event as an integration event, keyed by patient; ``jiayi publish``.
-    domain_topic: str = "jiayi.domain-events"
+    #: Start of every partner's topics: ``<prefix><org id>.in`` (what it sends, consumed by
+    #: ``jiayi consume``) and ``<prefix><org id>.out`` (what ``jiayi publish`` routes to it);
+    #: see :mod:`consumers.topics`.
+    partner_topic_prefix: str = DEFAULT_PREFIX
+    #: The regional platform's topic: every domain event, unrouted (personal data still left
+    #: out). Off (unset) by default.
+    platform_topic: str | None = None
     #: Partner messages that could not be applied, with the reason in headers.
     dead_letter_topic: str = "jiayi.dead-letters"
     #: Consumer group of ``jiayi consume`` (positions live in the event store, not the group).
