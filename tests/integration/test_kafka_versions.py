@@ -24,7 +24,14 @@ from jiayi.bootstrap import (
 )
 from jiayi.settings import Settings
 from tests.conftest import Clock
-from tests.kafka_helpers import as_json, drain, exchange_settings, headers, produce, read_all
+from tests.kafka_helpers import (
+    as_json,
+    drain,
+    exchange_settings,
+    headers,
+    read_all,
+    send_inbound,
+)
 from tests.schemas import validate_outbound
 from tests.world import World, build_world
 
@@ -66,12 +73,9 @@ def inbound(settings: Settings, app: CareCoordination) -> Iterator[InboundConsum
     consumer.consumer.close()
 
 
-def send(settings: Settings, *messages: tuple[UUID, bytes]) -> None:
-    produce(
-        settings.kafka_bootstrap or "",
-        settings.partner_topic,
-        [(str(key).encode(), value) for key, value in messages],
-    )
+def send(settings: Settings, *messages: tuple[UUID, bytes], default: UUID | None = None) -> None:
+    """Each message to its source's inbound topic (``default``'s if it names none)."""
+    send_inbound(settings, [(str(key).encode(), value) for key, value in messages], default)
 
 
 def v1_visit(world: World, patient: UUID) -> dict[str, Any]:
@@ -158,7 +162,9 @@ def test_a_v1_and_a_v2_follow_up_apply_with_the_same_effect_and_v1_is_counted(
     while relay.publish_once():
         pass
     relay.close()
-    records = read_all(settings.kafka_bootstrap or "", settings.domain_topic, app.max_position())
+    records = read_all(
+        settings.kafka_bootstrap or "", settings.platform_topic or "", app.max_position()
+    )
     visits = [
         m
         for m in map(as_json, records)
