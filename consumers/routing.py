@@ -166,3 +166,18 @@ class Router:
     def catch_up(self, events: Iterable[tuple[str, Any, int]]) -> None:
         for name, event, position in events:
             self.observe(name, event, position)
+
+
+def routing_document() -> dict[str, dict[str, Any]]:
+    """:data:`ROUTES` as ``asyncapi.yaml`` states it (channel ``partnerOutbound``,
+    ``x-routing``)."""
+    return {
+        name: {
+            kind: {
+                "withheld": sorted(cut.withheld),
+                "others_text": sorted(cut.others_text),
+            }
+            for kind, cut in kinds.items()
+        }
+        for name, kinds in ROUTES.items()
+    }
