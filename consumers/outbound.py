@@ -114,7 +114,7 @@ class Relay:
         self.page = page
         self.name = f"kafka-relay:{prefix}"
         self.keys = PatientKeys(app)
-        #: The care relationships folded up to :attr:`Router.position`; None: to rebuild.
+        #: The care relationships folded up to :attr:`Router.position`; None: to build.
         self.router: Router | None = None
         self.published = 0
         #: Messages sent, recipients and platform counted separately.
@@ -153,7 +153,18 @@ class Relay:
         )
         if not page:
             return 0
-        self.router = None  # until the page is stored: a failure rebuilds it from the log
+        router.begin()  # a page that fails is undone: the fold stays at the stored position
+        try:
+            sent = self._publish(page, router)
+        except BaseException:
+            router.rollback()
+            raise
+        router.commit()
+        self.published += len(page)
+        self.sent += sent
+        return len(page)
+
+    def _publish(self, page: Sequence[Notification], router: Router) -> int:
         messages: list[tuple[str, UUID, bytes]] = []
         for n in page:
             event = self.app.mapper.to_domain_event(n)
@@ -188,10 +199,7 @@ class Relay:
         if self.leadership is not None and not self.leadership.hold():
             raise LeadershipLost(f"another relay may be publishing {self.prefix}*")
         self.recorder.insert_tracking(Tracking(self.name, page[-1].id))
-        self.router = router
-        self.published += len(page)
-        self.sent += len(messages)
-        return len(page)
+        return len(messages)
 
     def _router(self, start: int) -> Router:
         """The relations as of log position ``start``: the kept ones, folded further if

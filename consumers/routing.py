@@ -22,13 +22,15 @@ Nobody else receives anything (a center asking for a transfer, other hospitals, 
 organisations and teams): an event type absent from :data:`ROUTES` goes to no partner. The
 regional platform topic, when configured, receives every event unrouted.
 
-The fold lives in memory: on start (and after a failed page) the relay rebuilds it by reading
-the log from the beginning up to its stored position (:meth:`Router.catch_up`).
+The fold lives in memory: on start (or when another relay published meanwhile) the relay folds
+the log from the beginning (or from where it was) up to its stored position; a page that fails
+is undone (:meth:`Router.begin`, :meth:`Router.rollback`) so the fold matches the stored
+position again without reading the log anew.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -36,6 +38,7 @@ from uuid import UUID
 from projections.relations import HOME, REFERRAL, RETURN, Start, relation_changes
 
 CENTER, HOSPITAL = "center", "hospital"
+_ABSENT = object()
 
 
 @dataclass(frozen=True)
@@ -114,20 +117,47 @@ class Router:
         self.quotas: dict[UUID, UUID] = {}
         #: The last log position observed (0: none).
         self.position = 0
+        #: What :meth:`rollback` restores: (table, key, previous value or _ABSENT), in order.
+        self._undo: list[tuple[dict[Any, Any], Any, Any]] | None = None
+        self._begun_at = 0
+
+    def begin(self) -> None:
+        """Remember the changes from here on, to undo them if the page fails."""
+        self._undo = []
+        self._begun_at = self.position
+
+    def commit(self) -> None:
+        """The page is stored: forget what :meth:`rollback` would undo."""
+        self._undo = None
+
+    def rollback(self) -> None:
+        """Back to the state at :meth:`begin`."""
+        for table, key, previous in reversed(self._undo or []):
+            if previous is _ABSENT:
+                table.pop(key, None)
+            else:
+                table[key] = previous
+        self.position = self._begun_at
+        self._undo = None
+
+    def _set(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+        if self._undo is not None:
+            self._undo.append((table, key, table.get(key, _ABSENT)))
+        if value is _ABSENT:
+            table.pop(key, None)
+        else:
+            table[key] = value
 
     def observe(self, name: str, event: Any, position: int) -> None:
         """Fold event ``name`` (at log ``position``) into the relations."""
         if name == "Quota.Published":
-            self.quotas[event.originator_id] = _uuid(event.hospital_id)
+            self._set(self.quotas, event.originator_id, _uuid(event.hospital_id))
         for change in relation_changes(name, event.originator_id, vars(event)):
             if isinstance(change, Start):
-                self.relations[change.id] = (
-                    change.kind,
-                    _uuid(change.org_id),
-                    _uuid(change.patient_id),
-                )
+                relation = (change.kind, _uuid(change.org_id), _uuid(change.patient_id))
+                self._set(self.relations, change.id, relation)
             else:
-                self.relations.pop(change.id, None)
+                self._set(self.relations, change.id, _ABSENT)
         self.position = position
 
     def _related(self, name: str, event: Any, patient: UUID) -> dict[str, set[UUID]]:
@@ -162,10 +192,6 @@ class Router:
                 if org not in sent:  # one copy an organisation, the first kind's cut
                     sent.add(org)
                     yield org, cut
-
-    def catch_up(self, events: Iterable[tuple[str, Any, int]]) -> None:
-        for name, event, position in events:
-            self.observe(name, event, position)
 
 
 def routing_document() -> dict[str, dict[str, Any]]:

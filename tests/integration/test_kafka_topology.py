@@ -189,11 +189,22 @@ def test_a_transfer_moves_the_patients_events_to_the_new_center_and_a_restart_ke
     relay = build_relay(settings, app=app)
     while relay.publish_once():
         pass
-    relay.close()
     world.transfer_to_other_center(patient)
     app.tag_patient(patient, tag="disability", actor=world.other_admin)
 
-    restarted = build_relay(settings, app=app)  # rebuilds the relations from the log
+    def away(*_: object) -> None:
+        raise RuntimeError("the database went away")  # sent, but the position is not stored
+
+    relay.recorder.insert_tracking = away  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        relay.publish_once()
+    del relay.recorder.insert_tracking  # type: ignore[attr-defined]
+    while relay.publish_once():  # the same relay again: its fold was undone, not advanced
+        pass
+    relay.close()
+    app.tag_patient(patient, tag="registered_poor", actor=world.other_admin)
+
+    restarted = build_relay(settings, app=app)  # folds the relations from the log
     while restarted.publish_once():
         pass
     restarted.close()
@@ -203,4 +214,6 @@ def test_a_transfer_moves_the_patients_events_to_the_new_center_and_a_restart_ke
     assert "cn.jiayi.patient.transferred.v1" in old  # the end of its relation still reaches it
     assert "cn.jiayi.patient.tagged.v1" not in old
     assert new.index("cn.jiayi.patient.transferred.v1") < new.index("cn.jiayi.patient.tagged.v1")
+    tags = [m["data"]["tag"] for m in received(settings, world.other_center) if "tag" in m["data"]]
+    assert tags[-1] == "registered_poor" and "disability" in tags
     assert "cn.jiayi.patient.transfer-requested.v1" not in new  # asking gives nothing

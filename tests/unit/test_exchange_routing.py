@@ -61,6 +61,20 @@ def test_the_relations_at_that_moment_decide_and_an_ending_event_still_reaches()
     assert sorted(names(router, "Quota.Booked", ev(quota))) == sorted([C2, H2])
 
 
+def test_a_failed_page_is_undone() -> None:
+    router = Router()
+    names(router, "Patient.Registered", ev(P, center_id=C1))
+    router.commit()
+    router.begin()
+    referral = uuid4()
+    names(router, "Referral.Requested", ev(referral, hospital_id=H1, patient_id=P))
+    names(router, "Patient.Transferred", ev(P, center_id=C2))
+    router.rollback()
+    assert router.position == 1
+    assert names(router, "Patient.Tagged", ev(P)) == [C1]
+    assert names(router, "Referral.Accepted", ev(referral)) == [C1]  # no relation to H1 yet
+
+
 def test_free_text_of_others_and_withheld_fields_are_sent_empty() -> None:
     cut = Cut(withheld=frozenset({"contract_id"}), others_text=frozenset({"note"}))
     fields = {"contract_id": uuid4(), "note": "n", "actor": Actor("x", C1)}
