@@ -37,6 +37,7 @@ from psycopg import sql
 
 from consumers.inbound import InboundConsumer
 from consumers.messages import partner_event
+from consumers.topics import inbound_topic
 from domain.common import Actor
 from domain.patients import Patient
 from jiayi.bootstrap import (
@@ -74,6 +75,9 @@ def main() -> int:
         "--consumers", type=int, default=1, help="consumer processes in the group (<= 6)"
     )
     parser.add_argument(
+        "--centers", type=int, default=4, help="partner centers, each with its inbound topic"
+    )
+    parser.add_argument(
         "--no-crc-check", action="store_true", help="both pipelines skip client CRC checks"
     )
     args = parser.parse_args()
@@ -85,27 +89,29 @@ def main() -> int:
         postgres_url=url,
         postgres_schema=schema,
         kafka_bootstrap=bootstrap,
-        partner_topic=f"bench.{tag}.partner",
-        domain_topic=f"bench.{tag}.domain",
+        partner_topic_prefix=f"bench.{tag}.partner.",
         dead_letter_topic=f"bench.{tag}.dead",
         consumer_group=f"bench.{tag}",
         kafka_partitions=6,
         kafka_batch=args.batch,
         kafka_check_crcs=not args.no_crc_check,
     )
-    ensure_topics(settings)
     app = build_exchange_application(settings)
     try:
         today = datetime.now(UTC)
-        center = app.register_organisation(
-            "community_center",
-            name="鼓楼社区卫生服务中心",
-            district="鼓楼区",
-            actor=Actor("setup", uuid.UUID(int=0)),
-        ).id
-        admin = Actor("registry", center)
+        centers = [
+            app.register_organisation(
+                "community_center",
+                name=f"鼓楼社区卫生服务中心 {c + 1}",
+                district="鼓楼区",
+                actor=Actor("setup", uuid.UUID(int=0)),
+            ).id
+            for c in range(args.centers)
+        ]
+        ensure_topics(settings, centers)
         t0 = time.perf_counter()
         patients = []
+        home: dict[uuid.UUID, uuid.UUID] = {}
         for start in range(0, args.patients, 500):
             chunk = [
                 Patient.register(
@@ -116,14 +122,15 @@ def main() -> int:
                     national_id=national_id(i),
                     phone="13800000000",
                     district="鼓楼区",
-                    center_id=center,
-                    actor=admin,
+                    center_id=centers[i % len(centers)],
+                    actor=Actor("registry", centers[i % len(centers)]),
                     at=today,
                 )
                 for i in range(start, min(start + 500, args.patients))
             ]
             app.save(*chunk)
             patients += [p.id for p in chunk]
+            home.update((p.id, p.center_id) for p in chunk)
         print(f"population: {len(patients)} patients in {time.perf_counter() - t0:.1f} s")
 
         t0 = time.perf_counter()
@@ -143,8 +150,10 @@ def main() -> int:
                 },
                 "staff_id": f"gp-{i % 40}",
             }
+            center = home[p]  # each center writes its own inbound topic
             value = partner_event(FOLLOWUP, center, f"his-{tag}-{i}", data, today)
-            producer.send(settings.partner_topic, key=str(p).encode(), value=value)
+            topic = inbound_topic(settings.partner_topic_prefix, center)
+            producer.send(topic, key=str(p).encode(), value=value)
         producer.flush()
         producer.close()
         print(f"produced: {args.messages} partner events in {time.perf_counter() - t0:.1f} s")
@@ -159,7 +168,7 @@ def main() -> int:
             f"dead letters: {dead}"
         )
 
-        raw_s = raw_pipeline(settings, url, schema, args.messages)
+        raw_s = raw_pipeline(settings, url, schema, args.messages, centers)
         print(
             f"raw pipeline (kafka-python + COPY): {args.messages} rows in {raw_s:.1f} s: "
             f"{args.messages / raw_s:,.0f} rows/s"
@@ -237,7 +246,9 @@ def busy_seconds() -> float:
     return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def raw_pipeline(settings: Settings, url: str, schema: str, n: int) -> float:
+def raw_pipeline(
+    settings: Settings, url: str, schema: str, n: int, centers: list[uuid.UUID]
+) -> float:
     consumer = KafkaConsumer(
         **kafka_client_config(settings, "admin"),
         enable_auto_commit=False,
@@ -245,7 +256,11 @@ def raw_pipeline(settings: Settings, url: str, schema: str, n: int) -> float:
         fetch_max_bytes=64 * 1024 * 1024,
         max_partition_fetch_bytes=8 * 1024 * 1024,
     )
-    parts = [TopicPartition(settings.partner_topic, p) for p in range(settings.kafka_partitions)]
+    parts = [
+        TopicPartition(inbound_topic(settings.partner_topic_prefix, c), p)
+        for c in centers
+        for p in range(settings.kafka_partitions)
+    ]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)
     table = sql.Identifier(schema, "raw_ingest")

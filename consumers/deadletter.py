@@ -3,8 +3,9 @@
 Header names follow Kafka Connect's (``__connect.errors.*``) so existing tooling reads them;
 ``jiayi.error.code`` is the stable machine-readable reason (``malformed-message``,
 ``unknown-type``, ``unsupported-version``, ``schema-violation``, ``unknown-source``,
-``not-found`` for anything absent or not the sender's to act on (one fixed message for both),
-or a domain error's code).
+``source-mismatch``, ``not-found`` for anything absent or not the sender's to act on (one
+fixed message for both), or a domain error's code): :func:`dead_letter_codes` lists them all
+with their meaning, as ``asyncapi.yaml`` does.
 """
 
 from __future__ import annotations
@@ -16,6 +17,41 @@ from kafka import KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 
 SEND_TIMEOUT = 60.0
+
+#: The consumer's own ``jiayi.error.code`` values and what each means.
+CONSUMER_CODES = {
+    "malformed-message": "the value is not a JSON object",
+    "unknown-type": "the type is no partner message type (or has no version)",
+    "unsupported-version": (
+        "a version never accepted, or one past its sunset; the message names the current version"
+    ),
+    "schema-violation": "the CloudEvent or its data breaks the type's schema (a pointer says where)",
+    "unknown-source": "the source names no registered organisation",
+    "source-mismatch": "the source is not the organisation whose inbound topic carried it",
+    "not-found": (
+        "what the message names is absent or not the sender's to act on (one message for both)"
+    ),
+    "invalid-value": "a value the domain does not accept (also an unknown v1 measurement)",
+    "domain-rule-broken": "a domain rule broken that has no code of its own",
+}
+
+
+def dead_letter_codes() -> dict[str, str]:
+    """Every ``jiayi.error.code`` a dead letter may carry and its meaning: the consumer's own,
+    then each domain error's code (but those answered as ``not-found``) with its docstring."""
+    import domain.application  # noqa: F401  (every aggregate's errors are defined)
+    from domain.common import DomainError
+
+    codes = dict(CONSUMER_CODES)
+    pending: list[type[DomainError]] = list(DomainError.__subclasses__())
+    while pending:
+        cls = pending.pop(0)
+        pending += cls.__subclasses__()
+        if cls.not_found or cls.forbidden:
+            continue
+        doc = " ".join((cls.__doc__ or "").split())
+        codes.setdefault(cls.code, doc)
+    return codes
 
 
 @dataclass(frozen=True)

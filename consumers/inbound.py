@@ -11,6 +11,11 @@ between the two it may be dead-lettered twice.
 
 A message whose use case fails leaves the batch as it was (the unit of work rolls back what
 it changed, :mod:`domain.unit_of_work`): it is dead-lettered and the others still apply.
+
+The consumer subscribes to every partner's inbound topic at once, with a pattern
+(:func:`consumers.topics.inbound_pattern`; a new partner's topic joins at the next metadata
+refresh). The acting organisation is the one the topic belongs to: a message whose ``source``
+names another is dead-lettered (``source-mismatch``) and nothing of it is applied.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from kafka.errors import KafkaError
 from consumers.deadletter import DeadLetters, Failure
 from consumers.messages import MessageRejected, PartnerMessage, decode
 from consumers.store import MessageKey
+from consumers.topics import inbound_pattern, org_of_inbound
 from domain.application import Batch, CareCoordination
 from domain.common import DomainError, NotFound
 from domain.organisations import Organisation
@@ -73,6 +79,8 @@ def tracking_name(tp: TopicPartition) -> str:
 #: What a partner is told when what it named is absent or not its organisation's to act on:
 #: one code, message and exception name for both, so a dead letter does not tell them apart.
 NOT_FOUND = "not-found"
+#: A message whose ``source`` is not the organisation its inbound topic belongs to.
+SOURCE_MISMATCH = "source-mismatch"
 NOT_VISIBLE = "nothing with that id is visible to you"
 _NOT_FOUND_CLASS = f"{NotFound.__module__}.{NotFound.__qualname__}"
 
@@ -94,14 +102,15 @@ class InboundConsumer:
         app: CareCoordination,
         consumer: KafkaConsumer,
         dead_letters: DeadLetters,
-        topic: str,
+        prefix: str,
         max_records: int = 2000,
     ) -> None:
         self.app = app
         self.recorder: ExchangeRecorder = app.recorder  # type: ignore[assignment]
         self.consumer = consumer
         self.dead_letters = dead_letters
-        self.topic = topic
+        #: Partner topic prefix: the subscription is every ``<prefix><org id>.in``.
+        self.prefix = prefix
         self.max_records = max_records
         #: Next offset per assigned partition, as stored.
         self.positions: dict[TopicPartition, int | None] = {}
@@ -146,7 +155,7 @@ class InboundConsumer:
                     consumer.seek_to_stored(tp)
                 log.info("assigned %s", sorted(f"{t.topic}:{t.partition}" for t in assigned))
 
-        self.consumer.subscribe([self.topic], listener=SeekToStored())
+        self.consumer.subscribe(pattern=inbound_pattern(self.prefix), listener=SeekToStored())
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -229,6 +238,15 @@ class InboundConsumer:
             message = decode(record.value, today)
         except MessageRejected as exc:
             return _failure(exc)
+        sender = org_of_inbound(self.prefix, record.topic)
+        if sender != message.org_id:
+            # The topic is what the partner authenticated to write; the message only claims.
+            return _failure(
+                MessageRejected(
+                    SOURCE_MISMATCH,
+                    f"{message.source} is not the organisation of topic {record.topic}",
+                )
+            )
         if message.sunset is not None:
             self._note_deprecated(message, message.sunset)
         return message

@@ -573,8 +573,16 @@ def _redacted(topic: str, fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def domain_event(event: Any, topic: str, position: int, app_name: str, patient_id: UUID) -> bytes:
-    """Encode one domain event as an integration CloudEvent; the id is stable per position."""
+def domain_event(
+    event: Any,
+    topic: str,
+    position: int,
+    app_name: str,
+    patient_id: UUID,
+    cut: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> bytes:
+    """Encode one domain event as an integration CloudEvent; the id is stable per position.
+    ``cut`` leaves out what one recipient does not get (:mod:`consumers.routing`)."""
     fields = _redacted(
         topic,
         {
@@ -583,6 +591,8 @@ def domain_event(event: Any, topic: str, position: int, app_name: str, patient_i
             if k not in ("originator_id", "originator_version", "timestamp")
         },
     )
+    if cut is not None:
+        fields = cut(fields)
     at = fields.get("at")
     type = outbound_type(topic)
     envelope = {

@@ -1,8 +1,11 @@
-"""``jiayi publish``: every domain event out to Kafka as an integration CloudEvent.
+"""``jiayi publish``: domain events out to Kafka as integration CloudEvents, each to the
+outbound topics of the partners in the patient's care relationship at that moment
+(:mod:`consumers.routing`), and every event to the regional platform topic when one is set.
 
-The relay follows the notification log from its stored position (``Tracking("kafka-relay:
-<topic>", notification id)`` in the event store's tracking table), sends a page of events,
-waits until the broker acknowledged all of them, and only then stores the new position. After
+The relay follows the notification log from its one stored position (``Tracking("kafka-relay:
+<partner topic prefix>", notification id)`` in the event store's tracking table), sends a page
+of events to all their recipients, waits until the broker acknowledged all of them, and only
+then stores the new position: ordering and exactly-once (by id) hold per recipient topic. After
 a crash or a broker outage it sends again from the stored position: a consumer may see an event
 twice (same CloudEvent id ``<application>:<notification id>``), never out of order, never
 missing. Messages are keyed by patient, so one patient's events stay in one partition in log
@@ -14,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -24,11 +29,15 @@ from kafka import KafkaProducer
 
 from consumers.leadership import Leadership
 from consumers.messages import CONTENT_TYPE, domain_event
+from consumers.routing import Router, apply_cut
+from consumers.topics import outbound_topic
 from domain.application import CareCoordination
 from domain.quotas import Quota
 
 log = logging.getLogger(__name__)
 SEND_TIMEOUT = 120.0
+#: Seconds before a recipient's missing outbound topic is looked for again.
+RECHECK = 30.0
 
 
 class TrackingRecorder(Protocol):
@@ -86,9 +95,11 @@ class Relay:
         self,
         app: CareCoordination,
         producers: Callable[[], KafkaProducer],
-        topic: str,
+        prefix: str,
         page: int = 1000,
         leadership: Leadership | None = None,
+        platform: str | None = None,
+        ensure_topics: Callable[[list[str]], set[str]] | None = None,
     ) -> None:
         self.app = app
         #: Held while this relay publishes (see :mod:`consumers.leadership`); None: always.
@@ -96,11 +107,25 @@ class Relay:
         self.recorder: TrackingRecorder = app.recorder  # type: ignore[assignment]
         self.producers = producers
         self._producer: KafkaProducer | None = None
-        self.topic = topic
+        #: Partner topic prefix: recipients' topics are ``<prefix><org id>.out``.
+        self.prefix = prefix
+        #: The regional platform's topic (everything, unrouted); None: off.
+        self.platform = platform
+        #: Creates the missing topics it may and answers which exist: an organisation receives
+        #: once its outbound topic exists (``jiayi partners add``); until then its messages are
+        #: not sent (it is no partner yet). None: every topic is taken to exist.
+        self.ensure_topics = ensure_topics
+        self.known_topics: set[str] = set()
+        #: Topics found missing, and when: asked about again after :data:`RECHECK` seconds.
+        self.missing_topics: dict[str, float] = {}
         self.page = page
-        self.name = f"kafka-relay:{topic}"
+        self.name = f"kafka-relay:{prefix}"
         self.keys = PatientKeys(app)
+        #: The care relationships folded up to :attr:`Router.position`; None: to build.
+        self.router: Router | None = None
         self.published = 0
+        #: Messages sent, recipients and platform counted separately.
+        self.sent = 0
 
     @property
     def producer(self) -> KafkaProducer:
@@ -129,32 +154,101 @@ class Relay:
         """Send the next page after the stored position; store the position once acked, if
         this relay (still) holds the leadership, which it takes when free."""
         start = self.position()
+        router = self._router(start)
         page: Sequence[Notification] = self.app.recorder.select_notifications(
             start=start + 1, limit=self.page
         )
         if not page:
             return 0
-        futures = []
+        router.begin()  # a page that fails is undone: the fold stays at the stored position
+        try:
+            sent = self._publish(page, router)
+        except BaseException:
+            router.rollback()
+            raise
+        router.commit()
+        self.published += len(page)
+        self.sent += sent
+        return len(page)
+
+    def _publish(self, page: Sequence[Notification], router: Router) -> int:
+        messages: list[tuple[str, UUID, bytes]] = []
         for n in page:
             event = self.app.mapper.to_domain_event(n)
+            name = type(event).__qualname__
             patient = self.keys.of(event, n.topic)
-            value = domain_event(event, n.topic, n.id, self.app.name, patient)
-            futures.append(
-                self.producer.send(
-                    self.topic,
-                    key=str(patient).encode(),
-                    value=value,
-                    headers=[("content-type", CONTENT_TYPE.encode())],
+            for org, cut in router.route(name, event, n.id, patient):
+                value = domain_event(
+                    event,
+                    n.topic,
+                    n.id,
+                    self.app.name,
+                    patient,
+                    partial(apply_cut, cut=cut, recipient=org),
                 )
+                messages.append((outbound_topic(self.prefix, org), patient, value))
+            if self.platform is not None:
+                value = domain_event(event, n.topic, n.id, self.app.name, patient)
+                messages.append((self.platform, patient, value))
+        present = self._present({topic for topic, _, _ in messages})
+        messages = [m for m in messages if m[0] in present]
+        futures = [
+            self.producer.send(
+                topic,
+                key=str(patient).encode(),
+                value=value,
+                headers=[("content-type", CONTENT_TYPE.encode())],
             )
+            for topic, patient, value in messages
+        ]
         self.producer.flush(timeout=SEND_TIMEOUT)
         for f in futures:
             f.get(timeout=SEND_TIMEOUT)  # raises unless the broker acknowledged
         if self.leadership is not None and not self.leadership.hold():
-            raise LeadershipLost(f"another relay may be publishing {self.topic}")
+            raise LeadershipLost(f"another relay may be publishing {self.prefix}*")
         self.recorder.insert_tracking(Tracking(self.name, page[-1].id))
-        self.published += len(page)
-        return len(page)
+        return len(messages)
+
+    def _router(self, start: int) -> Router:
+        """The relations as of log position ``start``: the kept ones, folded further if
+        another relay published meanwhile, else rebuilt from the beginning of the log."""
+        router = self.router
+        if router is None or router.position > start:
+            router = Router()
+        position = router.position
+        while position < start:
+            page = self.app.recorder.select_notifications(
+                start=position + 1, limit=self.page, stop=start
+            )
+            if not page:
+                break
+            for n in page:
+                event = self.app.mapper.to_domain_event(n)
+                router.observe(type(event).__qualname__, event, n.id)
+            position = page[-1].id
+        router.position = start
+        self.router = router
+        return router
+
+    def _present(self, topics: set[str]) -> set[str]:
+        """Which of ``topics`` exist (creating those this relay may create)."""
+        if self.ensure_topics is None:
+            return topics
+        now = time.monotonic()
+        unknown = sorted(
+            t
+            for t in topics - self.known_topics
+            if now - self.missing_topics.get(t, -RECHECK) >= RECHECK
+        )
+        if unknown:
+            found = self.ensure_topics(unknown)
+            self.known_topics |= found
+            for t in unknown:
+                if t in found:
+                    self.missing_topics.pop(t, None)
+                else:
+                    self.missing_topics[t] = now
+        return topics & self.known_topics
 
     def run(
         self, stop: threading.Event, idle_sleep: float = 0.2, standby_poll: float = 2.0
@@ -166,13 +260,13 @@ class Relay:
             while not stop.is_set():
                 if self.leadership is not None and not self.leadership.hold():
                     if not standing_by:
-                        log.info("relay: another instance publishes %s; standing by", self.topic)
+                        log.info("relay: another instance publishes %s*; standing by", self.prefix)
                         standing_by = True
                     self.drop_producer()
                     stop.wait(standby_poll)
                     continue
                 if standing_by:
-                    log.info("relay: leading for %s from position %d", self.topic, self.position())
+                    log.info("relay: leading for %s* from %d", self.prefix, self.position())
                     standing_by = False
                 try:
                     sent = self.publish_once()

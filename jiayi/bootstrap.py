@@ -5,10 +5,11 @@ Nothing is created at import time: callers build what they need from the setting
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
+from uuid import UUID
 
 from domain.application import CareCoordination
 from jiayi.settings import Settings
@@ -213,12 +214,27 @@ def build_admin(settings: Settings, **extra: Any) -> Any:
     )
 
 
-def ensure_topics(settings: Settings) -> None:
-    """Create the exchange's topics if missing (the broker does not auto-create them).
+def ensure_topics(settings: Settings, partners: Iterable[UUID] = ()) -> None:
+    """Create the exchange's topics if missing (the broker does not auto-create them): the
+    dead letters, the platform topic when set, and the inbound and outbound topic of each of
+    ``partners`` (:mod:`consumers.topics`)."""
+    from consumers.topics import inbound_topic, outbound_topic
+
+    names = [settings.dead_letter_topic]
+    if settings.platform_topic:
+        names.append(settings.platform_topic)
+    prefix = settings.partner_topic_prefix
+    for org in partners:
+        names += [inbound_topic(prefix, org), outbound_topic(prefix, org)]
+    create_topics(settings, names)
+
+
+def create_topics(settings: Settings, names: Iterable[str]) -> set[str]:
+    """Create the topics among ``names`` that do not exist yet; the ones among ``names`` that
+    exist afterwards (and this principal may see).
 
     A principal that may not create topics (the consumer's, the relay's) skips the ones it may
-    not create: the administrator made them (``jiayi partners services``); a topic that is
-    really missing then fails the client that uses it, naming it."""
+    not create: the administrator makes them (``jiayi partners add``)."""
     import logging
 
     from kafka.admin import NewTopic
@@ -228,20 +244,24 @@ def ensure_topics(settings: Settings) -> None:
         TopicAuthorizationFailedError,
     )
 
+    wanted = list(dict.fromkeys(names))
     admin = build_admin(settings)
     try:
         existing = set(admin.list_topics())
-        for name in (settings.partner_topic, settings.domain_topic, settings.dead_letter_topic):
+        found = {name for name in wanted if name in existing}
+        for name in wanted:
             if name in existing:
                 continue
             try:
                 admin.create_topics([NewTopic(name, settings.kafka_partitions, 1)])
+                found.add(name)
             except TopicAlreadyExistsError:
-                pass
+                found.add(name)
             except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError):
                 logging.getLogger(__name__).info("not allowed to create topic %s: skipped", name)
     finally:
         admin.close()
+    return found
 
 
 def build_producer(settings: Settings, client_id: str, role: KafkaRole = "relay") -> Any:
@@ -281,6 +301,9 @@ def build_inbound_consumer(
         # 10 s rather than the client's 45 s default (the broker's minimum is 6 s).
         session_timeout_ms=10_000,
         heartbeat_interval_ms=3_000,
+        # The subscription is a pattern over every partner's inbound topic: a new partner's
+        # topic is picked up at the next metadata refresh.
+        metadata_max_age_ms=30_000,
     )
     dead_letters = DeadLetters(
         build_producer(settings, "jiayi-dead-letters", "consumer"), settings.dead_letter_topic
@@ -289,7 +312,7 @@ def build_inbound_consumer(
         app or build_exchange_application(settings),
         consumer,
         dead_letters,
-        settings.partner_topic,
+        settings.partner_topic_prefix,
         max_records=settings.kafka_batch,
     )
 
@@ -300,16 +323,19 @@ def build_relay(settings: Settings, app: CareCoordination | None = None) -> Rela
     return Relay(
         app or build_exchange_application(settings),
         lambda: build_producer(settings, "jiayi-publish"),
-        settings.domain_topic,
+        settings.partner_topic_prefix,
+        platform=settings.platform_topic,
+        ensure_topics=lambda names: create_topics(settings, names),
         leadership=build_relay_leadership(settings),
     )
 
 
 def build_relay_leadership(settings: Settings) -> Leadership:
-    """The lock one relay per event store and topic holds while it publishes."""
+    """The lock one relay per event store and partner topic prefix holds while it publishes."""
     from consumers.leadership import FileLeadership, PostgresLeadership
 
+    prefix = settings.partner_topic_prefix
     if settings.uses_postgres:
-        name = f"{settings.postgres_schema or 'public'}:kafka-relay:{settings.domain_topic}"
+        name = f"{settings.postgres_schema or 'public'}:kafka-relay:{prefix}"
         return PostgresLeadership(settings.postgres_dsn(), name)
-    return FileLeadership(settings.data_dir / f"kafka-relay.{settings.domain_topic}.lock")
+    return FileLeadership(settings.data_dir / f"kafka-relay.{prefix}lock")

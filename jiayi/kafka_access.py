@@ -8,10 +8,11 @@ brokers deny what no ACL allows (``allow.everyone.if.no.acl.found=false``). The 
   ``<prefix><org>.out``; READ on the consumer groups whose names start with ``partner-<org>``
   (``PREFIXED``). Nothing else: no other partner's topics, no topic creation.
 - ``User:jiayi-consumer`` (``jiayi consume``): READ, DESCRIBE on every partner's ``.in`` topic
-  (added by ``partners add``) and on the shared ``partner_topic``; WRITE, DESCRIBE on
+  (added by ``partners add``; its pattern subscription sees only these); WRITE, DESCRIBE on
   ``dead_letter_topic``; READ on the group ``consumer_group``.
 - ``User:jiayi-relay`` (``jiayi publish``): WRITE, DESCRIBE on every partner's ``.out`` topic
-  (added by ``partners add``) and on ``domain_topic``.
+  (added by ``partners add``; an organisation receives once it is a partner) and on the
+  regional ``platform_topic`` when one is configured.
 
 The consumer's and the relay's per-partner grants are per topic rather than one ``PREFIXED`` ACL
 on the prefix: a prefix ACL cannot say "ending in ``.in``", so it would let the consumer read the
@@ -108,16 +109,19 @@ def exchange_acls(settings: Settings, org: UUID) -> list[Any]:
 
 
 def service_acls(settings: Settings) -> list[Any]:
-    """The consumer's and relay's grants on the shared topics and the consumer group."""
-    return [
-        _acl(CONSUMER, "READ", "TOPIC", settings.partner_topic),
-        _acl(CONSUMER, "DESCRIBE", "TOPIC", settings.partner_topic),
+    """The consumer's and relay's grants on the shared topics (the dead letters, the platform
+    topic when configured) and the consumer group."""
+    acls = [
         _acl(CONSUMER, "WRITE", "TOPIC", settings.dead_letter_topic),
         _acl(CONSUMER, "DESCRIBE", "TOPIC", settings.dead_letter_topic),
         _acl(CONSUMER, "READ", "GROUP", settings.consumer_group),
-        _acl(RELAY, "WRITE", "TOPIC", settings.domain_topic),
-        _acl(RELAY, "DESCRIBE", "TOPIC", settings.domain_topic),
     ]
+    if settings.platform_topic:
+        acls += [
+            _acl(RELAY, "WRITE", "TOPIC", settings.platform_topic),
+            _acl(RELAY, "DESCRIBE", "TOPIC", settings.platform_topic),
+        ]
+    return acls
 
 
 def _create_acls(admin: Any, acls: list[Any]) -> None:
@@ -171,9 +175,10 @@ def setup_services(
     """The shared topics, the consumer's and relay's ACLs, and their SCRAM users: created when
     missing (or all replaced with ``rotate``), or set to ``passwords`` (user -> password, as
     a deployment that keeps them in its secrets does). Returns the credentials made now."""
-    _ensure_topics(
-        admin, settings, [settings.partner_topic, settings.domain_topic, settings.dead_letter_topic]
-    )
+    shared = [settings.dead_letter_topic]
+    if settings.platform_topic:
+        shared.append(settings.platform_topic)
+    _ensure_topics(admin, settings, shared)
     _create_acls(admin, service_acls(settings))
     existing = _scram_users(admin)
     made = []

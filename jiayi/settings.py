@@ -27,6 +27,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from consumers.topics import DEFAULT_PREFIX
+
 ENV_PREFIX = "JIAYI_"
 
 #: What :attr:`Settings.postgres_url` looks like (said in messages instead of the value).
@@ -200,10 +202,13 @@ class Settings(BaseSettings):
     # --- the Kafka exchange (off when kafka_bootstrap is unset) -------------------------------
     #: ``host:port[,host:port]`` of the Kafka brokers.
     kafka_bootstrap: str | None = None
-    #: What partner systems publish (CloudEvents); consumed by ``jiayi consume``.
-    partner_topic: str = "jiayi.partner-events"
-    #: Every domain event as an integration event, keyed by patient; ``jiayi publish``.
-    domain_topic: str = "jiayi.domain-events"
+    #: Start of every partner's topics: ``<prefix><org id>.in`` (what it sends, consumed by
+    #: ``jiayi consume``) and ``<prefix><org id>.out`` (what ``jiayi publish`` routes to it);
+    #: see :mod:`consumers.topics`.
+    partner_topic_prefix: str = DEFAULT_PREFIX
+    #: The regional platform's topic: every domain event, unrouted (personal data still left
+    #: out). Off (unset) by default.
+    platform_topic: str | None = None
     #: Partner messages that could not be applied, with the reason in headers.
     dead_letter_topic: str = "jiayi.dead-letters"
     #: Consumer group of ``jiayi consume`` (positions live in the event store, not the group).
@@ -232,8 +237,6 @@ class Settings(BaseSettings):
     #: CA certificates (PEM) that signed the brokers' certificates (SASL_SSL); when unset, the
     #: system's.
     kafka_ssl_cafile: CaFile = None
-    #: Per-partner topics: ``<prefix><org>.in`` and ``<prefix><org>.out`` (consumers.topics).
-    partner_topic_prefix: str = Field(default_factory=_default_prefix, min_length=1)
 
     @model_validator(mode="after")
     def _kafka_credentials(self) -> Settings:

@@ -24,6 +24,8 @@ ended one is kept as ``<that id>:<position that started it>``. A referral's row 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from domain.patients import Patient
@@ -126,56 +128,91 @@ class RelationsProjection(Projection):
         kept = f"{current}:{row['started_position']}"
         rows.put("v_relations", self._ended({**row, "id": kept}, ev))
 
-    # --- the patient's center -----------------------------------------------------------------
+    # --- the events that start and end relations (:func:`relation_changes`) ------------------
 
-    @handles(Patient, "Registered")
-    def registered(self, ev: Ev, rows: Rows) -> None:
-        patient = ev.aggregate_id
-        self._start(rows, ev, f"{HOME}:{patient}", HOME, ev.data["center_id"], patient, patient)
+    @handles(
+        Patient,
+        "Registered",
+        "Transferred",
+        "TransferRequested",
+        "TransferReleased",
+        "TransferDeclined",
+        "TransferWithdrawn",
+    )
+    def patient_changed(self, ev: Ev, rows: Rows) -> None:
+        self._apply(ev, rows)
 
-    @handles(Patient, "Transferred")
-    def transferred(self, ev: Ev, rows: Rows) -> None:
-        patient = ev.aggregate_id
-        self._close(rows, ev, f"{HOME}:{patient}")
-        self._close(rows, ev, f"{TRANSFER}:{patient}")
-        self._start(rows, ev, f"{HOME}:{patient}", HOME, ev.data["center_id"], patient, patient)
+    @handles(Referral, "Requested", "ReturnStarted", "Rejected", "Cancelled", "ReturnAcknowledged")
+    def referral_changed(self, ev: Ev, rows: Rows) -> None:
+        self._apply(ev, rows)
 
-    # --- a center asking for the patient ----------------------------------------------------
+    def _apply(self, ev: Ev, rows: Rows) -> None:
+        for change in relation_changes(ev.name, ev.aggregate_id, ev.data):
+            if isinstance(change, Start):
+                self._start(
+                    rows,
+                    ev,
+                    change.id,
+                    change.kind,
+                    change.org_id,
+                    change.patient_id,
+                    change.source_id,
+                    **change.extra,
+                )
+            elif change.id.startswith((f"{HOME}:", f"{TRANSFER}:")):
+                self._close(rows, ev, change.id)
+            else:
+                self._end(rows, ev, change.id)
 
-    @handles(Patient, "TransferRequested")
-    def transfer_requested(self, ev: Ev, rows: Rows) -> None:
-        patient, data = ev.aggregate_id, ev.data
-        self._start(
-            rows,
-            ev,
-            f"{TRANSFER}:{patient}",
-            TRANSFER,
-            data["center_id"],
-            patient,
-            patient,
-            team_id=data["team_id"],
-            note=data["consent"],
-        )
 
-    @handles(Patient, "TransferReleased", "TransferDeclined", "TransferWithdrawn")
-    def transfer_settled(self, ev: Ev, rows: Rows) -> None:
-        self._close(rows, ev, f"{TRANSFER}:{ev.aggregate_id}")
+@dataclass(frozen=True)
+class Start:
+    """A relation starts: row ``id`` (a patient's current ``home:``/``transfer:`` id, or the
+    referral's id)."""
 
-    # --- hospitals ------------------------------------------------------------------------
+    id: str
+    kind: str
+    org_id: Any
+    patient_id: Any
+    source_id: Any
+    extra: dict[str, Any] = field(default_factory=dict)
 
-    @handles(Referral, "Requested")
-    def requested(self, ev: Ev, rows: Rows) -> None:
-        self._referral(ev, rows, REFERRAL)
 
-    @handles(Referral, "ReturnStarted")
-    def return_started(self, ev: Ev, rows: Rows) -> None:
-        self._referral(ev, rows, RETURN)
+@dataclass(frozen=True)
+class End:
+    """The relation with row ``id`` ends (if it is active)."""
 
-    def _referral(self, ev: Ev, rows: Rows, kind: str) -> None:
-        data: dict[str, Any] = ev.data
-        referral = ev.aggregate_id
-        self._start(rows, ev, referral, kind, data["hospital_id"], data["patient_id"], referral)
+    id: str
 
-    @handles(Referral, "Rejected", "Cancelled", "ReturnAcknowledged")
-    def referral_closed(self, ev: Ev, rows: Rows) -> None:
-        self._end(rows, ev, ev.aggregate_id)
+
+def relation_changes(name: str, aggregate_id: Any, data: Mapping[str, Any]) -> list[Start | End]:
+    """The relations event ``name`` (``Aggregate.EventName``) of ``aggregate_id`` starts and
+    ends, in order: the one statement of the table above, used by the view and by the Kafka
+    relay (:mod:`consumers.routing`), which folds them as it reads the log. ``data`` is the
+    event's fields (ids as the caller has them: text in the views, UUIDs in the relay)."""
+    home, transfer = f"{HOME}:{aggregate_id}", f"{TRANSFER}:{aggregate_id}"
+    if name == "Patient.Registered":
+        return [Start(home, HOME, data["center_id"], aggregate_id, aggregate_id)]
+    if name == "Patient.Transferred":
+        return [
+            End(home),
+            End(transfer),
+            Start(home, HOME, data["center_id"], aggregate_id, aggregate_id),
+        ]
+    if name == "Patient.TransferRequested":
+        extra = {"team_id": data["team_id"], "note": data["consent"]}
+        return [Start(transfer, TRANSFER, data["center_id"], aggregate_id, aggregate_id, extra)]
+    if name in (
+        "Patient.TransferReleased",
+        "Patient.TransferDeclined",
+        "Patient.TransferWithdrawn",
+    ):
+        return [End(transfer)]
+    if name in ("Referral.Requested", "Referral.ReturnStarted"):
+        kind = REFERRAL if name == "Referral.Requested" else RETURN
+        return [
+            Start(str(aggregate_id), kind, data["hospital_id"], data["patient_id"], aggregate_id)
+        ]
+    if name in ("Referral.Rejected", "Referral.Cancelled", "Referral.ReturnAcknowledged"):
+        return [End(str(aggregate_id))]
+    return []

@@ -7,6 +7,7 @@ broker's data dir). Without them, the broker is taken to be an unauthenticated o
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -21,8 +22,10 @@ from psycopg import sql
 from pydantic import SecretStr
 
 from consumers.inbound import InboundConsumer
-from jiayi.bootstrap import kafka_client_config
+from consumers.topics import inbound_topic
+from jiayi.bootstrap import create_topics, kafka_client_config
 from jiayi.settings import Settings
+from tests.world import World
 
 
 def admin_credentials(kafka_dir: Path | None = None) -> tuple[str, str] | None:
@@ -74,13 +77,51 @@ def exchange_settings(
     return base.model_copy(
         update={
             "kafka_bootstrap": bootstrap,
-            "partner_topic": f"t.{tag}.partner",
-            "domain_topic": f"t.{tag}.domain",
+            "partner_topic_prefix": f"t.{tag}.p.",
+            "platform_topic": f"t.{tag}.platform",
             "dead_letter_topic": f"t.{tag}.dead",
             "consumer_group": f"g.{tag}",
             "kafka_partitions": partitions,
         }
     )
+
+
+def source_org(value: bytes) -> uuid.UUID | None:
+    """The organisation a partner CloudEvent's ``source`` names (None if it names none)."""
+    try:
+        source = json.loads(value)["source"]
+        return uuid.UUID(source.rsplit(":", 1)[1])
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+def partners(world: World) -> list[uuid.UUID]:
+    """The world's organisations (whose partner topics a test creates up front)."""
+    return [world.center, world.other_center, world.hospital, world.other_hospital]
+
+
+def send_inbound(
+    settings: Settings,
+    messages: Iterable[tuple[bytes | None, bytes]],
+    default: uuid.UUID | None = None,
+) -> None:
+    """Produce partner messages, each to the inbound topic of the organisation its ``source``
+    names (as a partner writes to its own topic), or of ``default`` when it names none,
+    creating the topics first."""
+    prefix = settings.partner_topic_prefix
+    by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
+    for key, value in messages:
+        sender = source_org(value) or default
+        if sender is None:
+            raise ValueError("name the organisation whose topic a message without source goes to")
+        by_topic.setdefault(inbound_topic(prefix, sender), []).append((key, value))
+    create_topics(settings, by_topic)
+    producer = KafkaProducer(**client_config(settings))
+    for topic, batch in by_topic.items():
+        for key, value in batch:
+            producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
 
 
 def produce(
@@ -140,6 +181,4 @@ def headers(record: ConsumerRecord) -> dict[str, str]:
 
 
 def as_json(record: ConsumerRecord) -> Any:
-    import json
-
     return json.loads(record.value)

@@ -33,7 +33,11 @@ def run(args: argparse.Namespace) -> int:
     ensure_topics(settings)
     inbound = build_inbound_consumer(settings)
     stop = stop_on_signals()
-    print(f"consuming {settings.partner_topic} as group {settings.consumer_group}", flush=True)
+    print(
+        f"consuming {settings.partner_topic_prefix}<organisation>.in"
+        f" as group {settings.consumer_group}",
+        flush=True,
+    )
     inbound.run(stop, idle_exit=args.idle_exit)
     print(f"applied {inbound.applied}, dead-lettered {inbound.dead}", flush=True)
     inbound.consumer.close()

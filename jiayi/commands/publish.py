@@ -24,7 +24,12 @@ def run(args: argparse.Namespace) -> int:
     ensure_topics(settings)
     relay = build_relay(settings)
     stop = stop_on_signals()
-    print(f"publishing to {settings.domain_topic} from position {relay.position()}", flush=True)
+    print(
+        f"publishing to {settings.partner_topic_prefix}<organisation>.out"
+        + (f" and {settings.platform_topic}" if settings.platform_topic else "")
+        + f" from position {relay.position()}",
+        flush=True,
+    )
     relay.run(stop)
     print(f"published {relay.published}", flush=True)
     relay.app.close()

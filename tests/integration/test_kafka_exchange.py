@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from consumers.inbound import InboundConsumer
 from consumers.messages import partner_event
+from consumers.topics import inbound_topic
 from domain.application import CareCoordination
 from domain.followups import FollowUps
 from domain.patients import Patient
@@ -28,7 +29,14 @@ from jiayi.bootstrap import (
 from jiayi.settings import Settings
 from projections.queries import Page, Scope
 from tests.conftest import Clock
-from tests.kafka_helpers import as_json, drain, exchange_settings, headers, produce, read_all
+from tests.kafka_helpers import (
+    as_json,
+    drain,
+    exchange_settings,
+    headers,
+    read_all,
+    send_inbound,
+)
 from tests.schemas import validate_outbound
 from tests.world import World, build_world, national_id
 
@@ -69,12 +77,9 @@ def inbound(settings: Settings, app: CareCoordination) -> Iterator[InboundConsum
     consumer.consumer.close()
 
 
-def send(settings: Settings, *messages: tuple[UUID, bytes]) -> None:
-    produce(
-        settings.kafka_bootstrap or "",
-        settings.partner_topic,
-        [(str(key).encode(), value) for key, value in messages],
-    )
+def send(settings: Settings, *messages: tuple[UUID, bytes], default: UUID | None = None) -> None:
+    """Each message to its source's inbound topic (``default``'s if it names none)."""
+    send_inbound(settings, [(str(key).encode(), value) for key, value in messages], default)
 
 
 def discharge(world: World, referral: UUID) -> dict[str, object]:
@@ -130,7 +135,9 @@ def test_a_hospital_accepts_and_discharges_and_the_patients_events_go_out_in_ord
     while relay.publish_once():
         pass
     relay.close()
-    records = read_all(settings.kafka_bootstrap or "", settings.domain_topic, app.max_position())
+    records = read_all(
+        settings.kafka_bootstrap or "", settings.platform_topic or "", app.max_position()
+    )
     mine = [as_json(r) for r in records if r.key == str(patient).encode()]
     positions = [int(m["sequence"]) for m in mine]
     assert positions == sorted(positions)
@@ -238,16 +245,20 @@ def test_bad_messages_go_to_dead_letters_and_good_ones_around_them_apply(
         (patient, partner_event(ACCEPTED, h, "ok-2", {"referral_id": str(second)})),
         *[(patient, value) for value, _ in bad[3:]],
         (patient, partner_event(ACCEPTED, h, "ok-3", {"referral_id": str(third)})),
+        default=h,  # the malformed one: in H's topic
     )
     drain(inbound, lambda: inbound.dead >= len(bad) and inbound.applied >= 3)
 
     assert [app.load(Referral, r).status for r in (first, second, third)] == ["accepted"] * 3
-    dead = read_all(settings.kafka_bootstrap or "", settings.dead_letter_topic, len(bad))
+    # x3 and x4 come from other organisations' topics: the order holds per topic
+    found = read_all(settings.kafka_bootstrap or "", settings.dead_letter_topic, len(bad))
+    by_value = {d.value: d for d in found}
+    assert len(found) == len(by_value) == len(bad)
+    dead = [by_value[value] for value, _ in bad]
     assert [headers(d)["jiayi.error.code"] for d in dead] == [code for _, code in bad]
-    assert [d.value for d in dead] == [value for value, _ in bad]
     assert all(d.key == str(patient).encode() for d in dead)
     first_dead = headers(dead[0])
-    assert first_dead["__connect.errors.topic"] == settings.partner_topic
+    assert first_dead["__connect.errors.topic"] == inbound_topic(settings.partner_topic_prefix, h)
     assert first_dead["__connect.errors.offset"] == "1"
     assert first_dead["__connect.errors.exception.message"].startswith("not JSON")
     reason = ("jiayi.error.code", "__connect.errors.exception.class.name")
@@ -350,7 +361,7 @@ def test_a_patients_personal_data_is_not_published_even_when_encrypted_at_rest(
         relay.close()
     finally:
         app.close()
-    records = read_all(encrypted.kafka_bootstrap or "", encrypted.domain_topic, 1)
+    records = read_all(encrypted.kafka_bootstrap or "", encrypted.platform_topic or "", 1)
     mine = [r for r in records if r.key == str(patient).encode()]
     for secret in ("王秀英", national_id(date(1950, 3, 4)), "13800000000", "1950-03-04"):
         assert all(secret.encode() not in r.value for r in mine), secret

@@ -24,6 +24,7 @@ from kafka.errors import (
 )
 from pydantic import SecretStr
 
+from consumers.topics import inbound_topic, outbound_topic
 from jiayi import kafka_access
 from jiayi.bootstrap import (
     build_admin,
@@ -241,12 +242,16 @@ def test_the_consumer_and_the_relay_run_as_their_own_least_privilege_principals(
     postgres_settings: Settings, kafka_bootstrap: str
 ) -> None:
     """``jiayi partners services`` makes jiayi-consumer and jiayi-relay: the consumer reads
-    the partner topic, commits in its group and writes dead letters; the relay writes the
-    domain topic; neither can do the other's work."""
+    the inbound topics of the partners added, commits in its group and writes dead letters;
+    the relay writes the outbound topics of the partners added and the platform topic; neither
+    can do the other's work, and an organisation that is no partner receives nothing."""
     settings = exchange_settings(postgres_settings, kafka_bootstrap)
+    app = build_exchange_application(settings)
+    world = build_world(app)
     admin = build_admin(settings)
     try:
         made = {c.username: c for c in kafka_access.setup_services(admin, settings, rotate=True)}
+        kafka_access.add_partner(admin, settings, world.center)
     finally:
         admin.close()
 
@@ -258,26 +263,30 @@ def test_the_consumer_and_the_relay_run_as_their_own_least_privilege_principals(
     as_consumer, as_relay = acting_as(kafka_access.CONSUMER), acting_as(kafka_access.RELAY)
     for own in (as_consumer, as_relay):  # `jiayi consume` / `publish` start with it: no error
         eventually(lambda own=own: ensure_topics(own))
-    app = build_exchange_application(settings)
-    build_world(app)
     relay = build_relay(as_relay, app=build_exchange_application(settings))
     eventually(relay.publish_once)
     while relay.publish_once():
         pass
     relay.close()
-    assert len(read_all(settings, settings.domain_topic, app.max_position())) == app.max_position()
+    platform = settings.platform_topic or ""
+    assert len(read_all(settings, platform, app.max_position())) == app.max_position()
+    prefix = settings.partner_topic_prefix
+    # the center (a partner) received its own events; the hospital, no partner, has no topic
+    assert read_all(settings, outbound_topic(prefix, world.center), 1)
+    assert outbound_topic(prefix, world.hospital) not in set(build_admin(settings).list_topics())
 
-    produce(settings, settings.partner_topic, [(b"k", b"not json")])
-    inbound = build_inbound_consumer(as_consumer, app=build_exchange_application(settings))
-    drain(inbound, lambda: inbound.dead >= 1)
-    inbound.consumer.close()
+    inbound = inbound_topic(prefix, world.center)
+    produce(settings, inbound, [(b"k", b"not json")])
+    consumer = build_inbound_consumer(as_consumer, app=build_exchange_application(settings))
+    drain(consumer, lambda: consumer.dead >= 1)
+    consumer.consumer.close()
     assert [d.value for d in read_all(settings, settings.dead_letter_topic, 1)] == [b"not json"]
 
     consumer_client = kafka_client_config(as_consumer, "consumer")
     relay_client = kafka_client_config(as_relay, "relay")
-    refused(lambda: send(consumer_client, settings.domain_topic, b"forged domain event"))
+    refused(lambda: send(consumer_client, platform, b"forged domain event"))
+    refused(lambda: send(relay_client, inbound, b"forged partner message"))
     assert isinstance(
-        refused(lambda: receive(relay_client, settings.partner_topic)),
-        TopicAuthorizationFailedError,
+        refused(lambda: receive(relay_client, inbound)), TopicAuthorizationFailedError
     )
     app.close()

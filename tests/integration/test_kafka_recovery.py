@@ -17,6 +17,7 @@ import pytest
 
 from consumers.messages import partner_event
 from consumers.outbound import Relay
+from consumers.topics import inbound_topic
 from jiayi.bootstrap import (
     build_exchange_application,
     build_inbound_consumer,
@@ -29,8 +30,9 @@ from tests.kafka_helpers import (
     as_json,
     count_events,
     exchange_settings,
-    produce,
+    partners,
     read_all,
+    send_inbound,
 )
 from tests.world import World, build_world
 
@@ -72,8 +74,8 @@ def env_for(settings: Settings) -> dict[str, str]:
         JIAYI_POSTGRES_SCHEMA=settings.postgres_schema or "",
         JIAYI_DATA_DIR=str(settings.data_dir),
         JIAYI_KAFKA_BOOTSTRAP=settings.kafka_bootstrap or "",
-        JIAYI_PARTNER_TOPIC=settings.partner_topic,
-        JIAYI_DOMAIN_TOPIC=settings.domain_topic,
+        JIAYI_PARTNER_TOPIC_PREFIX=settings.partner_topic_prefix,
+        JIAYI_PLATFORM_TOPIC=settings.platform_topic or "",
         JIAYI_DEAD_LETTER_TOPIC=settings.dead_letter_topic,
         JIAYI_CONSUMER_GROUP=settings.consumer_group,
         JIAYI_KAFKA_BATCH="200",
@@ -94,9 +96,10 @@ def test_a_consumer_killed_mid_run_and_restarted_applies_each_message_exactly_on
     ensure_topics(settings)
     app = build_exchange_application(settings)
     world = build_world(app)
+    ensure_topics(settings, partners(world))
     patients = [world.patient(serial=i) for i in range(20)]
     n = 12_000
-    produce(kafka_bootstrap, settings.partner_topic, followups(world, patients, n, "kill"))
+    send_inbound(settings, followups(world, patients, n, "kill"))
     url, schema = child_postgres_url(settings), settings.postgres_schema or ""
     cmd = [sys.executable, "-m", "jiayi.cli", "consume"]
 
@@ -130,7 +133,8 @@ def test_a_consumer_killed_mid_run_and_restarted_applies_each_message_exactly_on
     for partition in range(settings.kafka_partitions):
         from kafka import TopicPartition
 
-        offsets += inbound.stored(TopicPartition(settings.partner_topic, partition)) or 0
+        topic = inbound_topic(settings.partner_topic_prefix, world.center)
+        offsets += inbound.stored(TopicPartition(topic, partition)) or 0
     inbound.consumer.close()
     assert offsets == n
     app.close()
@@ -146,6 +150,7 @@ def test_two_members_sharing_the_partitions_one_killed_apply_each_message_exactl
     ensure_topics(settings)
     app = build_exchange_application(settings)
     world = build_world(app)
+    ensure_topics(settings, partners(world))
     patients = [world.patient(serial=i) for i in range(40)]
     url, schema = child_postgres_url(settings), settings.postgres_schema or ""
     cmd = [sys.executable, "-m", "jiayi.cli", "consume"]
@@ -156,7 +161,7 @@ def test_two_members_sharing_the_partitions_one_killed_apply_each_message_exactl
         lines = [ln for ln in log.read_text().splitlines() if "consumers.inbound assigned" in ln]
         return lines[-1].split("assigned ", 1)[1].strip("[]").split(", ") if lines else []
 
-    produce(kafka_bootstrap, settings.partner_topic, messages[:2000])
+    send_inbound(settings, messages[:2000])
     out = logs[0].open("w")
     first = subprocess.Popen(cmd, env=env_for(settings), cwd=ROOT, stdout=out, stderr=out)
     wait_for(lambda: count_events(url, schema, VISITS) == 2000, 120, "the first member alone")
@@ -164,15 +169,18 @@ def test_two_members_sharing_the_partitions_one_killed_apply_each_message_exactl
     second = subprocess.Popen(
         [*cmd, "--idle-exit", "20"], env=env_for(settings), cwd=ROOT, stdout=out, stderr=out
     )
-    wait_for(lambda: len(assigned(logs[1])) == 2 == len(assigned(logs[0])), 120, "a split")
+    # every partner's inbound topic (4 partitions each), split between the two members
+    parts = 4 * len(partners(world))
+    split = parts // 2
+    wait_for(lambda: len(assigned(logs[1])) == split == len(assigned(logs[0])), 120, "a split")
 
-    produce(kafka_bootstrap, settings.partner_topic, messages[2000:])
+    send_inbound(settings, messages[2000:])
     wait_for(lambda: count_events(url, schema, VISITS) >= 4000, 120, "both members' batches")
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert count_events(url, schema, VISITS) < len(messages), "killed too late to be mid-run"
     assert second.wait(timeout=240) == 0, logs[1].read_text()[-2000:]
-    assert len(assigned(logs[1])) == 4  # it took the dead member's partitions over
+    assert len(assigned(logs[1])) == parts  # it took the dead member's partitions over
 
     from domain.followups import FollowUps
 
@@ -215,6 +223,7 @@ def test_consumer_and_relay_resume_by_themselves_after_the_broker_restarts(
     ensure_topics(settings)
     app = build_exchange_application(settings)
     world = build_world(app)
+    ensure_topics(settings, partners(world))
     patients = [world.patient(serial=i) for i in range(10)]
     url, schema = child_postgres_url(settings), settings.postgres_schema or ""
     inbound = build_inbound_consumer(settings, app=build_exchange_application(settings))
@@ -227,7 +236,7 @@ def test_consumer_and_relay_resume_by_themselves_after_the_broker_restarts(
     for t in threads:
         t.start()
     try:
-        produce(settings, settings.partner_topic, followups(world, patients, 300, "before"))
+        send_inbound(settings, followups(world, patients, 300, "before"))
         wait_for(lambda: count_events(url, schema, VISITS) == 300, 90, "messages before")
 
         subprocess.run([ROOT / "infra/kafka/stop.sh"], env=own_broker, check=True)
@@ -238,7 +247,7 @@ def test_consumer_and_relay_resume_by_themselves_after_the_broker_restarts(
             [ROOT / "infra/kafka/ensure.sh"], env=own_broker, check=True, stdout=subprocess.DEVNULL
         )
 
-        produce(settings, settings.partner_topic, followups(world, patients, 300, "after"))
+        send_inbound(settings, followups(world, patients, 300, "after"))
         wait_for(lambda: count_events(url, schema, VISITS) == 600, 120, "messages after")
         wait_for(lambda: relay.position() >= app.max_position(), 120, "the relay to catch up")
     finally:
@@ -248,7 +257,7 @@ def test_consumer_and_relay_resume_by_themselves_after_the_broker_restarts(
     assert all(not t.is_alive() for t in threads)
 
     expected = [n.id for n in app.recorder.select_notifications(start=1, limit=1_000_000)]
-    records = read_all(settings, settings.domain_topic, len(expected), timeout=60)
+    records = read_all(settings, settings.platform_topic or "", len(expected), timeout=60)
     seen = [int(as_json(r)["sequence"]) for r in records]
     assert set(seen) == set(expected)  # nothing skipped
     by_key: dict[bytes, list[int]] = defaultdict(list)
@@ -269,6 +278,7 @@ def test_the_relay_restarted_after_an_unacknowledged_page_neither_skips_nor_reor
     ensure_topics(settings)
     app = build_exchange_application(settings)
     world = build_world(app)
+    ensure_topics(settings, partners(world))
     for i in range(5):
         world.contracted_patient(serial=i)
 
@@ -297,7 +307,7 @@ def test_the_relay_restarted_after_an_unacknowledged_page_neither_skips_nor_reor
     restarted.close()
 
     expected = [n.id for n in app.recorder.select_notifications(start=1, limit=100_000)]
-    records = read_all(kafka_bootstrap, settings.domain_topic, len(expected) + 7)
+    records = read_all(kafka_bootstrap, settings.platform_topic or "", len(expected) + 7)
     positions = [int(as_json(r)["sequence"]) for r in records]
     assert set(positions) == set(expected)
     assert len(positions) == len(expected) + 7  # one page sent twice, nothing else

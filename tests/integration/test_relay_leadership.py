@@ -88,7 +88,7 @@ def test_a_second_relay_stands_by_and_takes_over_without_duplicates(
             t.join(10)
         for r in relays:
             r.app.close()
-    records = read_all(kafka_bootstrap, settings.domain_topic, app.max_position())
+    records = read_all(kafka_bootstrap, settings.platform_topic or "", app.max_position())
     ids = [as_json(r)["id"] for r in records]
     assert len(ids) == len(set(ids)) == app.max_position()  # each event once, none missing
     for partition in {r.partition for r in records}:  # and in log order
