@@ -248,6 +248,7 @@ def test_the_consumer_and_the_relay_run_as_their_own_least_privilege_principals(
     settings = exchange_settings(postgres_settings, kafka_bootstrap)
     app = build_exchange_application(settings)
     world = build_world(app)
+    world.patient()  # registered at the center: an event for the center to receive
     admin = build_admin(settings)
     try:
         made = {c.username: c for c in kafka_access.setup_services(admin, settings, rotate=True)}
@@ -273,7 +274,11 @@ def test_the_consumer_and_the_relay_run_as_their_own_least_privilege_principals(
     prefix = settings.partner_topic_prefix
     # the center (a partner) received its own events; the hospital, no partner, has no topic
     assert read_all(settings, outbound_topic(prefix, world.center), 1)
-    assert outbound_topic(prefix, world.hospital) not in set(build_admin(settings).list_topics())
+    topics = build_admin(settings)
+    try:
+        assert outbound_topic(prefix, world.hospital) not in set(topics.list_topics())
+    finally:
+        topics.close()
 
     inbound = inbound_topic(prefix, world.center)
     produce(settings, inbound, [(b"k", b"not json")])
