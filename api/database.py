@@ -88,13 +88,13 @@ class SideStore:
         with self._lock:
             if self._ready:
                 return
-            if self.is_postgres:
-                from jiayi.bootstrap import ensure_schema
+            from jiayi.bootstrap import ddl_lock, ensure_schema
 
+            with ddl_lock(self.settings):  # other processes may be starting too
                 ensure_schema(self.settings)
-            with self._connection() as cur:
-                for ddl in TABLES:
-                    cur.execute(ddl)
+                with self._connection() as cur:
+                    for ddl in TABLES:
+                        cur.execute(ddl)
             self._ready = True
 
     @contextmanager

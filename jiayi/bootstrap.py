@@ -5,7 +5,8 @@ Nothing is created at import time: callers build what they need from the setting
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -80,6 +81,27 @@ def ensure_schema(settings: Settings) -> None:
         )
 
 
+@contextmanager
+def ddl_lock(settings: Settings) -> Iterator[None]:
+    """Hold the deployment's schema-change lock (PostgreSQL; nothing on SQLite, whose file
+    lock already serialises writers). Processes started together on an empty schema (API
+    replicas, consumers, the relay) all create the same tables: PostgreSQL's ``IF NOT EXISTS``
+    does not make concurrent ``CREATE`` statements safe (they fail with "tuple concurrently
+    updated" or a unique violation in the catalog), so they take turns."""
+    if not settings.uses_postgres:
+        yield
+        return
+    from projections.store import connect
+
+    key = f"jiayi-ddl:{settings.postgres_schema or 'public'}"
+    with connect(settings.postgres_params()) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
+
 def build_application(
     settings: Settings,
     clock: Callable[[], datetime] | None = None,
@@ -87,12 +109,13 @@ def build_application(
 ) -> CareCoordination:
     """The application on the deployment's event store (``recorder_topic``: another
     recorder class for the same tables, as the Kafka exchange uses)."""
-    ensure_schema(settings)
     env = event_store_env(settings)
     if recorder_topic is not None:
         env["APPLICATION_RECORDER_TOPIC"] = recorder_topic
         env[f"{CareCoordination.name.upper()}_APPLICATION_RECORDER_TOPIC"] = recorder_topic
-    return CareCoordination(env=env, clock=clock, timezone=settings.zone())
+    with ddl_lock(settings):  # the schema and the event store's tables
+        ensure_schema(settings)
+        return CareCoordination(env=env, clock=clock, timezone=settings.zone())
 
 
 def view_location(settings: Settings) -> Location:
@@ -123,9 +146,10 @@ def build_projections(
     """Views and queries over ``app``'s log; with ``run`` the runner follows it in-process."""
     location = view_location(settings)
     reader = LogReader(app)
-    store = location.open()
-    Runner(store, reader)  # creates missing tables and tracking rows before readers arrive
-    store.close()
+    with ddl_lock(settings):
+        store = location.open()
+        Runner(store, reader)  # creates missing tables and tracking rows before readers arrive
+        store.close()
     runner = RunnerThread(location.open, reader, poll=poll).start() if run else None
     queries = ViewQueries(location, reader, timezone=settings.zone())
     return Projections(location, reader, queries, runner)
