@@ -44,7 +44,7 @@ test: $(STAMP) lint typecheck
 	JIAYI_TEST_POSTGRES_URL=$${JIAYI_TEST_POSTGRES_URL:-$$(infra/postgres/ensure.sh)}; \
 	export JIAYI_TEST_POSTGRES_URL; \
 	kafka_dir=$${JIAYI_KAFKA_DIR:-var/kafka}; \
-	JIAYI_TEST_KAFKA=$${JIAYI_TEST_KAFKA:-$$(infra/kafka/ensure.sh)}; \
+	JIAYI_TEST_KAFKA=$${JIAYI_TEST_KAFKA:-$$(infra/kafka/ensure-auth.sh)}; \
 	JIAYI_TEST_KAFKA_USERNAME=$${JIAYI_TEST_KAFKA_USERNAME:-jiayi-admin}; \
 	JIAYI_TEST_KAFKA_PASSWORD=$${JIAYI_TEST_KAFKA_PASSWORD:-$$(cat "$$kafka_dir/admin.password" 2>/dev/null || true)}; \
 	export JIAYI_TEST_KAFKA JIAYI_TEST_KAFKA_USERNAME JIAYI_TEST_KAFKA_PASSWORD; \
@@ -65,7 +65,7 @@ clean:
 # Authenticated as the broker's administrator (jiayi-admin of infra/kafka).
 bench-ingest: $(STAMP)
 	JIAYI_POSTGRES_URL=$${JIAYI_POSTGRES_URL:-$$(infra/postgres/ensure.sh)} \
-	JIAYI_KAFKA_BOOTSTRAP=$${JIAYI_KAFKA_BOOTSTRAP:-$$(infra/kafka/ensure.sh)} \
+	JIAYI_KAFKA_BOOTSTRAP=$${JIAYI_KAFKA_BOOTSTRAP:-$$(infra/kafka/ensure-auth.sh)} \
 	JIAYI_KAFKA_USERNAME=$${JIAYI_KAFKA_USERNAME:-jiayi-admin} \
 	JIAYI_KAFKA_PASSWORD=$${JIAYI_KAFKA_PASSWORD:-$$(cat "$${JIAYI_KAFKA_DIR:-var/kafka}/admin.password")} \
 	$(BIN)/python bench/ingest.py --messages $${MESSAGES:-200000} --patients $${PATIENTS:-20000} \

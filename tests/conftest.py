@@ -9,6 +9,7 @@ Kafka fails when none is reachable instead of skipping.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -58,11 +59,18 @@ def kafka_bootstrap() -> str:
 
     from tests.kafka_helpers import client_config
 
-    try:
-        KafkaAdminClient(**client_config(address), request_timeout_ms=5000).close()
-    except KafkaError as exc:
-        _require("Kafka", f"{address}: {exc}")
-    return address
+    # A broker that has just said it started may still be loading its partitions and
+    # credentials (many topics of earlier runs): give it a moment before calling it absent.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            KafkaAdminClient(**client_config(address), request_timeout_ms=5000).close()
+            return address
+        except KafkaError as exc:
+            if time.monotonic() >= deadline:
+                _require("Kafka", f"{address}: {exc}")
+                raise
+            time.sleep(1)
 
 
 @pytest.fixture
