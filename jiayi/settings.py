@@ -153,12 +153,6 @@ def _check_file(value: Path | None) -> Path | None:
     return value
 
 
-def _default_prefix() -> str:
-    from consumers.topics import DEFAULT_PREFIX
-
-    return DEFAULT_PREFIX
-
-
 Secret = Annotated[SecretStr | None, BeforeValidator(_blank_is_unset)]
 OptionalName = Annotated[str | None, BeforeValidator(_blank_is_unset)]
 CaFile = Annotated[Path | None, BeforeValidator(_blank_is_unset), AfterValidator(_check_file)]
