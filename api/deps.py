@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from uuid import UUID
 
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -21,6 +22,7 @@ from api.schemas import Moment
 from api.services import Services
 from api.tokens import Principal, Role
 from domain.application import CareCoordination
+from domain.patients import NotThisPatient
 from jiayi.settings import Settings
 from projections.queries import Page, Queries, Scope
 
@@ -202,3 +204,18 @@ async def get_as_of(
 
 
 AsOfDep = Annotated[datetime | None, Depends(get_as_of)]
+
+#: Seconds a command naming an unknown national id waits for the registry view to catch up.
+REGISTRY_WAIT = 2.0
+
+
+def identify(queries: Queries, national_id: str) -> UUID:
+    """The patient a real encounter names (returns, transfer requests): found by national id;
+    the command then checks the name too, in the domain. Unknown answers as absent (404). A
+    patient registered a moment ago may not be in the registry view yet: wait for it once."""
+    found = queries.patient_id_by_national_id(national_id)
+    if found is None and queries.wait_for(queries.log_position(), timeout=REGISTRY_WAIT):
+        found = queries.patient_id_by_national_id(national_id)
+    if found is None:
+        raise NotThisPatient("no patient with that national id and name")
+    return found

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 from typing import Any, TypeVar
-from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
 from api.errors import NOT_VISIBLE, ApiProblem
 from api.schemas import CommandResult, ItemsPage
 from domain.application import Outcome
-from domain.patients import NotThisPatient
-from projections.queries import Queries
-
-#: Seconds a command naming an unknown national id waits for the registry view to catch up.
-REGISTRY_WAIT = 2.0
 
 
 class Problem(BaseModel):
@@ -116,15 +110,3 @@ def example_response(example: Any, description: str = "OK") -> dict[int | str, d
     return {
         200: {"description": description, "content": {"application/json": {"example": example}}}
     }
-
-
-def identify(queries: Queries, national_id: str) -> UUID:
-    """The patient a real encounter names (returns, transfer requests): found by national id;
-    the command then checks the name too, in the domain. Unknown answers as absent (404). A
-    patient registered a moment ago may not be in the registry view yet: wait for it once."""
-    found = queries.patient_id_by_national_id(national_id)
-    if found is None and queries.wait_for(queries.log_position(), timeout=REGISTRY_WAIT):
-        found = queries.patient_id_by_national_id(national_id)
-    if found is None:
-        raise NotThisPatient("no patient with that national id and name")
-    return found

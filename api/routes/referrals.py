@@ -7,8 +7,9 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
+from api import deps
 from api.deps import ApplicationDep, AsOfDep, HospitalStaff, QueriesDep, Reader, TeamStaff
-from api.openapi import COMMAND_ERRORS, QUERY_ERRORS, done, example_response, identify, visible
+from api.openapi import COMMAND_ERRORS, QUERY_ERRORS, done, example_response, visible
 from api.schemas import (
     EXAMPLE_ID,
     HOSPITAL_ID,
@@ -55,7 +56,7 @@ def start_return(
     is answered as an unknown one (404)."""
     return done(
         app.start_return(
-            identify(queries, body.national_id),
+            deps.identify(queries, body.national_id),
             national_id=body.national_id,
             name=body.name,
             hospital_id=who.actor.org_id,

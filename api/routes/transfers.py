@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from api import deps
 from api.deps import ApplicationDep, CenterStaff, QueriesDep
-from api.openapi import COMMAND_ERRORS, done, identify
+from api.openapi import COMMAND_ERRORS, done
 from api.schemas import CommandResult, RequestTransfer
 
 router = APIRouter(prefix="/transfers", tags=["patients"])
@@ -22,7 +23,7 @@ def request_transfer(
     resident you do not identify is answered as an unknown one (404)."""
     return done(
         app.request_transfer(
-            identify(queries, body.national_id),
+            deps.identify(queries, body.national_id),
             national_id=body.national_id,
             name=body.name,
             team_id=body.team_id,

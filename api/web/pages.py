@@ -23,7 +23,6 @@ from fastapi.templating import Jinja2Templates
 
 from api import deps
 from api.errors import UNAVAILABLE, Problem, ProblemPages, domain_problem
-from api.openapi import identify
 from api.schemas import EARLIEST, LATEST
 from api.services import Services
 from api.tokens import Principal, Role
@@ -482,7 +481,7 @@ def request_transfer(ctx: Ctx = Center, fields: dict[str, str] = Form) -> Respon
 
     def step() -> Outcome:
         return app.request_transfer(
-            identify(ctx.queries, national_id),
+            deps.identify(ctx.queries, national_id),
             national_id=national_id,
             name=name,
             team_id=uuid_or_invalid(team, "team_id"),
