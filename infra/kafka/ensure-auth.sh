@@ -8,7 +8,21 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/common.sh"
 python=${PYTHON:-$here/../../.venv/bin/python}
 
-address=$("$here/ensure.sh")
+# ensure.sh, tried up to three times: the broker's ports lie in Linux's ephemeral range
+# (32768-60999), so an outgoing connection of another program can hold one for a moment and
+# the broker then exits at start with "Address already in use".
+start() {
+  local attempt
+  for attempt in 1 2 3; do
+    if "$here/ensure.sh"; then
+      return 0
+    fi
+    [ "$attempt" = 3 ] || { log "starting the broker failed; trying again"; sleep 2; }
+  done
+  return 1
+}
+
+address=$(start)
 if [ ! -f "$admin_password_file" ] || [ -z "$(broker_pid || true)" ] \
   || "$python" "$here/admin_login.py" "$address" "$admin_password_file"; then
   # not ours to judge (started from another data dir), or the login works
@@ -18,4 +32,4 @@ fi
 log "jiayi-admin cannot log in to the broker of $dir: formatting its test data afresh"
 "$here/stop.sh" >&2
 rm -rf "$dir/data" "$auth_marker"
-"$here/ensure.sh"
+start
