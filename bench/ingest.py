@@ -41,7 +41,7 @@ from consumers.topics import inbound_topic
 from domain.common import Actor
 from domain.patients import Patient
 from jiayi.bootstrap import (
-    build_exchange_application,
+    build_application,
     build_inbound_consumer,
     ensure_topics,
     kafka_client_config,
@@ -96,7 +96,7 @@ def main() -> int:
         kafka_batch=args.batch,
         kafka_check_crcs=not args.no_crc_check,
     )
-    app = build_exchange_application(settings)
+    app = build_application(settings)
     try:
         today = datetime.now(UTC)
         centers = [

@@ -44,11 +44,11 @@ from kafka.errors import KafkaError
 
 from consumers.deadletter import DeadLetters, Failure
 from consumers.messages import MessageRejected, PartnerMessage, decode
-from consumers.store import MessageKey
 from consumers.topics import inbound_pattern, org_of_inbound
 from domain.application import Batch, CareCoordination
 from domain.common import DomainError, NotFound
 from domain.organisations import Organisation
+from eventstore.recorders import MessageKey
 from runtime.pacing import CollectBetweenBatches
 
 log = logging.getLogger(__name__)

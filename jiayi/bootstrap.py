@@ -51,11 +51,19 @@ def event_store_env(settings: Settings) -> dict[str, str]:
             SQLITE_DBNAME=str(settings.sqlite_path),
             SQLITE_LOCK_TIMEOUT="10",
         )
+    # Every process reads and writes through the same recorder (the hash chain, the inbox,
+    # tracking positions) and mapper (encryption bound to the row's place).
+    from eventstore.mapper import CIPHER_TOPIC, MAPPER_TOPIC
+    from eventstore.recorders import recorder_topic
+
+    for name, value in (
+        ("APPLICATION_RECORDER_TOPIC", recorder_topic(settings.uses_postgres)),
+        ("MAPPER_TOPIC", MAPPER_TOPIC),
+    ):
+        env[name] = value
+        env[f"{CareCoordination.name.upper()}_{name}"] = value
     if settings.cipher_key is not None:
-        env.update(
-            CIPHER_TOPIC="eventsourcing.cipher:AESCipher",
-            CIPHER_KEY=settings.cipher_key.get_secret_value(),
-        )
+        env.update(CIPHER_TOPIC=CIPHER_TOPIC, CIPHER_KEY=settings.cipher_key.get_secret_value())
     # With database functions on, a reader following the log by notification id can miss
     # events under concurrent writers (no table lock). Pinned off, whatever the environment
     # says, under both the plain and the application-prefixed name.
@@ -103,16 +111,10 @@ def ddl_lock(settings: Settings) -> Iterator[None]:
 
 
 def build_application(
-    settings: Settings,
-    clock: Callable[[], datetime] | None = None,
-    recorder_topic: str | None = None,
+    settings: Settings, clock: Callable[[], datetime] | None = None
 ) -> CareCoordination:
-    """The application on the deployment's event store (``recorder_topic``: another
-    recorder class for the same tables, as the Kafka exchange uses)."""
+    """The application on the deployment's event store."""
     env = event_store_env(settings)
-    if recorder_topic is not None:
-        env["APPLICATION_RECORDER_TOPIC"] = recorder_topic
-        env[f"{CareCoordination.name.upper()}_APPLICATION_RECORDER_TOPIC"] = recorder_topic
     with ddl_lock(settings):  # the schema and the event store's tables
         ensure_schema(settings)
         return CareCoordination(env=env, clock=clock, timezone=settings.zone())
@@ -174,15 +176,6 @@ def rebuild_views(
 
 
 # --- the Kafka exchange -------------------------------------------------------------------
-
-
-def build_exchange_application(
-    settings: Settings, clock: Callable[[], datetime] | None = None
-) -> CareCoordination:
-    """The application with the exchange's recorder: tracking positions and the inbox."""
-    from consumers.store import exchange_recorder_topic
-
-    return build_application(settings, clock, exchange_recorder_topic(settings.uses_postgres))
 
 
 def _bootstrap(settings: Settings) -> list[str]:
@@ -333,7 +326,7 @@ def build_inbound_consumer(
         build_producer(settings, "jiayi-dead-letters", "consumer"), settings.dead_letter_topic
     )
     return InboundConsumer(
-        app or build_exchange_application(settings),
+        app or build_application(settings),
         consumer,
         dead_letters,
         settings.partner_topic_prefix,
@@ -345,7 +338,7 @@ def build_relay(settings: Settings, app: CareCoordination | None = None) -> Rela
     from consumers.outbound import Relay
 
     return Relay(
-        app or build_exchange_application(settings),
+        app or build_application(settings),
         lambda: build_producer(settings, "jiayi-publish"),
         settings.partner_topic_prefix,
         platform=settings.platform_topic,

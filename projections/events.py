@@ -21,6 +21,9 @@ from eventsourcing.domain import Aggregate, DomainEvent
 from eventsourcing.persistence import Notification, find_id_convertor
 from eventsourcing.utils import resolve_topic
 
+from eventstore.errors import DamagedEvent
+from eventstore.mapper import PlacedMapper
+
 log = logging.getLogger(__name__)
 
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
@@ -181,7 +184,7 @@ class LogReader:
 
     def __init__(self, app: Application[Any]) -> None:
         self.recorder = app.recorder
-        self.mapper = app.mapper
+        self.mapper = cast(PlacedMapper, app.mapper)
         self.kinds: dict[str, EventKind] = {}
 
     def max_position(self) -> int:
@@ -197,22 +200,32 @@ class LogReader:
         return found
 
     def decode(self, notifications: Sequence[Notification]) -> list[Ev]:
-        cipher, compressor = self.mapper.cipher, self.mapper.compressor
+        mapper = self.mapper
+        plain = mapper.cipher is not None or mapper.compressor is not None
         kinds = self.kinds
         out: list[Ev] = []
         append = out.append
         for n in notifications:
             state = n.state
-            if cipher:
-                state = cipher.decrypt(state)
-            if compressor:
-                state = compressor.decompress(state)
-            if not isinstance(state, bytes):
-                state = bytes(state)
-            topic = n.topic
-            kind = kinds.get(topic) or self.kind(topic)
             oid = n.originator_id
-            data = _decode(state)
+            if not isinstance(oid, UUID):
+                oid = UUID(str(oid))
+            topic = n.topic
+            if plain:
+                state = mapper.plain_state(oid, n.originator_version, topic, state, n.id)
+            elif not isinstance(state, bytes):
+                state = bytes(state)
+            kind = kinds.get(topic) or self.kind(topic)
+            try:
+                data = _decode(state)
+            except (ValueError, AttributeError, TypeError):
+                raise DamagedEvent(
+                    originator_id=oid,
+                    version=n.originator_version,
+                    topic=topic,
+                    position=n.id,
+                    reason="does not decode",
+                ) from None
             if kind.class_version > 1:
                 stored_version = data.pop("class_version", 1)
                 if stored_version < kind.class_version:
@@ -221,7 +234,7 @@ class LogReader:
                 Ev(
                     n.id,
                     kind.name,
-                    oid.hex if isinstance(oid, UUID) else UUID(str(oid)).hex,
+                    oid.hex,
                     n.originator_version,
                     data,
                     kind.event_type,

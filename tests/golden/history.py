@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields, is_dataclass
 from datetime import date, datetime, timedelta
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from unittest import mock
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -32,6 +32,7 @@ from domain.followups import FollowUps
 from domain.organisations import Organisation
 from domain.patients import Patient
 from domain.teams import CareTeam
+from eventstore.mapper import PlacedMapper
 from projections.events import LogReader
 from projections.runner import rebuild, select
 from projections.store import ViewStore
@@ -498,14 +499,7 @@ def read_records() -> list[dict[str, Any]]:
 def insert_records(app: CareCoordination, records: list[dict[str, Any]]) -> None:
     """The records into ``app``'s (empty) store, through its recorder, in their order
     (compressed and encrypted as ``app`` stores events, when it does)."""
-    compressor, cipher = app.mapper.compressor, app.mapper.cipher
-
-    def stored(state: bytes) -> bytes:
-        if compressor:
-            state = compressor.compress(state)
-        if cipher:
-            state = cipher.encrypt(state)
-        return state
+    mapper = cast(PlacedMapper, app.mapper)
 
     app.recorder.insert_events(
         [
@@ -513,7 +507,12 @@ def insert_records(app: CareCoordination, records: list[dict[str, Any]]) -> None
                 originator_id=UUID(r["originator_id"]),
                 originator_version=r["originator_version"],
                 topic=r["topic"],
-                state=stored(r["state"].encode("utf-8")),
+                state=mapper.stored_state(
+                    UUID(r["originator_id"]),
+                    r["originator_version"],
+                    r["topic"],
+                    r["state"].encode("utf-8"),
+                ),
             )
             for r in records
         ]

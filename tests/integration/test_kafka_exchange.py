@@ -20,7 +20,7 @@ from domain.followups import FollowUps
 from domain.patients import Patient
 from domain.referrals import Referral
 from jiayi.bootstrap import (
-    build_exchange_application,
+    build_application,
     build_inbound_consumer,
     build_projections,
     build_relay,
@@ -60,7 +60,7 @@ def settings(postgres_settings: Settings, kafka_bootstrap: str) -> Settings:
 
 @pytest.fixture
 def app(settings: Settings, clock: Clock) -> Iterator[CareCoordination]:
-    app = build_exchange_application(settings, clock=clock)
+    app = build_application(settings, clock=clock)
     yield app
     app.close()
 
@@ -333,7 +333,7 @@ def test_a_change_by_another_writer_between_batches_is_not_lost(
     send(settings, (patient, visit(1)))
     drain(inbound, lambda: len(app.load(FollowUps, FollowUps.id_for(patient)).visits) == 1)
 
-    elsewhere = build_exchange_application(settings, clock=clock)
+    elsewhere = build_application(settings, clock=clock)
     try:
         elsewhere.record_follow_up(patient, on=world.today, kind="face_to_face", actor=world.gp)
     finally:
@@ -351,7 +351,7 @@ def test_a_patients_personal_data_is_not_published_even_when_encrypted_at_rest(
 
     key = SecretStr(AESCipher.create_key(16))
     encrypted = settings.model_copy(update={"cipher_key": key})
-    app = build_exchange_application(encrypted, clock=clock)
+    app = build_application(encrypted, clock=clock)
     try:
         world = build_world(app)
         patient = world.patient(name="王秀英", birth=date(1950, 3, 4), tags=("hypertension",))
@@ -410,7 +410,7 @@ def test_a_patient_read_from_the_cache_is_as_recorded_since_by_another_writer(
     drain(inbound, lambda: inbound.applied + inbound.dead == 1)
     assert (inbound.applied, patient in inbound.cache) == (1, True)
 
-    elsewhere = build_exchange_application(settings, clock=clock)
+    elsewhere = build_application(settings, clock=clock)
     try:
         elsewhere.terminate_contract(contract, reason="moved to another city", actor=world.gp)
     finally:

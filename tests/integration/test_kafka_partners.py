@@ -28,7 +28,7 @@ from consumers.topics import inbound_topic, outbound_topic
 from jiayi import kafka_access
 from jiayi.bootstrap import (
     build_admin,
-    build_exchange_application,
+    build_application,
     build_inbound_consumer,
     build_relay,
     ensure_topics,
@@ -246,7 +246,7 @@ def test_the_consumer_and_the_relay_run_as_their_own_least_privilege_principals(
     the relay writes the outbound topics of the partners added and the platform topic; neither
     can do the other's work, and an organisation that is no partner receives nothing."""
     settings = exchange_settings(postgres_settings, kafka_bootstrap)
-    app = build_exchange_application(settings)
+    app = build_application(settings)
     world = build_world(app)
     world.patient()  # registered at the center: an event for the center to receive
     admin = build_admin(settings)
@@ -264,7 +264,7 @@ def test_the_consumer_and_the_relay_run_as_their_own_least_privilege_principals(
     as_consumer, as_relay = acting_as(kafka_access.CONSUMER), acting_as(kafka_access.RELAY)
     for own in (as_consumer, as_relay):  # `jiayi consume` / `publish` start with it: no error
         eventually(lambda own=own: ensure_topics(own))
-    relay = build_relay(as_relay, app=build_exchange_application(settings))
+    relay = build_relay(as_relay, app=build_application(settings))
     eventually(relay.publish_once)
     while relay.publish_once():
         pass
@@ -282,7 +282,7 @@ def test_the_consumer_and_the_relay_run_as_their_own_least_privilege_principals(
 
     inbound = inbound_topic(prefix, world.center)
     produce(settings, inbound, [(b"k", b"not json")])
-    consumer = build_inbound_consumer(as_consumer, app=build_exchange_application(settings))
+    consumer = build_inbound_consumer(as_consumer, app=build_application(settings))
     drain(consumer, lambda: consumer.dead >= 1)
     consumer.consumer.close()
     assert [d.value for d in read_all(settings, settings.dead_letter_topic, 1)] == [b"not json"]

@@ -19,7 +19,7 @@ from consumers.messages import partner_event
 from consumers.outbound import Relay
 from consumers.topics import inbound_topic
 from jiayi.bootstrap import (
-    build_exchange_application,
+    build_application,
     build_inbound_consumer,
     build_relay,
     ensure_topics,
@@ -94,7 +94,7 @@ def test_a_consumer_killed_mid_run_and_restarted_applies_each_message_exactly_on
 ) -> None:
     settings = exchange_settings(postgres_settings, kafka_bootstrap)
     ensure_topics(settings)
-    app = build_exchange_application(settings)
+    app = build_application(settings)
     world = build_world(app)
     ensure_topics(settings, partners(world))
     patients = [world.patient(serial=i) for i in range(20)]
@@ -148,7 +148,7 @@ def test_two_members_sharing_the_partitions_one_killed_apply_each_message_exactl
     partitions over from the offsets stored with the events."""
     settings = exchange_settings(postgres_settings, kafka_bootstrap, partitions=4)
     ensure_topics(settings)
-    app = build_exchange_application(settings)
+    app = build_application(settings)
     world = build_world(app)
     ensure_topics(settings, partners(world))
     patients = [world.patient(serial=i) for i in range(40)]
@@ -221,13 +221,13 @@ def test_consumer_and_relay_resume_by_themselves_after_the_broker_restarts(
     credentials = admin_credentials(Path(own_broker["JIAYI_KAFKA_DIR"]))
     settings = exchange_settings(postgres_settings, bootstrap, credentials=credentials)
     ensure_topics(settings)
-    app = build_exchange_application(settings)
+    app = build_application(settings)
     world = build_world(app)
     ensure_topics(settings, partners(world))
     patients = [world.patient(serial=i) for i in range(10)]
     url, schema = child_postgres_url(settings), settings.postgres_schema or ""
-    inbound = build_inbound_consumer(settings, app=build_exchange_application(settings))
-    relay = build_relay(settings, app=build_exchange_application(settings))
+    inbound = build_inbound_consumer(settings, app=build_application(settings))
+    relay = build_relay(settings, app=build_application(settings))
     stop = threading.Event()
     threads = [
         threading.Thread(target=inbound.run, args=(stop,), daemon=True),
@@ -276,7 +276,7 @@ def test_the_relay_restarted_after_an_unacknowledged_page_neither_skips_nor_reor
 ) -> None:
     settings = exchange_settings(postgres_settings, kafka_bootstrap)
     ensure_topics(settings)
-    app = build_exchange_application(settings)
+    app = build_application(settings)
     world = build_world(app)
     ensure_topics(settings, partners(world))
     for i in range(5):

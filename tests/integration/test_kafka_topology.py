@@ -16,7 +16,7 @@ from consumers.topics import inbound_topic, outbound_topic
 from domain.application import CareCoordination
 from domain.referrals import Referral
 from jiayi.bootstrap import (
-    build_exchange_application,
+    build_application,
     build_inbound_consumer,
     build_relay,
     ensure_topics,
@@ -52,7 +52,7 @@ def settings(postgres_settings: Settings, kafka_bootstrap: str) -> Settings:
 
 @pytest.fixture
 def app(settings: Settings, clock: Clock) -> Iterator[CareCoordination]:
-    app = build_exchange_application(settings, clock=clock)
+    app = build_application(settings, clock=clock)
     yield app
     app.close()
 

@@ -17,7 +17,7 @@ from consumers.messages import FOLLOWUP_V1_SUNSET, partner_event
 from domain.application import CareCoordination
 from domain.followups import FollowUps
 from jiayi.bootstrap import (
-    build_exchange_application,
+    build_application,
     build_inbound_consumer,
     build_relay,
     ensure_topics,
@@ -56,7 +56,7 @@ def settings(postgres_settings: Settings, kafka_bootstrap: str) -> Settings:
 
 @pytest.fixture
 def app(settings: Settings, clock: Clock) -> Iterator[CareCoordination]:
-    app = build_exchange_application(settings, clock=clock)
+    app = build_application(settings, clock=clock)
     yield app
     app.close()
 

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from consumers.leadership import FileLeadership, PostgresLeadership
-from jiayi.bootstrap import build_exchange_application, build_relay, ensure_topics
+from jiayi.bootstrap import build_application, build_relay, ensure_topics
 from jiayi.settings import Settings
 from tests.kafka_helpers import as_json, exchange_settings, read_all
 from tests.world import build_world
@@ -52,9 +52,9 @@ def test_a_second_relay_stands_by_and_takes_over_without_duplicates(
 ) -> None:
     settings = exchange_settings(postgres_settings, kafka_bootstrap)
     ensure_topics(settings)
-    app = build_exchange_application(settings)
+    app = build_application(settings)
     world = build_world(app)
-    relays = [build_relay(settings, app=build_exchange_application(settings)) for _ in range(2)]
+    relays = [build_relay(settings, app=build_application(settings)) for _ in range(2)]
     stops = [threading.Event() for _ in relays]
     threads = [
         threading.Thread(target=r.run, args=(s,), kwargs={"standby_poll": 0.2}, daemon=True)

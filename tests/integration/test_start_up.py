@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 START = """
 import sys
 from api.database import SideStore
-from jiayi.bootstrap import build_application, build_exchange_application, build_projections
+from jiayi.bootstrap import build_application, build_application, build_projections
 from jiayi.settings import Settings
 
 settings = Settings()
@@ -31,7 +31,7 @@ if kind == "api":
     with SideStore(settings).cursor() as cur:
         cur.execute("SELECT 1")
 else:
-    app = build_exchange_application(settings)
+    app = build_application(settings)
 app.close()
 """
 

@@ -129,10 +129,10 @@ def test_the_exchange_recorder_lists_the_changes_after_a_position(
 ) -> None:
     """What the consumer checks its kept aggregates against, on both stores: every event
     after a log position, except in the ranges the consumer recorded itself."""
-    from jiayi.bootstrap import build_exchange_application
+    from jiayi.bootstrap import build_application
     from tests.world import build_world
 
-    app = build_exchange_application(settings, clock=clock)
+    app = build_application(settings, clock=clock)
     try:
         world = build_world(app)
         patient = world.contracted_patient()

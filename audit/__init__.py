@@ -1,0 +1,1 @@
+"""Provable history: seals of the hash chain, its verification, the record of reads."""

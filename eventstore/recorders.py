@@ -1,0 +1,599 @@
+"""The recorders every process writes and reads the one log through (both stores).
+
+They are the library's process recorders (events + tracking positions) with two more tables:
+
+- ``<app>_chain`` (position, aggregate, version, topic, digest, hash): the hash chain of
+  ``eventstore.chain``, one row per event, written in the same transaction as the events
+  (under the events table's lock on PostgreSQL, the database's write lock on SQLite), so
+  every write path (use cases, batches, the consumer's binary insert, bulk histories) is
+  chained. Every read (an aggregate's events, a page of the log) checks each row against its
+  digest and raises :class:`~eventstore.errors.DamagedEvent` for a row that was changed,
+  moved or inserted outside the application.
+- ``<app>_inbox (source, id)``: the CloudEvents already applied. Rows are inserted in the same
+  transaction as the events a message caused and its partition offset, so a message is
+  applied at most once even when a partner publishes it again under a new offset.
+
+Selected for every application through ``APPLICATION_RECORDER_TOPIC``
+(``jiayi.bootstrap.event_store_env``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import Notification, StoredEvent
+from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
+from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteProcessRecorder
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Composed, Identifier
+
+from eventstore.chain import GENESIS, Link, event_digest, extend
+from eventstore.errors import DamagedEvent
+
+log = logging.getLogger("jiayi.eventstore")
+
+NOT_CHAINED = "not in the hash chain (inserted outside the application)"
+NOT_AS_CHAINED = "does not match its digest in the hash chain (changed or moved)"
+
+#: (CloudEvent source, CloudEvent id)
+MessageKey = tuple[str, str]
+
+
+def checked(
+    position: int | None,
+    originator_id: UUID,
+    version: int,
+    topic: str,
+    state: bytes,
+    digest: bytes | None,
+) -> None:
+    """Raise DamagedEvent unless the row is the one the chain recorded at its place."""
+    if digest is None:
+        reason = NOT_CHAINED
+    elif event_digest(originator_id, version, topic, state) != digest:
+        reason = NOT_AS_CHAINED
+    else:
+        return
+    raise DamagedEvent(
+        originator_id=originator_id, version=version, topic=topic, position=position, reason=reason
+    )
+
+
+def _uuid(value: UUID | str) -> UUID:
+    return value if isinstance(value, UUID) else UUID(value)
+
+
+class ChainAhead(RuntimeError):
+    """The chain already has a link at or after a position being written: rows were deleted
+    from the end of the log outside the application (SQLite reuses their positions)."""
+
+
+class PostgresEventStore(PostgresProcessRecorder):
+    def __init__(
+        self,
+        datastore: PostgresDatastore,
+        *,
+        events_table_name: str = "stored_events",
+        tracking_table_name: str | None = None,
+    ) -> None:
+        base = events_table_name.removesuffix("_events")
+        super().__init__(
+            datastore,
+            events_table_name=events_table_name,
+            tracking_table_name=tracking_table_name or f"{base}_tracking",
+        )
+        self.chain_table_name = f"{base}_chain"
+        schema = Identifier(self.datastore.schema)
+        events = Identifier(self.events_table_name)
+        chain = Identifier(self.chain_table_name)
+        self.inbox_table = Identifier(f"{base}_inbox")
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {0}.{1} (source text NOT NULL, id text NOT NULL, "
+                "received_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (source, id))"
+            ).format(schema, self.inbox_table)
+        )
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {0}.{1} (position bigint PRIMARY KEY, "
+                "originator_id {2} NOT NULL, originator_version bigint NOT NULL, "
+                "topic text NOT NULL, digest bytea NOT NULL, hash bytea NOT NULL)"
+            ).format(schema, chain, Identifier(self.datastore.originator_id_type))
+        )
+        self._insert_inbox = SQL(
+            "INSERT INTO {0}.{1} (source, id) SELECT * FROM unnest(%b::text[], %b::text[])"
+        ).format(schema, self.inbox_table)
+        self._select_inbox = SQL(
+            "SELECT source, id FROM {0}.{1} WHERE (source, id) IN "
+            "(SELECT * FROM unnest(%b::text[], %b::text[]))"
+        ).format(schema, self.inbox_table)
+        self._insert_columns = SQL(
+            "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state) "
+            "SELECT * FROM unnest(%b::{2}[], %b::bigint[], %b::text[], %b::bytea[]) "
+            "RETURNING notification_id"
+        ).format(schema, events, Identifier(self.datastore.originator_id_type))
+        self._select_head = SQL(
+            "SELECT position, hash FROM {0}.{1} ORDER BY position DESC LIMIT 1"
+        ).format(schema, chain)
+        self._insert_links = SQL(
+            "INSERT INTO {0}.{1} (position, originator_id, originator_version, topic, digest, "
+            "hash) SELECT * FROM unnest(%b::bigint[], %b::{2}[], %b::bigint[], %b::text[], "
+            "%b::bytea[], %b::bytea[])"
+        ).format(schema, chain, Identifier(self.datastore.originator_id_type))
+        # every read joins the chain's digest to the row
+        self._checked = SQL(
+            "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state, "
+            "c.digest FROM {0}.{1} e LEFT JOIN {0}.{2} c ON c.position = e.notification_id"
+        ).format(schema, events, chain)
+        self._select_many = self._checked + SQL(
+            " WHERE e.originator_id = ANY(%b) ORDER BY e.originator_id, e.originator_version"
+        )
+        self._select_changes = SQL(
+            "SELECT notification_id, originator_id, originator_version FROM {0}.{1} "
+            "WHERE notification_id > %b AND NOT EXISTS (SELECT FROM unnest(%b::bigint[], "
+            "%b::bigint[]) AS own(first, last) WHERE notification_id BETWEEN first AND last) "
+            "ORDER BY notification_id"
+        ).format(schema, events)
+        self._chain_exists = SQL("SELECT to_regclass(%s) IS NOT NULL AS found")
+        self._adopt_rows = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state "
+            "FROM {0}.{1} ORDER BY notification_id"
+        ).format(schema, events)
+
+    # --- the chain, written with the events -------------------------------------------------
+
+    def create_table(self) -> None:
+        name = f'"{self.datastore.schema}"."{self.chain_table_name}"'
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._chain_exists, (name,))
+            row = curs.fetchone()
+            existed = bool(row and row["found"])
+        super().create_table()
+        if not existed:
+            self._adopt()
+
+    def _adopt(self) -> None:
+        """Chain the events of a log recorded before the chain existed (an upgrade), once,
+        when the chain table is created; a chain that exists is never recomputed here."""
+        with self.datastore.transaction(commit=True) as curs:
+            self._lock_table(curs)
+            curs.execute(self._select_head)
+            if curs.fetchone() is not None:
+                return
+            with curs.connection.cursor(name="jiayi_adopt") as rows:
+                rows.execute(self._adopt_rows)
+                links = list(
+                    extend(
+                        GENESIS,
+                        (
+                            (
+                                r["notification_id"],
+                                r["originator_id"],
+                                r["originator_version"],
+                                r["topic"],
+                                bytes(r["state"]),
+                            )
+                            for r in rows
+                        ),
+                    )
+                )
+            if links:
+                self._write_links(curs, links)
+                log.warning(
+                    "hash chain started over %d events recorded before it (up to position %d)",
+                    len(links),
+                    links[-1].position,
+                )
+
+    def _write_links(self, curs: Any, links: Sequence[Link]) -> None:
+        curs.execute(
+            self._insert_links,
+            (
+                [k.position for k in links],
+                [k.originator_id for k in links],
+                [k.originator_version for k in links],
+                [k.topic for k in links],
+                [k.digest for k in links],
+                [k.hash for k in links],
+            ),
+            binary=True,
+        )
+
+    def _insert_stored_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        """The library's insert (table lock, notify, one statement) with one typed array a
+        column, sent in binary, instead of an array of a composite type sent as text: psycopg
+        quotes every field of a composite with regular expressions, which was a tenth of the
+        consumer's time."""
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        curs.execute(
+            self._insert_columns,
+            (
+                [e.originator_id for e in stored_events],
+                [e.originator_version for e in stored_events],
+                [e.topic for e in stored_events],
+                [e.state for e in stored_events],
+            ),
+            binary=True,
+        )
+
+    def _fetch_ids_after_insert_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """The positions the events were given, then their links, in the same transaction
+        and under the same table lock (so links are made in position order)."""
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        assert ids is not None and len(ids) == len(stored_events)
+        if not ids:
+            return ids
+        with curs.connection.cursor() as c:
+            c.execute(self._select_head, prepare=True)
+            head = c.fetchone()
+            previous = GENESIS
+            if head is not None:
+                if head["position"] >= ids[0]:
+                    raise ChainAhead(
+                        f"the hash chain has a link at position {head['position']}, at or "
+                        f"after new position {ids[0]}: run `jiayi audit verify`"
+                    )
+                previous = bytes(head["hash"])
+            links = list(
+                extend(
+                    previous,
+                    (
+                        (i, _uuid(e.originator_id), e.originator_version, e.topic, e.state)
+                        for i, e in zip(ids, stored_events, strict=True)
+                    ),
+                )
+            )
+            self._write_links(c, links)
+        return ids
+
+    def _insert_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)
+        received: list[MessageKey] = kwargs.get("received") or []
+        if received:  # one statement for the whole batch
+            curs.execute(
+                self._insert_inbox,
+                ([k[0] for k in received], [k[1] for k in received]),
+                binary=True,
+            )
+
+    # --- reads, checked against the chain ----------------------------------------------------
+
+    def _checked_rows(self, statement: Composed, params: Sequence[Any]) -> list[DictRow]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(statement, params, binary=True)
+            rows: list[DictRow] = curs.fetchall()
+        for r in rows:
+            state = r["state"] = bytes(r["state"])
+            digest = r["digest"]
+            checked(
+                r["notification_id"],
+                r["originator_id"],
+                r["originator_version"],
+                r["topic"],
+                state,
+                None if digest is None else bytes(digest),
+            )
+        return rows
+
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        statement = self._checked + SQL(" WHERE e.originator_id = %b")
+        params: list[Any] = [originator_id]
+        if gt is not None:
+            params.append(gt)
+            statement += SQL(" AND e.originator_version > %b")
+        if lte is not None:
+            params.append(lte)
+            statement += SQL(" AND e.originator_version <= %b")
+        statement += SQL(" ORDER BY e.originator_version") + SQL(" DESC" if desc else " ASC")
+        if limit is not None:
+            params.append(limit)
+            statement += SQL(" LIMIT %b")
+        return [
+            StoredEvent(
+                originator_id=r["originator_id"],
+                originator_version=r["originator_version"],
+                topic=r["topic"],
+                state=r["state"],
+            )
+            for r in self._checked_rows(statement, params)
+        ]
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        where: list[Composed | SQL] = []
+        params: list[Any] = []
+        if start is not None:
+            where.append(
+                SQL("e.notification_id >= %b" if inclusive_of_start else "e.notification_id > %b")
+            )
+            params.append(start)
+        if stop is not None:
+            where.append(SQL("e.notification_id <= %b"))
+            params.append(stop)
+        if topics:
+            where.append(SQL("e.topic = ANY(%b)"))
+            params.append(list(topics))
+        statement = self._checked
+        if where:
+            statement += SQL(" WHERE ") + SQL(" AND ").join(where)
+        statement += SQL(" ORDER BY e.notification_id LIMIT %b")
+        params.append(limit)
+        return [
+            Notification(
+                id=r["notification_id"],
+                originator_id=r["originator_id"],
+                originator_version=r["originator_version"],
+                topic=r["topic"],
+                state=r["state"],
+            )
+            for r in self._checked_rows(statement, params)
+        ]
+
+    def received(self, keys: Iterable[MessageKey]) -> set[MessageKey]:
+        """Which of ``keys`` were applied already."""
+        keys = list(keys)
+        if not keys:
+            return set()
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                self._select_inbox, ([k[0] for k in keys], [k[1] for k in keys]), binary=True
+            )
+            rows: list[DictRow] = curs.fetchall()
+        return {(r["source"], r["id"]) for r in rows}
+
+    def select_events_of(self, originator_ids: Iterable[UUID]) -> list[StoredEvent]:
+        """Every event of the given aggregates in one query, by aggregate and version (each
+        checked against the chain: DamagedEvent names the first that is not as recorded)."""
+        ids = list(originator_ids)
+        if not ids:
+            return []
+        return [
+            StoredEvent(
+                originator_id=r["originator_id"],
+                originator_version=r["originator_version"],
+                topic=r["topic"],
+                state=r["state"],
+            )
+            for r in self._checked_rows(self._select_many, (ids,))
+        ]
+
+    def changes_since(
+        self, position: int, own: Sequence[tuple[int, int]] = (), limit: int | None = None
+    ) -> list[tuple[int, UUID, int]] | None:
+        """(position, aggregate id, version) of each event after ``position``, leaving out the
+        ranges of positions in ``own`` (batches the caller recorded itself); None when there
+        are more than ``limit``."""
+        query = self._select_changes if limit is None else self._select_changes + SQL(" LIMIT %b")
+        params: tuple[Any, ...] = (position, [o[0] for o in own], [o[1] for o in own])
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(query, params if limit is None else (*params, limit + 1), binary=True)
+            rows = curs.fetchall()
+        if limit is not None and len(rows) > limit:
+            return None
+        return [(r["notification_id"], r["originator_id"], r["originator_version"]) for r in rows]
+
+
+class SQLiteEventStore(SQLiteProcessRecorder):
+    chain_table_name = "event_chain"
+
+    def __init__(
+        self, datastore: SQLiteDatastore, *, events_table_name: str = "stored_events"
+    ) -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.create_table_statements.append(
+            "CREATE TABLE IF NOT EXISTS inbox (source text NOT NULL, id text NOT NULL, "
+            "PRIMARY KEY (source, id))"
+        )
+        self.create_table_statements.append(
+            f"CREATE TABLE IF NOT EXISTS {self.chain_table_name} (position INTEGER PRIMARY KEY, "
+            "originator_id TEXT NOT NULL, originator_version INTEGER NOT NULL, "
+            "topic TEXT NOT NULL, digest BLOB NOT NULL, hash BLOB NOT NULL)"
+        )
+        e, c = self.events_table_name, self.chain_table_name
+        self._checked = (
+            f"SELECT e.rowid AS notification_id, e.originator_id, e.originator_version, e.topic, "
+            f"e.state, c.digest FROM {e} e LEFT JOIN {c} c ON c.position = e.rowid"
+        )
+
+    def _create_table(self, c: SQLiteCursor) -> None:
+        c.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+            (self.chain_table_name,),
+        )
+        existed = c.fetchone() is not None
+        super()._create_table(c)
+        if existed:
+            return
+        c.execute(
+            "SELECT rowid, originator_id, originator_version, topic, state "
+            f"FROM {self.events_table_name} ORDER BY rowid"
+        )
+        links = list(
+            extend(
+                GENESIS,
+                ((r[0], UUID(r[1]), r[2], r[3], bytes(r[4])) for r in c.fetchall()),
+            )
+        )
+        if links:
+            self._write_links(c, links)
+            log.warning(
+                "hash chain started over %d events recorded before it (up to position %d)",
+                len(links),
+                links[-1].position,
+            )
+
+    def _write_links(self, c: SQLiteCursor, links: Sequence[Link]) -> None:
+        c.executemany(
+            f"INSERT INTO {self.chain_table_name} (position, originator_id, originator_version, "
+            "topic, digest, hash) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (k.position, k.originator_id.hex, k.originator_version, k.topic, k.digest, k.hash)
+                for k in links
+            ],
+        )
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        returning = super()._insert_events(c, stored_events, **kwargs)
+        received: list[MessageKey] = kwargs.get("received") or []
+        if received:
+            c.executemany("INSERT INTO inbox (source, id) VALUES (?, ?)", received)
+        if stored_events:
+            assert returning is not None and len(returning) == len(stored_events)
+            c.execute(
+                f"SELECT position, hash FROM {self.chain_table_name} ORDER BY position DESC LIMIT 1"
+            )
+            head = c.fetchone()
+            previous = GENESIS
+            if head is not None:
+                if head[0] >= returning[0]:
+                    raise ChainAhead(
+                        f"the hash chain has a link at position {head[0]}, at or after new "
+                        f"position {returning[0]} (events were deleted from the end of the "
+                        "log): run `jiayi audit verify`"
+                    )
+                previous = bytes(head[1])
+            self._write_links(
+                c,
+                list(
+                    extend(
+                        previous,
+                        (
+                            (i, _uuid(e.originator_id), e.originator_version, e.topic, e.state)
+                            for i, e in zip(returning, stored_events, strict=True)
+                        ),
+                    )
+                ),
+            )
+        return returning
+
+    def _checked_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        out: list[tuple[Any, ...]] = []
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(sql, params)
+            for r in c.fetchall():
+                oid, state, digest = UUID(r[1]), bytes(r[4]), r[5]
+                checked(r[0], oid, r[2], r[3], state, None if digest is None else bytes(digest))
+                out.append((r[0], oid, r[2], r[3], state))
+        return out
+
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        sql = self._checked + " WHERE e.originator_id = ?"
+        params: list[Any] = [
+            originator_id.hex if isinstance(originator_id, UUID) else originator_id
+        ]
+        if gt is not None:
+            sql += " AND e.originator_version > ?"
+            params.append(gt)
+        if lte is not None:
+            sql += " AND e.originator_version <= ?"
+            params.append(lte)
+        sql += " ORDER BY e.originator_version" + (" DESC" if desc else " ASC")
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [
+            StoredEvent(originator_id=r[1], originator_version=r[2], topic=r[3], state=r[4])
+            for r in self._checked_rows(sql, params)
+        ]
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        where: list[str] = []
+        params: list[Any] = []
+        if start is not None:
+            where.append("e.rowid >= ?" if inclusive_of_start else "e.rowid > ?")
+            params.append(start)
+        if stop is not None:
+            where.append("e.rowid <= ?")
+            params.append(stop)
+        if topics:
+            where.append(f"e.topic IN ({', '.join('?' * len(topics))})")
+            params.extend(topics)
+        sql = self._checked
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY e.rowid LIMIT ?"
+        params.append(limit)
+        return [
+            Notification(
+                id=r[0], originator_id=r[1], originator_version=r[2], topic=r[3], state=r[4]
+            )
+            for r in self._checked_rows(sql, params)
+        ]
+
+    def received(self, keys: Iterable[MessageKey]) -> set[MessageKey]:
+        found: set[MessageKey] = set()
+        with self.datastore.transaction(commit=False) as c:
+            for key in keys:
+                c.execute("SELECT 1 FROM inbox WHERE source = ? AND id = ?", key)
+                if c.fetchone():
+                    found.add(key)
+        return found
+
+    def select_events_of(self, originator_ids: Iterable[UUID]) -> list[StoredEvent]:
+        return [e for i in originator_ids for e in self.select_events(i)]
+
+    def changes_since(
+        self, position: int, own: Sequence[tuple[int, int]] = (), limit: int | None = None
+    ) -> list[tuple[int, UUID, int]] | None:
+        found: list[tuple[int, UUID, int]] = []
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                "SELECT rowid, originator_id, originator_version"
+                f" FROM {self.events_table_name} WHERE rowid > ? ORDER BY rowid",
+                (position,),
+            )
+            for r in c.fetchall():
+                if any(first <= r["rowid"] <= last for first, last in own):
+                    continue
+                if limit is not None and len(found) == limit:
+                    return None
+                found.append((r["rowid"], UUID(r["originator_id"]), r["originator_version"]))
+        return found
+
+
+def recorder_topic(postgres: bool) -> str:
+    cls = PostgresEventStore if postgres else SQLiteEventStore
+    return f"{cls.__module__}:{cls.__qualname__}"
