@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -60,6 +61,42 @@ def checked(
     raise DamagedEvent(
         originator_id=originator_id, version=version, topic=topic, position=position, reason=reason
     )
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The event store's tables (names within the deployment's schema / SQLite file)."""
+
+    events: str
+    chain: str
+    seals: str
+    verifications: str
+    #: the events table's column that is the position in the log
+    position: str
+
+
+def tables(postgres: bool, application: str = "carecoordination") -> Tables:
+    if postgres:
+        return Tables(
+            events=f"{application}_events",
+            chain=f"{application}_chain",
+            seals=f"{application}_seals",
+            verifications=f"{application}_verifications",
+            position="notification_id",
+        )
+    return Tables("stored_events", "event_chain", "chain_seals", "chain_verifications", "rowid")
+
+
+#: Seals of the chain's head (signed outside the database, see ``audit.seals``) and the
+#: verifications made (``audit.verify``), created with the event store so every process has them.
+_AUDIT_TABLES = (
+    "CREATE TABLE IF NOT EXISTS {seals} (id {serial}, position bigint NOT NULL, "
+    "hash {blob} NOT NULL, sealed_at text NOT NULL, key_id text NOT NULL, "
+    "signature {blob} NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS {verifications} (id {serial}, started_at text NOT NULL, "
+    "finished_at text, requested_by text NOT NULL, from_position bigint NOT NULL, "
+    "to_position bigint, events bigint NOT NULL DEFAULT 0, ok integer, report text)",
+)
 
 
 def _uuid(value: UUID | str) -> UUID:
@@ -103,6 +140,18 @@ class PostgresEventStore(PostgresProcessRecorder):
                 "topic text NOT NULL, digest bytea NOT NULL, hash bytea NOT NULL)"
             ).format(schema, chain, Identifier(self.datastore.originator_id_type))
         )
+        names = tables(True, base)
+        for statement in _AUDIT_TABLES:
+            self.sql_create_statements.append(
+                SQL(
+                    statement.format(
+                        seals="{0}.{1}",
+                        verifications="{0}.{2}",
+                        serial="bigserial PRIMARY KEY",
+                        blob="bytea",
+                    )
+                ).format(schema, Identifier(names.seals), Identifier(names.verifications))
+            )
         self._insert_inbox = SQL(
             "INSERT INTO {0}.{1} (source, id) SELECT * FROM unnest(%b::text[], %b::text[])"
         ).format(schema, self.inbox_table)
@@ -414,6 +463,16 @@ class SQLiteEventStore(SQLiteProcessRecorder):
             "originator_id TEXT NOT NULL, originator_version INTEGER NOT NULL, "
             "topic TEXT NOT NULL, digest BLOB NOT NULL, hash BLOB NOT NULL)"
         )
+        names = tables(False)
+        for statement in _AUDIT_TABLES:
+            self.create_table_statements.append(
+                statement.format(
+                    seals=names.seals,
+                    verifications=names.verifications,
+                    serial="INTEGER PRIMARY KEY",
+                    blob="BLOB",
+                )
+            )
         e, c = self.events_table_name, self.chain_table_name
         self._checked = (
             f"SELECT e.rowid AS notification_id, e.originator_id, e.originator_version, e.topic, "

@@ -23,6 +23,7 @@ COMMANDS = (
     "consume",
     "publish",
     "partners",
+    "audit",
 )
 
 

@@ -232,6 +232,19 @@ class Settings(BaseSettings):
     #: system's.
     kafka_ssl_cafile: CaFile = None
 
+    # --- provable history (see audit/) ---------------------------------------------------------
+    #: The Ed25519 key (PEM, PKCS#8) that signs seals of the hash chain, kept outside the
+    #: database. The embedded default creates ``<data_dir>/audit/seal-key.pem`` when missing;
+    #: elsewhere, unset means no seals are made (``jiayi audit seal`` says so).
+    audit_key_file: Annotated[Path | None, BeforeValidator(_blank_is_unset)] = None
+    #: A copy of every seal, one JSON object a line, outside the database (default
+    #: ``<data_dir>/audit/seals.jsonl``): what ``jiayi audit verify --seals`` checks against.
+    audit_seal_log: Annotated[Path | None, BeforeValidator(_blank_is_unset)] = None
+    #: Seconds between seals made by the long-running processes (when the log moved).
+    audit_seal_interval: Positive = 300
+    #: The Kafka topic seals are published to (when Kafka is configured).
+    audit_topic: str = "jiayi.audit.seals"
+
     @model_validator(mode="after")
     def _kafka_credentials(self) -> Settings:
         if not self.kafka_bootstrap or self.kafka_security_protocol == "PLAINTEXT":

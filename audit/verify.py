@@ -1,0 +1,476 @@
+"""``jiayi audit verify``: walk the log and its chain, and name every broken link.
+
+The events and the chain's rows are read in position order from one snapshot and merged.
+For each position:
+
+- an event with no link: ``inserted`` (a row added outside the application);
+- a link with no event: ``deleted`` (the link still names the aggregate and event type);
+- an event whose digest is not its link's: ``reordered`` when it is the row recorded at another
+  position (moved whole), ``swapped`` when its state is the one recorded at another position
+  (states exchanged between rows), otherwise ``changed`` (a value, a byte; or its aggregate,
+  version or topic);
+- a link that does not follow from the one before: the row before it was ``inserted`` with a
+  forged link, rows before it were ``deleted`` with their links, or its own hash was
+  ``changed``;
+
+then every seal (the database's, and the copies given with ``--seals``): a seal whose
+signature does not verify with the deployment's public key is ``forged-seal``; one the chain
+no longer matches is ``rewritten`` (the chain was recomputed without the key: the change lies
+after the last seal that still matches); one past the end of the log means its tail was
+``deleted``; one held elsewhere but missing from the database is ``seal-missing``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from hashlib import sha256
+from typing import Any
+from uuid import UUID
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from audit.seals import Seal
+from eventstore.chain import GENESIS, event_digest, link
+from eventstore.recorders import Tables, tables
+from projections.store import ViewStore
+
+_EVENT = b"jiayi.event.v1\x00"
+PAGE = 20_000
+
+
+@dataclass(frozen=True)
+class Finding:
+    position: int
+    kind: str
+    aggregate: str | None
+    event_type: str | None
+    detail: str
+
+
+@dataclass
+class Report:
+    start: int
+    end: int = 0
+    events: int = 0
+    seals: int = 0
+    seconds: float = 0.0
+    seals_trusted: bool = True
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ok"] = self.ok
+        return data
+
+
+def event_type(topic: str | None) -> str | None:
+    return None if topic is None else topic.rsplit(":", 1)[-1]
+
+
+@dataclass
+class _Row:
+    position: int
+    oid: UUID
+    version: int
+    topic: str
+    state: bytes
+    digest: bytes
+
+
+class Source:
+    """Reads the events, the chain and the seals of one store within one snapshot."""
+
+    def __init__(self, store: ViewStore) -> None:
+        self.store = store
+        self.names: Tables = tables(store.postgres)
+
+    def __enter__(self) -> Source:
+        if self.store.postgres:
+            self.store.conn.autocommit = False
+            self.store.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        else:
+            self.store.conn.execute("BEGIN")
+            # a read transaction takes its snapshot at the first read
+            self.store.conn.execute(f"SELECT 1 FROM {self.names.chain} LIMIT 1").fetchall()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.store.conn.execute("ROLLBACK")
+        if self.store.postgres:
+            self.store.conn.autocommit = True
+
+    def before(self, start: int) -> tuple[bytes, bytes]:
+        """The stored hashes of the last two links at or before ``start``."""
+        rows = self.store.conn.execute(
+            self.store.sql(
+                f"SELECT hash FROM {self.names.chain} WHERE position <= ? "
+                "ORDER BY position DESC LIMIT 2"
+            ),
+            (start,),
+        ).fetchall()
+        hashes = [bytes(r[0]) for r in rows] + [GENESIS, GENESIS]
+        return hashes[0], hashes[1]
+
+    def events(self, start: int, stop: int | None) -> Iterator[tuple[Any, ...]]:
+        n = self.names
+        where = f"{n.position} > ?" + ("" if stop is None else f" AND {n.position} <= ?")
+        params = (start,) if stop is None else (start, stop)
+        query = (
+            f"SELECT {n.position}, originator_id, originator_version, topic, state "
+            f"FROM {n.events} WHERE {where} ORDER BY {n.position}"
+        )
+        return self._stream(query, params, "jiayi_verify_events")
+
+    def links(self, start: int, stop: int | None) -> Iterator[tuple[Any, ...]]:
+        n = self.names
+        where = "position > ?" + ("" if stop is None else " AND position <= ?")
+        params = (start,) if stop is None else (start, stop)
+        query = f"SELECT position, digest, hash FROM {n.chain} WHERE {where} ORDER BY position"
+        return self._stream(query, params, "jiayi_verify_links")
+
+    def _stream(self, query: str, params: tuple[Any, ...], name: str) -> Iterator[tuple[Any, ...]]:
+        if self.store.postgres:
+            cur = self.store.conn.cursor(name=name, binary=True)
+            cur.itersize = PAGE
+            cur.execute(self.store.sql(query), params)
+            while rows := cur.fetchmany(PAGE):
+                yield from rows
+            cur.close()
+        else:
+            cur = self.store.conn.execute(query, params)
+            while rows := cur.fetchmany(PAGE):
+                yield from rows
+
+    def link_rows(self, positions: Sequence[int]) -> dict[int, tuple[UUID, int, str, bytes]]:
+        """(aggregate, version, topic, digest) recorded in the chain at ``positions``."""
+        found: dict[int, tuple[UUID, int, str, bytes]] = {}
+        for i in range(0, len(positions), 500):
+            part = list(positions[i : i + 500])
+            marks = ", ".join("?" * len(part))
+            for r in self.store.conn.execute(
+                self.store.sql(
+                    "SELECT position, originator_id, originator_version, topic, digest "
+                    f"FROM {self.names.chain} WHERE position IN ({marks})"
+                ),
+                part,
+            ).fetchall():
+                found[int(r[0])] = (_uuid(r[1]), int(r[2]), r[3], bytes(r[4]))
+        return found
+
+    def seals(self) -> list[Seal]:
+        return [
+            Seal(int(r[0]), bytes(r[1]), r[2], r[3], bytes(r[4]))
+            for r in self.store.conn.execute(
+                "SELECT position, hash, sealed_at, key_id, signature "
+                f"FROM {self.names.seals} ORDER BY id"
+            ).fetchall()
+        ]
+
+
+def _uuid(value: Any) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def verify(
+    store: ViewStore,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    elsewhere: Sequence[Seal] = (),
+    public: Ed25519PublicKey | None = None,
+) -> Report:
+    """Verify positions after ``start`` (up to ``stop``) against the chain and the seals."""
+    began = time.perf_counter()
+    report = Report(start=start, seals_trusted=public is not None)
+    with Source(store) as source:
+        stored_seals = source.seals()
+        seals = _merge_seals(stored_seals, elsewhere, report)
+        wanted = {s.position for s in seals}
+        hashes_at = _walk(source, start, stop, wanted, seals, report)
+    report.seconds = time.perf_counter() - began
+    _check_seals(seals, report, public, stop, hashes_at)
+    report.findings.sort(key=lambda f: (f.position, f.kind))
+    return report
+
+
+def _merge_seals(stored: list[Seal], elsewhere: Sequence[Seal], report: Report) -> list[Seal]:
+    known = {s.signature for s in stored}
+    merged = list(stored)
+    for s in elsewhere:
+        if s.signature not in known:
+            known.add(s.signature)
+            merged.append(s)
+            report.findings.append(
+                Finding(
+                    s.position,
+                    "seal-missing",
+                    None,
+                    None,
+                    f"the seal of {s.sealed_at} is held elsewhere but gone from the database",
+                )
+            )
+    return sorted(merged, key=lambda s: (s.position, s.sealed_at))
+
+
+def _walk(
+    source: Source,
+    start: int,
+    stop: int | None,
+    wanted: set[int],
+    seals: list[Seal],
+    report: Report,
+) -> dict[int, bytes]:
+    """Walk the rows; the stored hashes at the ``wanted`` positions (the seals')."""
+    findings = report.findings
+    previous, before_previous = source.before(start)
+    events = source.events(start, stop)
+    links = source.links(start, stop)
+    e = next(events, None)
+    k = next(links, None)
+    mismatched: list[_Row] = []
+    deleted: list[int] = []
+    # a link that did not follow: (position, its expected hash, previous position)
+    pending: tuple[int, bytes, int] | None = None
+    previous_position = start
+    hashes_at: dict[int, bytes] = {}
+    count = 0
+    end = start
+    while e is not None or k is not None:
+        if k is None or (e is not None and e[0] < k[0]):
+            assert e is not None
+            findings.append(
+                Finding(
+                    e[0],
+                    "inserted",
+                    str(_uuid(e[1])),
+                    event_type(e[3]),
+                    "a stored event the chain never recorded (added outside the application)",
+                )
+            )
+            count += 1
+            end = max(end, e[0])
+            e = next(events, None)
+            continue
+        position, digest, hash_ = k[0], bytes(k[1]), bytes(k[2])
+        if e is None or position < e[0]:
+            deleted.append(position)
+        else:
+            oid = e[1]
+            raw = oid.bytes if isinstance(oid, UUID) else bytes.fromhex(oid)
+            state = e[4] if isinstance(e[4], bytes) else bytes(e[4])
+            t = e[3].encode()
+            actual = sha256(
+                _EVENT
+                + raw
+                + e[2].to_bytes(8, "big", signed=True)
+                + len(t).to_bytes(4, "big")
+                + t
+                + state
+            ).digest()
+            if actual != digest:
+                mismatched.append(_Row(position, _uuid(oid), e[2], e[3], state, actual))
+            count += 1
+            e = next(events, None)
+        expected = sha256(previous + position.to_bytes(8, "big") + digest).digest()
+        if pending is not None:
+            at, pending_expected, pending_previous = pending
+            pending = None
+            if expected == hash_:
+                findings.append(_gap(pending_previous, at))
+            elif link(pending_expected, position, digest) == hash_:
+                findings.append(
+                    Finding(at, "changed", None, None, "its link hash in the chain was edited")
+                )
+                expected = hash_  # the row after it followed from the right value
+            else:
+                findings.append(
+                    Finding(at, "changed", None, None, "its link does not follow the one before")
+                )
+        if expected != hash_:
+            if link(before_previous, position, digest) == hash_:
+                findings.append(
+                    Finding(
+                        previous_position,
+                        "inserted",
+                        None,
+                        None,
+                        "a row was inserted into the chain with a forged link",
+                    )
+                )
+            else:
+                pending = (position, expected, previous_position)
+        if position in wanted:
+            hashes_at[position] = hash_
+        before_previous, previous, previous_position = previous, hash_, position
+        end = max(end, position)
+        k = next(links, None)
+    if pending is not None:
+        findings.append(_gap(pending[2], pending[0]))
+    report.events = count
+    report.end = end
+    report.seals = len(seals)
+    _classify(source, mismatched, deleted, findings)
+    return hashes_at
+
+
+def _gap(after: int, at: int) -> Finding:
+    if at - after == 2:
+        where = f"position {after + 1}"
+    else:
+        where = f"positions after {after} and before {at}"
+    return Finding(
+        after + 1,
+        "deleted",
+        None,
+        None,
+        f"events and their links were deleted: {where} (the link at {at} no longer follows)",
+    )
+
+
+def _classify(
+    source: Source, mismatched: list[_Row], deleted: list[int], findings: list[Finding]
+) -> None:
+    recorded = source.link_rows([r.position for r in mismatched] + deleted)
+    for position in deleted:
+        oid, version, topic, _ = recorded[position]
+        findings.append(
+            Finding(
+                position,
+                "deleted",
+                str(oid),
+                event_type(topic),
+                f"the event (version {version}) is gone; its link remains",
+            )
+        )
+    by_digest = {recorded[r.position][3]: r.position for r in mismatched}
+    pairable = len(mismatched) <= 2_000
+    for row in mismatched:
+        oid, version, topic, _ = recorded[row.position]
+        moved_from = by_digest.get(row.digest)
+        if moved_from is not None and moved_from != row.position:
+            findings.append(
+                Finding(
+                    row.position,
+                    "reordered",
+                    str(row.oid),
+                    event_type(row.topic),
+                    f"the event recorded at position {moved_from} now stands here",
+                )
+            )
+            continue
+        swapped = None
+        if pairable:
+            for other in mismatched:
+                if other is row:
+                    continue
+                o_oid, o_version, o_topic, o_digest = recorded[other.position]
+                if event_digest(o_oid, o_version, o_topic, row.state) == o_digest:
+                    swapped = other.position
+                    break
+        if swapped is not None:
+            findings.append(
+                Finding(
+                    row.position,
+                    "swapped",
+                    str(oid),
+                    event_type(topic),
+                    f"its state is the one recorded at position {swapped}",
+                )
+            )
+            continue
+        if (row.oid, row.version, row.topic) != (oid, version, topic):
+            detail = (
+                f"recorded as aggregate {oid} version {version} {event_type(topic)}; "
+                f"now names aggregate {row.oid} version {row.version} {event_type(row.topic)}"
+            )
+        else:
+            detail = "its stored state is not the one recorded"
+        findings.append(Finding(row.position, "changed", str(oid), event_type(topic), detail))
+
+
+def _check_seals(
+    seals: list[Seal],
+    report: Report,
+    public: Ed25519PublicKey | None,
+    stop: int | None,
+    hashes_at: dict[int, bytes],
+) -> None:
+    last_good = report.start
+    rewritten_reported = False
+    for seal in seals:
+        if public is not None and not seal.valid(public):
+            report.findings.append(
+                Finding(
+                    seal.position,
+                    "forged-seal",
+                    None,
+                    None,
+                    f"the seal of {seal.sealed_at} is not signed by the deployment's key",
+                )
+            )
+            continue
+        if seal.position <= report.start or (stop is not None and seal.position > stop):
+            continue
+        if seal.position > report.end and stop is None:
+            report.findings.append(
+                Finding(
+                    report.end + 1,
+                    "deleted",
+                    None,
+                    None,
+                    f"the log ends at position {report.end}, but the seal of {seal.sealed_at} "
+                    f"covers position {seal.position}: events after {report.end} were deleted",
+                )
+            )
+            continue
+        found = hashes_at.get(seal.position)
+        if found is None:
+            continue  # its link was deleted: reported by the walk
+        if found == seal.hash:
+            last_good = seal.position
+        elif not rewritten_reported:
+            rewritten_reported = True
+            report.findings.append(
+                Finding(
+                    last_good + 1,
+                    "rewritten",
+                    None,
+                    None,
+                    f"the chain was recomputed without the signing key between positions "
+                    f"{last_good + 1} and {seal.position}: it no longer matches the seal of "
+                    f"{seal.sealed_at} at position {seal.position}",
+                )
+            )
+
+
+# --- recorded verifications (the auditors' route and page) -----------------------------------
+
+
+def record(store: ViewStore, report: Report, requested_by: str, started_at: datetime) -> int:
+    names = tables(store.postgres)
+    data = report.to_json()
+    data["findings"] = data["findings"][:1000]
+    store.execute(
+        f"INSERT INTO {names.verifications} (started_at, finished_at, requested_by, "
+        "from_position, to_position, events, ok, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            started_at.isoformat(),
+            datetime.now(UTC).isoformat(),
+            requested_by,
+            report.start,
+            report.end,
+            report.events,
+            1 if report.ok else 0,
+            json.dumps(data),
+        ),
+    )
+    row = store.one(f"SELECT max(id) AS id FROM {names.verifications}")
+    return int(row["id"]) if row else 0
