@@ -160,11 +160,10 @@ def test_an_untouched_history_verifies(settings: Settings, story: Any, key: Any)
     assert (report.events, report.end, report.seals) == (89, 89, 1)
 
 
-def test_a_changed_value_is_named(settings: Settings, db: Db, story: Any) -> None:
-    app, _ = story
+def test_a_changed_value_is_named(settings: Settings, db: Db) -> None:
     state = db.state(30)
-    changed = state.replace(b'"', b"'", 1) if b"Xu" not in state else state.replace(b"Xu", b"Xi")
-    assert changed != state
+    changed = state.replace(b"2026", b"2025", 1)
+    assert changed != state and changed.count(b"2025") >= 1
     db.set_state(30, changed)
     report = check(settings)
     assert kinds(report) == [(30, "changed")]
@@ -231,12 +230,11 @@ def test_reordered_rows_are_named(settings: Settings, db: Db) -> None:
 
 
 def test_a_chain_recomputed_without_the_key_is_caught_by_the_seals(
-    settings: Settings, db: Db, story: Any, key: Ed25519PrivateKey
+    settings: Settings, db: Db, key: Ed25519PrivateKey
 ) -> None:
     """Seals after position 34 and after 35 (the history as it was being written); the
     intruder changes 35 and recomputes every digest and link: the chain alone verifies, the
     seal no longer does, and the change is placed between the two seals."""
-    app, _ = story
     store = db.store
     n = db.names
     # seals as the schedule makes them while the log grows: at 34, then at the head (89)
