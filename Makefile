@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest services stop-services demo bench-replay bench-api bench-ingest clean
+.PHONY: run test lint typecheck pytest services stop-services demo bench-replay bench-api bench-ingest bench-audit clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,6 +24,11 @@ demo: $(STAMP)
 bench-replay: $(STAMP)
 	JIAYI_POSTGRES_URL=$${JIAYI_POSTGRES_URL:-$$(infra/postgres/ensure.sh)} \
 	$(BIN)/python bench/replay.py --events $${EVENTS:-1000000} --schema $${SCHEMA:-bench_replay_1m}
+
+# `jiayi audit verify` over the bench-replay log (1M events), vs a raw read of the same rows.
+bench-audit: $(STAMP)
+	JIAYI_POSTGRES_URL=$${JIAYI_POSTGRES_URL:-$$(infra/postgres/ensure.sh)} \
+	$(BIN)/python bench/audit.py --events $${EVENTS:-1000000} --schema $${SCHEMA:-bench_replay_1m}
 
 bench-api: $(STAMP)
 	JIAYI_POSTGRES_URL=$${JIAYI_POSTGRES_URL:-$$(infra/postgres/ensure.sh)} \

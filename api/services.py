@@ -7,6 +7,7 @@ import threading
 from api.database import SideStore
 from api.idempotency import IdempotencyStore
 from api.tokens import TokenStore
+from audit.service import Verifications
 from domain.application import CareCoordination
 from jiayi.bootstrap import build_application
 from jiayi.settings import Settings
@@ -28,6 +29,7 @@ class Services:
         self.store = SideStore(settings)
         self.tokens = TokenStore(self.store)
         self.idempotency = IdempotencyStore(self.store)
+        self.verifications = Verifications(settings)
         self._application = application
         self._owns_application = application is None
         self._lock = threading.Lock()

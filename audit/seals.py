@@ -296,8 +296,13 @@ class SealSchedule:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop, sealing the head once more (a clean stop leaves the last events sealed)."""
         self._stop.set()
         self._thread.join(timeout)
+        try:
+            self.sealer.seal()
+        except Exception:
+            log.exception("the last seal failed")
         self.sealer.close()
 
     def _loop(self) -> None:
@@ -306,6 +311,19 @@ class SealSchedule:
                 self.sealer.seal()
             except Exception:
                 log.exception("sealing the hash chain failed; trying again in %ss", self.interval)
+
+
+def start_schedule(settings: Settings, *, to_kafka: bool = False) -> SealSchedule | None:
+    """The seal schedule of a long-running process; None (and a log line) without a key."""
+    try:
+        key = signing_key(settings, create=True)
+    except NoSigningKey as e:
+        log.warning("seals off: %s", e)
+        return None
+    publish = kafka_publisher(settings) if to_kafka else None
+    return SealSchedule(
+        Sealer(settings, key, publish=publish), settings.audit_seal_interval
+    ).start()
 
 
 def kafka_publisher(settings: Settings) -> Callable[[Seal], None] | None:

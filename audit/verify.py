@@ -474,3 +474,21 @@ def record(store: ViewStore, report: Report, requested_by: str, started_at: date
     )
     row = store.one(f"SELECT max(id) AS id FROM {names.verifications}")
     return int(row["id"]) if row else 0
+
+
+def last(store: ViewStore) -> dict[str, Any] | None:
+    """The latest recorded verification (its report as recorded)."""
+    names = tables(store.postgres)
+    row = store.one(
+        f"SELECT id, started_at, finished_at, requested_by, from_position, to_position, events, "
+        f"ok, report FROM {names.verifications} ORDER BY id DESC LIMIT 1"
+    )
+    if row is None:
+        return None
+    report = json.loads(row.pop("report") or "{}")
+    row["ok"] = bool(row["ok"])
+    row["findings"] = report.get("findings", [])
+    row["seals"] = report.get("seals", 0)
+    row["seals_trusted"] = report.get("seals_trusted", False)
+    row["seconds"] = report.get("seconds", 0.0)
+    return row

@@ -237,7 +237,7 @@ def ensure_topics(settings: Settings, partners: Iterable[UUID] = ()) -> None:
     ``partners`` (:mod:`consumers.topics`)."""
     from consumers.topics import inbound_topic, outbound_topic
 
-    names = [settings.dead_letter_topic]
+    names = [settings.dead_letter_topic, settings.audit_topic]
     if settings.platform_topic:
         names.append(settings.platform_topic)
     prefix = settings.partner_topic_prefix

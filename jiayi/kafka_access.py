@@ -115,6 +115,9 @@ def service_acls(settings: Settings) -> list[Any]:
         _acl(CONSUMER, "WRITE", "TOPIC", settings.dead_letter_topic),
         _acl(CONSUMER, "DESCRIBE", "TOPIC", settings.dead_letter_topic),
         _acl(CONSUMER, "READ", "GROUP", settings.consumer_group),
+        # seals of the hash chain (audit.seals): written by the relay, read by auditors
+        _acl(RELAY, "WRITE", "TOPIC", settings.audit_topic),
+        _acl(RELAY, "DESCRIBE", "TOPIC", settings.audit_topic),
     ]
     if settings.platform_topic:
         acls += [
@@ -175,7 +178,7 @@ def setup_services(
     """The shared topics, the consumer's and relay's ACLs, and their SCRAM users: created when
     missing (or all replaced with ``rotate``), or set to ``passwords`` (user -> password, as
     a deployment that keeps them in its secrets does). Returns the credentials made now."""
-    shared = [settings.dead_letter_topic]
+    shared = [settings.dead_letter_topic, settings.audit_topic]
     if settings.platform_topic:
         shared.append(settings.platform_topic)
     _ensure_topics(admin, settings, shared)

@@ -12,6 +12,7 @@ from api.routes import (
     referrals,
     teams,
     transfers,
+    verification,
     worklists,
 )
 
@@ -26,4 +27,5 @@ MODULES = (
     quotas,
     worklists,
     kpis,
+    verification,
 )

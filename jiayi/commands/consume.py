@@ -8,6 +8,7 @@ import signal
 import threading
 from typing import Any
 
+from audit.seals import start_schedule
 from jiayi.bootstrap import build_inbound_consumer, ensure_topics
 from jiayi.settings import Settings
 
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     ensure_topics(settings)
     inbound = build_inbound_consumer(settings)
     stop = stop_on_signals()
+    seals = start_schedule(settings)
     print(
         f"consuming {settings.partner_topic_prefix}<organisation>.in"
         f" as group {settings.consumer_group}",
@@ -41,5 +43,7 @@ def run(args: argparse.Namespace) -> int:
     inbound.run(stop, idle_exit=args.idle_exit)
     print(f"applied {inbound.applied}, dead-lettered {inbound.dead}", flush=True)
     inbound.consumer.close()
+    if seals is not None:
+        seals.stop()
     inbound.app.close()
     return 0

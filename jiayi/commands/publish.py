@@ -6,6 +6,7 @@ import argparse
 import logging
 from typing import Any
 
+from audit.seals import start_schedule
 from jiayi.bootstrap import build_relay, ensure_topics
 from jiayi.commands.consume import stop_on_signals
 from jiayi.settings import Settings
@@ -24,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     ensure_topics(settings)
     relay = build_relay(settings)
     stop = stop_on_signals()
+    seals = start_schedule(settings, to_kafka=True)
     print(
         f"publishing to {settings.partner_topic_prefix}<organisation>.out"
         + (f" and {settings.platform_topic}" if settings.platform_topic else "")
@@ -32,5 +34,7 @@ def run(args: argparse.Namespace) -> int:
     )
     relay.run(stop)
     print(f"published {relay.published}", flush=True)
+    if seals is not None:
+        seals.stop()
     relay.app.close()
     return 0

@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.main import create_app
+    from audit.seals import start_schedule
 
     settings: Settings = args.settings
     host = args.host or settings.http_host
@@ -51,11 +52,14 @@ def run(args: argparse.Namespace) -> int:
         for line in summary.lines():
             print("  " + line)
     views = build_read_side(settings, app)
+    seals = start_schedule(settings)
     _print_help(host, port)
     _print_organisations(app)
     try:
         uvicorn.run(create_app(settings, app=app, queries=views.queries), host=host, port=port)
     finally:
+        if seals is not None:
+            seals.stop()
         views.close()
         app.close()
     return 0

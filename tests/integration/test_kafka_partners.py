@@ -295,3 +295,56 @@ def test_the_consumer_and_the_relay_run_as_their_own_least_privilege_principals(
         refused(lambda: receive(relay_client, inbound)), TopicAuthorizationFailedError
     )
     app.close()
+
+
+@pytest.mark.postgres
+def test_seals_are_published_by_the_relay_and_read_back_by_the_auditor(
+    postgres_settings: Settings, kafka_bootstrap: str
+) -> None:
+    """The relay's principal publishes each seal to the audit topic (the consumer's may not);
+    `jiayi audit verify --seals kafka` reads them back, and a seal gone from the database is
+    found there."""
+    from audit import seals as sealing
+    from audit.verify import verify
+
+    settings = exchange_settings(postgres_settings, kafka_bootstrap).model_copy(
+        update={"audit_topic": f"t.{uuid.uuid4().hex[:8]}.audit"}
+    )
+    app = build_application(settings)
+    build_world(app).patient()
+    admin = build_admin(settings)
+    try:
+        made = {c.username: c for c in kafka_access.setup_services(admin, settings, rotate=True)}
+    finally:
+        admin.close()
+    as_relay = settings.model_copy(
+        update={
+            "kafka_username": kafka_access.RELAY,
+            "kafka_password": SecretStr(made[kafka_access.RELAY].password),
+        }
+    )
+    as_consumer = settings.model_copy(
+        update={
+            "kafka_username": kafka_access.CONSUMER,
+            "kafka_password": SecretStr(made[kafka_access.CONSUMER].password),
+        }
+    )
+    key = sealing.create_key(settings.data_dir / "seal-key.pem")
+    sealer = sealing.Sealer(as_relay, key, publish=sealing.kafka_publisher(as_relay))
+    try:
+        seal = eventually(lambda: sealer.seal(force=True))
+    finally:
+        sealer.close()
+    assert seal is not None
+    published = eventually(lambda: sealing.read_topic(settings))
+    assert seal in published
+    refused(lambda: send(kafka_client_config(as_consumer, "consumer"), settings.audit_topic, b"x"))
+
+    store = sealing.open_store(settings)
+    try:
+        store.execute(f"DELETE FROM {sealing.SealBook(store).tables.seals}")
+        report = verify(store, elsewhere=published, public=key.public_key())
+    finally:
+        store.close()
+    assert [(f.position, f.kind) for f in report.findings] == [(seal.position, "seal-missing")]
+    app.close()
