@@ -23,8 +23,9 @@ after the last seal that still matches); one past the end of the log means its t
 from __future__ import annotations
 
 import json
+import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from hashlib import sha256
@@ -39,6 +40,8 @@ from eventstore.recorders import Tables, tables
 from projections.store import ViewStore
 
 _EVENT = b"jiayi.event.v1\x00"
+_Q = struct.Struct(">q")
+_I = struct.Struct(">I")
 PAGE = 20_000
 
 
@@ -86,11 +89,34 @@ class _Row:
 
 
 class Source:
-    """Reads the events, the chain and the seals of one store within one snapshot."""
+    """Reads the events, the chain and the seals of one store within one snapshot, in ranges
+    of positions.
+
+    Event rows come as (position, what the digest covers after its prefix): on PostgreSQL the
+    server concatenates aggregate id, version, topic length, topic and state
+    (``uuid_send || int8send || int4send || convert_to || state``), so Python only hashes."""
 
     def __init__(self, store: ViewStore) -> None:
         self.store = store
         self.names: Tables = tables(store.postgres)
+        n = self.names
+        if store.postgres:
+            self._events = (
+                f"SELECT {n.position}, uuid_send(originator_id) || int8send(originator_version)"
+                " || int4send(octet_length(topic)) || convert_to(topic, 'UTF8') || state "
+                f"FROM {n.events} WHERE {n.position} > %s AND {n.position} <= %s "
+                f"ORDER BY {n.position}"
+            )
+        else:
+            self._events = (
+                f"SELECT {n.position}, originator_id, originator_version, topic, state "
+                f"FROM {n.events} WHERE {n.position} > ? AND {n.position} <= ? "
+                f"ORDER BY {n.position}"
+            )
+        self._links = self.store.sql(
+            f"SELECT position, digest, hash FROM {n.chain} WHERE position > ? AND position <= ? "
+            "ORDER BY position"
+        )
 
     def __enter__(self) -> Source:
         if self.store.postgres:
@@ -107,6 +133,14 @@ class Source:
         if self.store.postgres:
             self.store.conn.autocommit = True
 
+    def last_position(self) -> int:
+        n = self.names
+        row = self.store.conn.execute(
+            f"SELECT (SELECT max({n.position}) FROM {n.events}), "
+            f"(SELECT max(position) FROM {n.chain})"
+        ).fetchone()
+        return max(row[0] or 0, row[1] or 0)
+
     def before(self, start: int) -> tuple[bytes, bytes]:
         """The stored hashes of the last two links at or before ``start``."""
         rows = self.store.conn.execute(
@@ -119,35 +153,53 @@ class Source:
         hashes = [bytes(r[0]) for r in rows] + [GENESIS, GENESIS]
         return hashes[0], hashes[1]
 
-    def events(self, start: int, stop: int | None) -> Iterator[tuple[Any, ...]]:
-        n = self.names
-        where = f"{n.position} > ?" + ("" if stop is None else f" AND {n.position} <= ?")
-        params = (start,) if stop is None else (start, stop)
-        query = (
-            f"SELECT {n.position}, originator_id, originator_version, topic, state "
-            f"FROM {n.events} WHERE {where} ORDER BY {n.position}"
-        )
-        return self._stream(query, params, "jiayi_verify_events")
-
-    def links(self, start: int, stop: int | None) -> Iterator[tuple[Any, ...]]:
-        n = self.names
-        where = "position > ?" + ("" if stop is None else " AND position <= ?")
-        params = (start,) if stop is None else (start, stop)
-        query = f"SELECT position, digest, hash FROM {n.chain} WHERE {where} ORDER BY position"
-        return self._stream(query, params, "jiayi_verify_links")
-
-    def _stream(self, query: str, params: tuple[Any, ...], name: str) -> Iterator[tuple[Any, ...]]:
+    def events(self, after: int, upto: int) -> list[tuple[int, bytes]]:
+        """(position, digested bytes after the prefix) of the events in ``(after, upto]``."""
         if self.store.postgres:
-            cur = self.store.conn.cursor(name=name, binary=True)
-            cur.itersize = PAGE
-            cur.execute(self.store.sql(query), params)
-            while rows := cur.fetchmany(PAGE):
-                yield from rows
-            cur.close()
-        else:
-            cur = self.store.conn.execute(query, params)
-            while rows := cur.fetchmany(PAGE):
-                yield from rows
+            with self.store.conn.cursor(binary=True) as cur:
+                cur.execute(self._events, (after, upto))
+                return cur.fetchall()
+        out = []
+        for r in self.store.conn.execute(self._events, (after, upto)).fetchall():
+            t = r[3].encode()
+            out.append(
+                (
+                    r[0],
+                    bytes.fromhex(r[1])
+                    + _Q.pack(r[2])
+                    + _I.pack(len(t))
+                    + t
+                    + (r[4] if isinstance(r[4], bytes) else bytes(r[4])),
+                )
+            )
+        return out
+
+    def links(self, after: int, upto: int) -> list[tuple[int, bytes, bytes]]:
+        if self.store.postgres:
+            with self.store.conn.cursor(binary=True) as cur:
+                cur.execute(self._links, (after, upto))
+                return cur.fetchall()
+        return self.store.conn.execute(self._links, (after, upto)).fetchall()
+
+    def event_rows(self, positions: Sequence[int]) -> dict[int, _Row]:
+        """The events at ``positions``, whole (for what is wrong with them)."""
+        n = self.names
+        found: dict[int, _Row] = {}
+        for i in range(0, len(positions), 500):
+            part = list(positions[i : i + 500])
+            marks = ", ".join("?" * len(part))
+            for r in self.store.conn.execute(
+                self.store.sql(
+                    f"SELECT {n.position}, originator_id, originator_version, topic, state "
+                    f"FROM {n.events} WHERE {n.position} IN ({marks})"
+                ),
+                part,
+            ).fetchall():
+                oid, state = _uuid(r[1]), bytes(r[4])
+                found[int(r[0])] = _Row(
+                    int(r[0]), oid, r[2], r[3], state, event_digest(oid, r[2], r[3], state)
+                )
+        return found
 
     def link_rows(self, positions: Sequence[int]) -> dict[int, tuple[UUID, int, str, bytes]]:
         """(aggregate, version, topic, digest) recorded in the chain at ``positions``."""
@@ -231,94 +283,116 @@ def _walk(
     """Walk the rows; the stored hashes at the ``wanted`` positions (the seals')."""
     findings = report.findings
     previous, before_previous = source.before(start)
-    events = source.events(start, stop)
-    links = source.links(start, stop)
-    e = next(events, None)
-    k = next(links, None)
-    mismatched: list[_Row] = []
+    last = source.last_position() if stop is None else stop
+    mismatched: list[int] = []
     deleted: list[int] = []
+    inserted: list[int] = []
     # a link that did not follow: (position, its expected hash, previous position)
     pending: tuple[int, bytes, int] | None = None
     previous_position = start
     hashes_at: dict[int, bytes] = {}
     count = 0
     end = start
-    while e is not None or k is not None:
-        if k is None or (e is not None and e[0] < k[0]):
-            assert e is not None
-            findings.append(
-                Finding(
-                    e[0],
-                    "inserted",
-                    str(_uuid(e[1])),
-                    event_type(e[3]),
-                    "a stored event the chain never recorded (added outside the application)",
-                )
-            )
-            count += 1
-            end = max(end, e[0])
-            e = next(events, None)
-            continue
-        position, digest, hash_ = k[0], bytes(k[1]), bytes(k[2])
-        if e is None or position < e[0]:
-            deleted.append(position)
-        else:
-            oid = e[1]
-            raw = oid.bytes if isinstance(oid, UUID) else bytes.fromhex(oid)
-            state = e[4] if isinstance(e[4], bytes) else bytes(e[4])
-            t = e[3].encode()
-            actual = sha256(
-                _EVENT
-                + raw
-                + e[2].to_bytes(8, "big", signed=True)
-                + len(t).to_bytes(4, "big")
-                + t
-                + state
-            ).digest()
-            if actual != digest:
-                mismatched.append(_Row(position, _uuid(oid), e[2], e[3], state, actual))
-            count += 1
-            e = next(events, None)
-        expected = sha256(previous + position.to_bytes(8, "big") + digest).digest()
-        if pending is not None:
-            at, pending_expected, pending_previous = pending
-            pending = None
-            if expected == hash_:
-                findings.append(_gap(pending_previous, at))
-            elif link(pending_expected, position, digest) == hash_:
-                findings.append(
-                    Finding(at, "changed", None, None, "its link hash in the chain was edited")
-                )
-                expected = hash_  # the row after it followed from the right value
+    pack = _Q.pack
+    after = start
+    while after < last:
+        upto = min(after + PAGE, last)
+        events = source.events(after, upto)
+        links = source.links(after, upto)
+        after = upto
+        i = j = 0
+        ne, nl = len(events), len(links)
+        while i < ne or j < nl:
+            if j == nl or (i < ne and events[i][0] < links[j][0]):
+                inserted.append(events[i][0])
+                count += 1
+                end = max(end, events[i][0])
+                i += 1
+                continue
+            position, digest, hash_ = links[j]
+            j += 1
+            if i == ne or position < events[i][0]:
+                deleted.append(position)
             else:
-                findings.append(
-                    Finding(at, "changed", None, None, "its link does not follow the one before")
+                if sha256(_EVENT + events[i][1]).digest() != digest:
+                    mismatched.append(position)
+                count += 1
+                i += 1
+            expected = sha256(previous + pack(position) + digest).digest()
+            if pending is not None or expected != hash_:
+                expected, pending = _unlinked(
+                    findings,
+                    pending,
+                    position,
+                    digest,
+                    hash_,
+                    expected,
+                    before_previous,
+                    previous_position,
                 )
-        if expected != hash_:
-            if link(before_previous, position, digest) == hash_:
-                findings.append(
-                    Finding(
-                        previous_position,
-                        "inserted",
-                        None,
-                        None,
-                        "a row was inserted into the chain with a forged link",
-                    )
-                )
-            else:
-                pending = (position, expected, previous_position)
-        if position in wanted:
-            hashes_at[position] = hash_
-        before_previous, previous, previous_position = previous, hash_, position
-        end = max(end, position)
-        k = next(links, None)
+            if position in wanted:
+                hashes_at[position] = hash_
+            before_previous, previous, previous_position = previous, hash_, position
+            end = position
     if pending is not None:
         findings.append(_gap(pending[2], pending[0]))
     report.events = count
     report.end = end
     report.seals = len(seals)
+    for position in inserted:
+        row = source.event_rows([position])[position]
+        findings.append(
+            Finding(
+                position,
+                "inserted",
+                str(row.oid),
+                event_type(row.topic),
+                "a stored event the chain never recorded (added outside the application)",
+            )
+        )
     _classify(source, mismatched, deleted, findings)
     return hashes_at
+
+
+def _unlinked(
+    findings: list[Finding],
+    pending: tuple[int, bytes, int] | None,
+    position: int,
+    digest: bytes,
+    hash_: bytes,
+    expected: bytes,
+    before_previous: bytes,
+    previous_position: int,
+) -> tuple[bytes, tuple[int, bytes, int] | None]:
+    """What a link that does not follow from the one before says (the slow path)."""
+    if pending is not None:
+        at, pending_expected, pending_previous = pending
+        pending = None
+        if expected == hash_:
+            findings.append(_gap(pending_previous, at))
+        elif link(pending_expected, position, digest) == hash_:
+            findings.append(
+                Finding(at, "changed", None, None, "its link hash in the chain was edited")
+            )
+            expected = hash_  # the row after it followed from the right value
+        else:
+            findings.append(
+                Finding(at, "changed", None, None, "its link does not follow the one before")
+            )
+    if expected != hash_:
+        if link(before_previous, position, digest) == hash_:
+            findings.append(
+                Finding(
+                    previous_position,
+                    "inserted",
+                    None,
+                    None,
+                    "a row was inserted into the chain with a forged link",
+                )
+            )
+        else:
+            pending = (position, expected, previous_position)
+    return expected, pending
 
 
 def _gap(after: int, at: int) -> Finding:
@@ -336,9 +410,11 @@ def _gap(after: int, at: int) -> Finding:
 
 
 def _classify(
-    source: Source, mismatched: list[_Row], deleted: list[int], findings: list[Finding]
+    source: Source, positions: list[int], deleted: list[int], findings: list[Finding]
 ) -> None:
-    recorded = source.link_rows([r.position for r in mismatched] + deleted)
+    recorded = source.link_rows(positions + deleted)
+    rows = source.event_rows(positions)
+    mismatched = [rows[p] for p in positions]
     for position in deleted:
         oid, version, topic, _ = recorded[position]
         findings.append(
