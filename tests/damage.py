@@ -4,12 +4,13 @@ either store: what ``eventstore`` must meet as a ``DamagedEvent`` wherever the r
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from uuid import UUID
 
 import psycopg
 from psycopg import sql
 
+from eventstore.chain import event_digest
 from jiayi.settings import Settings
 
 
@@ -21,18 +22,21 @@ class Damage:
     aggregate: UUID
     version: int
     topic: str
-    original: bytes
+    original: bytes = field(repr=False)
 
 
-def _pg_table(settings: Settings) -> sql.Composed:
-    return sql.SQL("{}.carecoordination_events").format(
-        sql.Identifier(settings.postgres_schema or "public")
+def _pg_table(settings: Settings, name: str = "events") -> sql.Composed:
+    return sql.SQL("{}.{}").format(
+        sql.Identifier(settings.postgres_schema or "public"),
+        sql.Identifier(f"carecoordination_{name}"),
     )
 
 
-def damage(settings: Settings, aggregate: UUID, version: int) -> Damage:
+def damage(settings: Settings, aggregate: UUID, version: int, forge_digest: bool = False) -> Damage:
     """Flip one bit of the stored state of ``aggregate``'s event ``version`` (the last byte,
-    whatever the encoding: JSON, compressed or encrypted)."""
+    whatever the encoding: JSON, compressed or encrypted). ``forge_digest``: also write the
+    changed row's digest into the chain, as someone covering their tracks would (the row then
+    passes the digest check, and only the cipher, when encrypted, finds it out)."""
     if settings.uses_postgres:
         with psycopg.connect(settings.postgres_dsn(), autocommit=True) as conn:
             row = conn.execute(
@@ -51,6 +55,13 @@ def damage(settings: Settings, aggregate: UUID, version: int) -> Damage:
                 ),
                 (changed, position),
             )
+            if forge_digest:
+                conn.execute(
+                    sql.SQL("UPDATE {} SET digest = %s WHERE position = %s").format(
+                        _pg_table(settings, "chain")
+                    ),
+                    (event_digest(aggregate, version, topic, changed), position),
+                )
     else:
         with sqlite3.connect(settings.sqlite_path) as conn:
             found = conn.execute(
@@ -62,6 +73,11 @@ def damage(settings: Settings, aggregate: UUID, version: int) -> Damage:
             position, topic, state = int(found[0]), str(found[1]), bytes(found[2])
             changed = state[:-1] + bytes([state[-1] ^ 1])
             conn.execute("UPDATE stored_events SET state = ? WHERE rowid = ?", (changed, position))
+            if forge_digest:
+                conn.execute(
+                    "UPDATE event_chain SET digest = ? WHERE position = ?",
+                    (event_digest(aggregate, version, topic, changed), position),
+                )
         conn.close()
     return Damage(position, aggregate, version, topic, state)
 
