@@ -2,11 +2,12 @@
 on both stores: the recorder's bulk reads name it per aggregate; the projection runner stops
 just before it (nothing skipped, nothing past it), ``/ready`` says so, and it goes on once the
 row is repaired; ``jiayi projections rebuild`` / ``catch-up`` end with one line naming it; the
-API names the position of one only the cipher finds out."""
+API names the position of one only the cipher finds out; the relay stops before it."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from pydantic import SecretStr
 
 from api.main import create_app
 from api.tokens import Role
+from consumers.outbound import Relay
 from domain.application import CareCoordination
 from eventstore.errors import DamagedEvent
 from jiayi import cli
@@ -223,3 +225,61 @@ def test_the_api_names_the_position_of_an_event_only_the_cipher_finds_damaged(
         assert "does not decrypt" in line
     finally:
         app.close()
+
+
+class Acked:
+    def get(self, timeout: float | None = None) -> None:
+        return None
+
+
+class Producer:
+    """Takes every message at once (the relay's producer, without a broker)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    def send(self, topic: str, key: bytes, value: bytes, headers: Any) -> Any:
+        self.sent.append((topic, value))
+        return Acked()
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+    def close(self, timeout: float | None = None) -> None:
+        pass
+
+
+def test_the_relay_publishes_up_to_a_damaged_event_and_stops_before_it(
+    app: CareCoordination, world: World, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, second, _ = story(world)
+    done = damage(settings, second, 1)
+    producer = Producer()
+    relay = Relay(app, lambda: producer, "t.", platform="platform", damaged_retry=0.3)  # type: ignore[arg-type,return-value]
+    while True:
+        try:
+            if not relay.publish_once():
+                break
+        except DamagedEvent as exc:
+            assert exc.position == done.position
+            break
+    assert relay.position() == done.position - 1  # everything before it, nothing after
+    assert relay.stopped is not None and relay.stopped[0] == done.position
+    assert len([t for t, _ in producer.sent if t == "platform"]) == done.position - 1
+
+    caplog.set_level(logging.ERROR, logger="consumers.outbound")
+    stop = threading.Event()
+    running = threading.Thread(target=relay.run, args=(stop,), daemon=True)
+    running.start()
+    try:
+        wait(lambda: f"stopped before position {done.position}" in caplog.text)
+        time.sleep(0.5)
+        assert relay.position() == done.position - 1
+        repair(settings, done)
+        wait(lambda: relay.position() == app.max_position())
+        assert relay.stopped is None
+    finally:
+        stop.set()
+        running.join(10)
+    platform = [v for t, v in producer.sent if t == "platform"]
+    assert len(platform) == app.max_position()  # each once, none skipped
