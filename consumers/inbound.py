@@ -15,7 +15,7 @@ it changed, :mod:`domain.unit_of_work`): it is dead-lettered and the others stil
 A message touching an aggregate with a damaged event (:class:`~eventstore.errors.DamagedEvent`:
 a stored row not as recorded) is dead-lettered (``damaged-aggregate``, naming the event's
 place) and the others still apply; aggregates kept between batches are checked against the
-hash chain before each batch uses them (the database computes the digests), so no step is
+hash chain before each batch uses them (on PostgreSQL the database computes the digests), so no step is
 recorded on top of a row changed meanwhile.
 
 The consumer subscribes to every partner's inbound topic at once, with a pattern
@@ -416,8 +416,8 @@ class InboundConsumer:
         """Read every aggregate the batch will need in one query; the damaged ones (each with
         its first damaged event) are not seeded but returned.
 
-        Kept aggregates are checked against the hash chain first (one query, the digests
-        computed by the database, no events read): a row changed since they were kept makes
+        Kept aggregates are checked against the hash chain first (one query; on PostgreSQL
+        the database computes the digests and no events are read): a row changed since they were kept makes
         them damaged too, so no step is recorded on top of it."""
         ids: set[UUID] = {m.org_id for m in messages}
         for m in messages:
