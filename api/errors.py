@@ -7,6 +7,8 @@
   does not leak
 - no or unknown token -> 401; a role the endpoint does not allow -> 403
 - the database unreachable -> 503 with ``Retry-After``
+- a stored event not as recorded (``DamagedEvent``) -> 500 ``damaged-event`` with a fixed
+  detail (no id, no content); the log names the event's position, aggregate, version, topic
 
 Domain errors (:func:`domain_problem`) and an unreachable database (``UNAVAILABLE_PROBLEM``)
 are mapped once; the JSON API and the web pages (``api.web``) both answer with that mapping, so
@@ -31,9 +33,11 @@ from eventsourcing.persistence import OperationalError as ESOperationalError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.common import DomainError, InvalidValue
+from eventstore.errors import DamagedEvent
 
 log = logging.getLogger("jiayi.api")
 
@@ -69,6 +73,15 @@ UNAVAILABLE_PROBLEM = Problem(
     "service-unavailable",
     "the database is unavailable; retry shortly",
     headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+)
+
+
+#: A stored event failed its integrity check: the same answer whatever the event, so it tells
+#: nothing of what is stored; the operators find the event in the log (error level).
+DAMAGED_PROBLEM = Problem(
+    500,
+    "damaged-event",
+    "A stored record failed its integrity check; the operators have been told.",
 )
 
 
@@ -225,6 +238,33 @@ async def on_unavailable(request: Request, exc: Exception) -> Response:
     return _page(request, UNAVAILABLE_PROBLEM) or unavailable()
 
 
+def _position_of(request: Request, exc: DamagedEvent) -> int | None:
+    """The log position of a damaged event raised without one (the mapper, reading an
+    aggregate's events), looked up by aggregate and version; None if that fails too."""
+    try:
+        recorder = request.app.state.services.application().recorder
+        position: int | None = recorder.position_of(exc.originator_id, exc.version)
+        return position
+    except Exception:
+        log.debug("could not look up the position of %s", exc, exc_info=True)
+        return None
+
+
+async def on_damaged(request: Request, exc: DamagedEvent) -> Response:
+    position = exc.position
+    if position is None:
+        position = await run_in_threadpool(_position_of, request, exc)
+    log.error(
+        "damaged event met on %s %s (%s): %s",
+        request.method,
+        request.url.path,
+        exc.place(position),
+        exc.reason,
+    )
+    found = DAMAGED_PROBLEM
+    return _page(request, found) or problem(found.status, found.code, found.detail)
+
+
 async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return problem(500, "internal-error", "an unexpected error occurred")
@@ -235,6 +275,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, on_domain)  # type: ignore[arg-type]
     app.add_exception_handler(ApiProblem, on_api_problem)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, on_http)  # type: ignore[arg-type]
+    app.add_exception_handler(DamagedEvent, on_damaged)  # type: ignore[arg-type]
     for exc_type in UNAVAILABLE:
         app.add_exception_handler(exc_type, on_unavailable)
     app.add_exception_handler(Exception, on_unexpected)

@@ -4,7 +4,8 @@ Header names follow Kafka Connect's (``__connect.errors.*``) so existing tooling
 ``jiayi.error.code`` is the stable machine-readable reason (``malformed-message``,
 ``unknown-type``, ``unsupported-version``, ``schema-violation``, ``unknown-source``,
 ``source-mismatch``, ``not-found`` for anything absent or not the sender's to act on (one
-fixed message for both), or a domain error's code): :func:`dead_letter_codes` lists them all
+fixed message for both), ``damaged-aggregate`` (a stored event it touches is damaged), or a
+domain error's code): :func:`dead_letter_codes` lists them all
 with their meaning, as ``asyncapi.yaml`` does.
 """
 
@@ -33,6 +34,11 @@ CONSUMER_CODES = {
     ),
     "invalid-value": "a value the domain does not accept (also an unknown v1 measurement)",
     "domain-rule-broken": "a domain rule broken that has no code of its own",
+    "damaged-aggregate": (
+        "a stored event of an aggregate the message touches failed its integrity check (the"
+        " message names its position, aggregate, version and topic, never its content); nothing"
+        " of the message was applied"
+    ),
 }
 
 

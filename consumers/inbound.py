@@ -12,6 +12,12 @@ between the two it may be dead-lettered twice.
 A message whose use case fails leaves the batch as it was (the unit of work rolls back what
 it changed, :mod:`domain.unit_of_work`): it is dead-lettered and the others still apply.
 
+A message touching an aggregate with a damaged event (:class:`~eventstore.errors.DamagedEvent`:
+a stored row not as recorded) is dead-lettered (``damaged-aggregate``, naming the event's
+place) and the others still apply; aggregates kept between batches are checked against the
+hash chain before each batch uses them (on PostgreSQL the database computes the digests), so no step is
+recorded on top of a row changed meanwhile.
+
 The consumer subscribes to every partner's inbound topic at once, with a pattern
 (:func:`consumers.topics.inbound_pattern`; a new partner's topic joins at the next metadata
 refresh). The acting organisation is the one the topic belongs to: a message whose ``source``
@@ -48,6 +54,7 @@ from consumers.topics import inbound_pattern, org_of_inbound
 from domain.application import Batch, CareCoordination
 from domain.common import DomainError, NotFound
 from domain.organisations import Organisation
+from eventstore.errors import DamagedEvent
 from eventstore.recorders import MessageKey
 from runtime.pacing import CollectBetweenBatches
 
@@ -65,11 +72,19 @@ DEPRECATED_LOG_EVERY = 3600.0
 
 class ExchangeRecorder(Protocol):
     def received(self, keys: Any) -> set[MessageKey]: ...
-    def select_events_of(self, ids: Any) -> list[StoredEvent]: ...
+    def select_events_of(
+        self, ids: Any, damaged: dict[UUID, DamagedEvent] | None = None
+    ) -> list[StoredEvent]: ...
+    def damaged_among(self, ids: Any) -> dict[UUID, DamagedEvent]: ...
+    def position_of(self, originator_id: UUID, version: int) -> int | None: ...
     def changes_since(
         self, position: int, own: Any = (), limit: int | None = None
     ) -> list[tuple[int, UUID, int]] | None: ...
     def max_tracking_id(self, application_name: str) -> int | None: ...
+
+
+def _uuid(value: UUID | str) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
 
 
 def tracking_name(tp: TopicPartition) -> str:
@@ -83,6 +98,9 @@ NOT_FOUND = "not-found"
 SOURCE_MISMATCH = "source-mismatch"
 NOT_VISIBLE = "nothing with that id is visible to you"
 _NOT_FOUND_CLASS = f"{NotFound.__module__}.{NotFound.__qualname__}"
+#: A message touching an aggregate one of whose stored events is damaged.
+DAMAGED_AGGREGATE = "damaged-aggregate"
+_DAMAGED_CLASS = f"{DamagedEvent.__module__}.{DamagedEvent.__qualname__}"
 
 
 def _failure(exc: Exception, key: MessageKey | None = None) -> Failure:
@@ -92,6 +110,18 @@ def _failure(exc: Exception, key: MessageKey | None = None) -> Failure:
     code = getattr(exc, "code", "domain-rule-broken")
     message = getattr(exc, "message", str(exc))
     return Failure(code, message, f"{cls.__module__}.{cls.__qualname__}", key)
+
+
+def _damaged(exc: DamagedEvent, key: MessageKey | None) -> Failure:
+    """The dead letter of a message touching a damaged aggregate: where the event is and what
+    is wrong with it, never its content."""
+    return Failure(
+        DAMAGED_AGGREGATE,
+        f"a stored event of an aggregate this message touches is damaged ({exc.place()}:"
+        f" {exc.reason}); nothing of the message was applied",
+        _DAMAGED_CLASS,
+        key,
+    )
 
 
 class InboundConsumer:
@@ -196,6 +226,10 @@ class InboundConsumer:
                 log.warning("partition %s: %s; going back to the stored position", tp, exc)
                 time.sleep(1)
                 self._rewind(tp)
+            except DamagedEvent as exc:  # not expected (see _apply_batch): stop this partition
+                log.error("partition %s: %s; going back to the stored position", tp, exc)
+                time.sleep(1)
+                self._rewind(tp)
         return handled
 
     def _rewind(self, tp: TopicPartition) -> None:
@@ -273,7 +307,9 @@ class InboundConsumer:
         """After a batch is recorded, its aggregates equal the stored ones: keep them for the
         next batches. Another writer (the API, another member of the group) may change one
         meanwhile: :meth:`_forget_changed` drops it before it is used again (an aggregate a
-        batch only reads is never checked when the batch is recorded)."""
+        batch only reads is never checked when the batch is recorded). A stored row of it
+        changed in place (no new event: a damaged one) is found by :meth:`_prefetch`'s check
+        against the hash chain."""
         if len(self.cache) + len(batch.aggregates) > CACHE_LIMIT:
             self.cache.clear()  # what stays (this batch's aggregates) is as recorded
         self.cache.update(batch.aggregates)
@@ -324,7 +360,7 @@ class InboundConsumer:
         failed: list[tuple[ConsumerRecord, Failure]] = []
         received: list[MessageKey] = []
         with self.app.batch() as batch:
-            self._prefetch(batch, messages)
+            damaged = self._prefetch(batch, messages)
             for record, message in items:
                 if isinstance(message, Failure):
                     failed.append((record, message))
@@ -332,12 +368,21 @@ class InboundConsumer:
                 key = message.key
                 if key in seen:
                     continue  # applied before: redelivered or re-published
+                hit = self._damaged_touched(message, damaged)
+                if hit is not None:
+                    failed.append((record, _damaged(hit, key)))
+                    continue
                 try:
                     self._authorise(message)
                     message.command.run(self.app, message.actor, message.at)
                 except (DomainError, MessageRejected) as exc:
                     # the use case left the batch as it was (domain.unit_of_work)
                     failed.append((record, _failure(exc, key)))
+                    continue
+                except DamagedEvent as exc:  # an aggregate the use case loaded itself
+                    if exc.originator_id not in damaged:
+                        damaged[exc.originator_id] = self._note(exc)
+                    failed.append((record, _damaged(damaged[exc.originator_id], key)))
                     continue
                 seen.add(key)
                 received.append(key)
@@ -367,21 +412,72 @@ class InboundConsumer:
                 "unknown-source", f"{message.source} is not a registered organisation"
             ) from None
 
-    def _prefetch(self, batch: Batch, messages: list[PartnerMessage]) -> None:
-        """Read every aggregate the batch will need in one query."""
+    def _prefetch(self, batch: Batch, messages: list[PartnerMessage]) -> dict[UUID, DamagedEvent]:
+        """Read every aggregate the batch will need in one query; the damaged ones (each with
+        its first damaged event) are not seeded but returned.
+
+        Kept aggregates are checked against the hash chain first (one query; on PostgreSQL
+        the database computes the digests and no events are read): a row changed since they were kept makes
+        them damaged too, so no step is recorded on top of it."""
         ids: set[UUID] = {m.org_id for m in messages}
         for m in messages:
             ids.update(m.command.touches())
         self._forget_changed()
-        for known in ids & self.cache.keys():
+        kept = ids & self.cache.keys()
+        damaged = self.recorder.damaged_among(kept) if kept else {}
+        for known in kept - damaged.keys():
             batch.seed(self.cache[known])
-        wanted = ids - batch.aggregates.keys()
-        stored = self.recorder.select_events_of(wanted)
-        batch.seed_absent(wanted - {s.originator_id for s in stored})
-        for _, group in groupby(stored, key=lambda s: s.originator_id):
+        wanted = ids - batch.aggregates.keys() - damaged.keys()
+        stored = self.recorder.select_events_of(wanted, damaged)
+        batch.seed_absent(wanted - {s.originator_id for s in stored} - damaged.keys())
+        for id, group in groupby(stored, key=lambda s: s.originator_id):
             aggregate: Aggregate | None = None
-            for stored_event in group:
-                event = cast(AggregateEvent, self.app.mapper.to_domain_event(stored_event))
-                aggregate = event.mutate(aggregate)
+            try:
+                for stored_event in group:
+                    event = cast(AggregateEvent, self.app.mapper.to_domain_event(stored_event))
+                    aggregate = event.mutate(aggregate)
+            except DamagedEvent as exc:  # does not decrypt or decode
+                damaged.setdefault(_uuid(id), exc)
+                continue
             if aggregate is not None:
                 batch.seed(aggregate)
+        return {id: self._note(exc) for id, exc in damaged.items()}
+
+    def _note(self, exc: DamagedEvent) -> DamagedEvent:
+        """Log a damaged aggregate a batch met and forget it if kept; the exception, with its
+        event's position looked up when it has none."""
+        if exc.position is None:
+            try:
+                position = self.recorder.position_of(exc.originator_id, exc.version)
+            except Exception:  # naming the place is best effort
+                log.debug("could not look up the position of %s", exc, exc_info=True)
+                position = None
+            exc = DamagedEvent(
+                originator_id=exc.originator_id,
+                version=exc.version,
+                topic=exc.topic,
+                reason=exc.reason,
+                position=position,
+            )
+        self.cache.pop(exc.originator_id, None)
+        log.error(
+            "damaged event (%s): %s; messages touching aggregate %s are dead-lettered (%s)",
+            exc.place(),
+            exc.reason,
+            exc.originator_id,
+            DAMAGED_AGGREGATE,
+        )
+        return exc
+
+    @staticmethod
+    def _damaged_touched(
+        message: PartnerMessage, damaged: dict[UUID, DamagedEvent]
+    ) -> DamagedEvent | None:
+        if not damaged:
+            return None
+        if message.org_id in damaged:
+            return damaged[message.org_id]
+        for id in message.command.touches():
+            if id in damaged:
+                return damaged[id]
+        return None

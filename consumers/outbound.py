@@ -11,6 +11,12 @@ twice (same CloudEvent id ``<application>:<notification id>``), never out of ord
 missing. Messages are keyed by patient, so one patient's events stay in one partition in log
 order; events of aggregates without a patient (organisations, teams, quotas before booking) are
 keyed by their aggregate id.
+
+A damaged event in the log (:class:`~eventstore.errors.DamagedEvent`) stops the relay just
+before it: what precedes it is published, nothing after it (a gap would be silent, and the
+care relationships folded past an event not as recorded could route to the wrong partner).
+The relay logs it at error level, keeps it in :attr:`Relay.stopped` and looks again every
+``damaged_retry`` seconds; a repaired row lets it go on.
 """
 
 from __future__ import annotations
@@ -33,11 +39,14 @@ from consumers.routing import Router, apply_cut
 from consumers.topics import outbound_topic
 from domain.application import CareCoordination
 from domain.quotas import Quota
+from eventstore.errors import DamagedEvent
 
 log = logging.getLogger(__name__)
 SEND_TIMEOUT = 120.0
 #: Seconds before a recipient's missing outbound topic is looked for again.
 RECHECK = 30.0
+#: Seconds between two looks at a damaged event the relay stopped before.
+DAMAGED_RETRY = 30.0
 
 
 class TrackingRecorder(Protocol):
@@ -100,8 +109,12 @@ class Relay:
         leadership: Leadership | None = None,
         platform: str | None = None,
         ensure_topics: Callable[[list[str]], set[str]] | None = None,
+        damaged_retry: float = DAMAGED_RETRY,
     ) -> None:
         self.app = app
+        self.damaged_retry = damaged_retry
+        #: (the position it stopped before, the damaged event met there); None: not stopped.
+        self.stopped: tuple[int, DamagedEvent] | None = None
         #: Held while this relay publishes (see :mod:`consumers.leadership`); None: always.
         self.leadership = leadership
         self.recorder: TrackingRecorder = app.recorder  # type: ignore[assignment]
@@ -152,31 +165,60 @@ class Relay:
 
     def publish_once(self) -> int:
         """Send the next page after the stored position; store the position once acked, if
-        this relay (still) holds the leadership, which it takes when free."""
+        this relay (still) holds the leadership, which it takes when free. A page is cut
+        just before a damaged event; one right after the stored position raises
+        :class:`DamagedEvent` (kept in :attr:`stopped`)."""
         start = self.position()
+        try:
+            published = self._publish_after(start)
+        except DamagedEvent as exc:
+            self.stopped = (start + 1, exc)
+            raise
+        self.stopped = None
+        return published
+
+    def _publish_after(self, start: int) -> int:
         router = self._router(start)
-        page: Sequence[Notification] = self.app.recorder.select_notifications(
-            start=start + 1, limit=self.page
-        )
-        if not page:
+        select = self.app.recorder.select_notifications
+        try:
+            page: Sequence[Notification] = select(start=start + 1, limit=self.page)
+        except DamagedEvent as exc:
+            if exc.position is None or exc.position <= start + 1:
+                raise
+            page = select(start=start + 1, limit=self.page, stop=exc.position - 1)
+        decoded = self._decode(page)
+        if not decoded:
             return 0
         router.begin()  # a page that fails is undone: the fold stays at the stored position
         try:
-            sent = self._publish(page, router)
+            sent = self._publish(decoded, router)
         except BaseException:
             router.rollback()
             raise
         router.commit()
-        self.published += len(page)
+        self.published += len(decoded)
         self.sent += sent
-        return len(page)
+        return len(decoded)
 
-    def _publish(self, page: Sequence[Notification], router: Router) -> int:
-        messages: list[tuple[str, UUID, bytes]] = []
+    def _decode(self, page: Sequence[Notification]) -> list[tuple[Notification, Any, UUID]]:
+        """Each notification with its domain event and patient, up to a damaged event (which
+        raises when it is the first)."""
+        out: list[tuple[Notification, Any, UUID]] = []
         for n in page:
-            event = self.app.mapper.to_domain_event(n)
+            try:
+                event = self.app.mapper.to_domain_event(n)
+                patient = self.keys.of(event, n.topic)
+            except DamagedEvent:
+                if not out:
+                    raise
+                break
+            out.append((n, event, patient))
+        return out
+
+    def _publish(self, page: list[tuple[Notification, Any, UUID]], router: Router) -> int:
+        messages: list[tuple[str, UUID, bytes]] = []
+        for n, event, patient in page:
             name = type(event).__qualname__
-            patient = self.keys.of(event, n.topic)
             for org, cut in router.route(name, event, n.id, patient):
                 value = domain_event(
                     event,
@@ -206,7 +248,7 @@ class Relay:
             f.get(timeout=SEND_TIMEOUT)  # raises unless the broker acknowledged
         if self.leadership is not None and not self.leadership.hold():
             raise LeadershipLost(f"another relay may be publishing {self.prefix}*")
-        self.recorder.insert_tracking(Tracking(self.name, page[-1].id))
+        self.recorder.insert_tracking(Tracking(self.name, page[-1][0].id))
         return len(messages)
 
     def _router(self, start: int) -> Router:
@@ -271,6 +313,18 @@ class Relay:
                 try:
                     sent = self.publish_once()
                     backoff = 0.5
+                except DamagedEvent as exc:  # never skip it: stop before it, look again slowly
+                    before = self.stopped[0] if self.stopped else "?"
+                    log.error(
+                        "relay: stopped before position %s at a damaged event (%s): %s; "
+                        "looking again in %.0f s",
+                        before,
+                        exc.place(),
+                        exc.reason,
+                        self.damaged_retry,
+                    )
+                    stop.wait(self.damaged_retry)
+                    continue
                 except Exception as exc:  # broker or database away: never skip, try again
                     log.warning(
                         "relay: %s; retrying from the stored position in %.1fs", exc, backoff

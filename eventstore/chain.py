@@ -22,7 +22,8 @@ from hashlib import sha256
 from uuid import UUID
 
 GENESIS = sha256(b"jiayi.chain.genesis.v1").digest()
-_EVENT = b"jiayi.event.v1\x00"
+#: What every digest starts with (``recorders`` also computes it in SQL, on PostgreSQL).
+EVENT_PREFIX = b"jiayi.event.v1\x00"
 
 
 def event_digest(originator_id: UUID, version: int, topic: str, state: bytes) -> bytes:
@@ -30,7 +31,7 @@ def event_digest(originator_id: UUID, version: int, topic: str, state: bytes) ->
     return sha256(
         b"".join(
             (
-                _EVENT,
+                EVENT_PREFIX,
                 originator_id.bytes,
                 version.to_bytes(8, "big", signed=True),
                 len(t).to_bytes(4, "big"),

@@ -33,3 +33,11 @@ class DamagedEvent(Exception):
             f"damaged event ({where}aggregate {originator_id} version {version}, {topic}): "
             f"{reason}; run `jiayi audit verify`"
         )
+
+    def place(self, position: int | None = None) -> str:
+        """Where it is, for a log line or an operator's message (never its content):
+        ``position 12, aggregate <id> version 2, topic <topic>``; ``position`` when the
+        exception has none (looked up by the caller)."""
+        found = self.position if self.position is not None else position
+        where = f"position {found}" if found is not None else "position unknown"
+        return f"{where}, aggregate {self.originator_id} version {self.version}, topic {self.topic}"

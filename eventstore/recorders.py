@@ -31,7 +31,7 @@ from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteProcessRec
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
-from eventstore.chain import GENESIS, Link, event_digest, extend
+from eventstore.chain import EVENT_PREFIX, GENESIS, Link, event_digest, extend
 from eventstore.errors import DamagedEvent
 
 log = logging.getLogger("jiayi.eventstore")
@@ -186,6 +186,21 @@ class PostgresEventStore(PostgresProcessRecorder):
             "%b::bigint[]) AS own(first, last) WHERE notification_id BETWEEN first AND last) "
             "ORDER BY notification_id"
         ).format(schema, events)
+        # the first damaged event of each of some aggregates, the digests computed by the
+        # database (as eventstore.chain does): nothing but the damaged rows comes back
+        self._select_damaged = SQL(
+            "SELECT DISTINCT ON (e.originator_id) e.notification_id, e.originator_id, "
+            "e.originator_version, e.topic, c.digest IS NULL AS unchained "
+            "FROM {0}.{1} e LEFT JOIN {0}.{2} c ON c.position = e.notification_id "
+            "WHERE e.originator_id = ANY(%b) AND (c.digest IS NULL OR c.digest <> sha256("
+            "%b::bytea || uuid_send(e.originator_id::uuid) || int8send(e.originator_version) "
+            "|| int4send(length(convert_to(e.topic, 'UTF8'))) || convert_to(e.topic, 'UTF8') "
+            "|| e.state)) ORDER BY e.originator_id, e.originator_version"
+        ).format(schema, events, chain)
+        self._select_position = SQL(
+            "SELECT notification_id FROM {0}.{1} WHERE originator_id = %b "
+            "AND originator_version = %b"
+        ).format(schema, events)
         self._chain_exists = SQL("SELECT to_regclass(%s) IS NOT NULL AS found")
         self._adopt_rows = SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state "
@@ -317,21 +332,39 @@ class PostgresEventStore(PostgresProcessRecorder):
 
     # --- reads, checked against the chain ----------------------------------------------------
 
-    def _checked_rows(self, statement: Composed, params: Sequence[Any]) -> list[DictRow]:
+    def _checked_rows(
+        self,
+        statement: Composed,
+        params: Sequence[Any],
+        damaged: dict[UUID, DamagedEvent] | None = None,
+    ) -> list[DictRow]:
+        """The rows, each checked against the chain: DamagedEvent for the first that is not
+        as recorded, or, with ``damaged``, every row of such an aggregate left out and its
+        first damaged event put there."""
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(statement, params, binary=True)
             rows: list[DictRow] = curs.fetchall()
+        found = False
         for r in rows:
             state = r["state"] = bytes(r["state"])
             digest = r["digest"]
-            checked(
-                r["notification_id"],
-                r["originator_id"],
-                r["originator_version"],
-                r["topic"],
-                state,
-                None if digest is None else bytes(digest),
-            )
+            try:
+                checked(
+                    r["notification_id"],
+                    r["originator_id"],
+                    r["originator_version"],
+                    r["topic"],
+                    state,
+                    None if digest is None else bytes(digest),
+                )
+            except DamagedEvent as exc:
+                if damaged is None:
+                    raise
+                damaged.setdefault(exc.originator_id, exc)
+                found = True
+        if found:
+            assert damaged is not None
+            rows = [r for r in rows if r["originator_id"] not in damaged]
         return rows
 
     def select_events(
@@ -415,9 +448,13 @@ class PostgresEventStore(PostgresProcessRecorder):
             rows: list[DictRow] = curs.fetchall()
         return {(r["source"], r["id"]) for r in rows}
 
-    def select_events_of(self, originator_ids: Iterable[UUID]) -> list[StoredEvent]:
+    def select_events_of(
+        self, originator_ids: Iterable[UUID], damaged: dict[UUID, DamagedEvent] | None = None
+    ) -> list[StoredEvent]:
         """Every event of the given aggregates in one query, by aggregate and version (each
-        checked against the chain: DamagedEvent names the first that is not as recorded)."""
+        checked against the chain: DamagedEvent names the first that is not as recorded).
+        With ``damaged``, an aggregate with a damaged event is left out instead and its first
+        damaged event put there (the others are still read)."""
         ids = list(originator_ids)
         if not ids:
             return []
@@ -428,8 +465,36 @@ class PostgresEventStore(PostgresProcessRecorder):
                 topic=r["topic"],
                 state=r["state"],
             )
-            for r in self._checked_rows(self._select_many, (ids,))
+            for r in self._checked_rows(self._select_many, (ids,), damaged)
         ]
+
+    def damaged_among(self, originator_ids: Iterable[UUID]) -> dict[UUID, DamagedEvent]:
+        """The first damaged event of each of the given aggregates that has one, checked
+        without reading their events: the database computes the digests (one query, only
+        damaged rows come back). For aggregates kept in memory that are about to be used."""
+        ids = list(originator_ids)
+        if not ids:
+            return {}
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._select_damaged, (ids, EVENT_PREFIX), binary=True)
+            rows: list[DictRow] = curs.fetchall()
+        return {
+            _uuid(r["originator_id"]): DamagedEvent(
+                originator_id=_uuid(r["originator_id"]),
+                version=r["originator_version"],
+                topic=r["topic"],
+                position=r["notification_id"],
+                reason=NOT_CHAINED if r["unchained"] else NOT_AS_CHAINED,
+            )
+            for r in rows
+        }
+
+    def position_of(self, originator_id: UUID, version: int) -> int | None:
+        """The log position of one aggregate's event (to name a damaged one found without)."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._select_position, (originator_id, version), binary=True)
+            row = curs.fetchone()
+        return None if row is None else int(row["notification_id"])
 
     def changes_since(
         self, position: int, own: Sequence[tuple[int, int]] = (), limit: int | None = None
@@ -552,14 +617,25 @@ class SQLiteEventStore(SQLiteProcessRecorder):
             )
         return returning
 
-    def _checked_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    def _checked_rows(
+        self, sql: str, params: Sequence[Any], damaged: dict[UUID, DamagedEvent] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """As :meth:`PostgresEventStore._checked_rows`."""
         out: list[tuple[Any, ...]] = []
         with self.datastore.transaction(commit=False) as c:
             c.execute(sql, params)
             for r in c.fetchall():
                 oid, state, digest = UUID(r[1]), bytes(r[4]), r[5]
-                checked(r[0], oid, r[2], r[3], state, None if digest is None else bytes(digest))
+                try:
+                    checked(r[0], oid, r[2], r[3], state, None if digest is None else bytes(digest))
+                except DamagedEvent as exc:
+                    if damaged is None:
+                        raise
+                    damaged.setdefault(oid, exc)
+                    continue
                 out.append((r[0], oid, r[2], r[3], state))
+        if damaged:
+            out = [r for r in out if r[1] not in damaged]
         return out
 
     def select_events(
@@ -631,8 +707,34 @@ class SQLiteEventStore(SQLiteProcessRecorder):
                     found.add(key)
         return found
 
-    def select_events_of(self, originator_ids: Iterable[UUID]) -> list[StoredEvent]:
-        return [e for i in originator_ids for e in self.select_events(i)]
+    def select_events_of(
+        self, originator_ids: Iterable[UUID], damaged: dict[UUID, DamagedEvent] | None = None
+    ) -> list[StoredEvent]:
+        """As :meth:`PostgresEventStore.select_events_of` (one query an aggregate)."""
+        if damaged is None:
+            return [e for i in originator_ids for e in self.select_events(i)]
+        sql = self._checked + " WHERE e.originator_id = ? ORDER BY e.originator_version"
+        return [
+            StoredEvent(originator_id=r[1], originator_version=r[2], topic=r[3], state=r[4])
+            for i in originator_ids
+            for r in self._checked_rows(sql, [i.hex], damaged)
+        ]
+
+    def damaged_among(self, originator_ids: Iterable[UUID]) -> dict[UUID, DamagedEvent]:
+        """As :meth:`PostgresEventStore.damaged_among`; the digests are computed here."""
+        damaged: dict[UUID, DamagedEvent] = {}
+        self.select_events_of(originator_ids, damaged)
+        return damaged
+
+    def position_of(self, originator_id: UUID, version: int) -> int | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT rowid FROM {self.events_table_name} "
+                "WHERE originator_id = ? AND originator_version = ?",
+                (originator_id.hex, version),
+            )
+            row = c.fetchone()
+        return None if row is None else int(row[0])
 
     def changes_since(
         self, position: int, own: Sequence[tuple[int, int]] = (), limit: int | None = None

@@ -15,6 +15,8 @@ from datetime import date, datetime
 from typing import Any, Protocol
 from uuid import UUID
 
+from eventstore.errors import DamagedEvent
+
 
 @dataclass(frozen=True)
 class Scope:
@@ -39,6 +41,9 @@ class Queries(Protocol):
 
     def log_position(self) -> int:
         """The last position recorded in the log (the views may still be behind it)."""
+
+    def stopped_at(self) -> DamagedEvent | None:
+        """The damaged event the views stopped before, if they did (``/ready`` says so)."""
 
     def wait_for(self, position: int, timeout: float = 5.0) -> bool:
         """Block until the views reach ``position`` (read-your-writes); False on timeout."""

@@ -7,6 +7,11 @@ a restart or a second runner never loses or double-applies an event.
 
 ``rebuild`` drops and recreates views and bulk-loads them from the log (optionally only events
 recorded up to ``as_of``) in one transaction: readers see the old views until it commits.
+
+A damaged event (:class:`~eventstore.errors.DamagedEvent`) stops the views just before it:
+``run_once`` applies what precedes it and then raises, so the views are never built past a
+row that is not as recorded, and nothing is skipped. :class:`RunnerThread` records it and looks
+again slowly (a repaired row lets it go on); ``rebuild`` fails as a whole.
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from eventsourcing.persistence import Notification
+
+from eventstore.errors import DamagedEvent
 from projections.base import Projection, Rows
 from projections.care import CareProjection
 from projections.directory import DirectoryProjection
-from projections.events import LogReader
+from projections.events import Ev, LogReader
 from projections.relations import RelationsProjection
 from projections.store import ViewStore
 from projections.timeline import TimelineProjection
@@ -38,6 +46,8 @@ PROJECTIONS: tuple[type[Projection], ...] = (
 )
 BATCH = 2000
 REBUILD_PAGE = 5000
+#: Seconds between two looks at a damaged event the runner stopped at.
+DAMAGED_RETRY = 30.0
 #: Timeline rows kept in memory during a rebuild before they are streamed to the store.
 APPEND_FLUSH = 50_000
 
@@ -88,13 +98,15 @@ class Runner:
         return min(self.positions().values(), default=0)
 
     def run_once(self, limit: int = BATCH) -> int:
-        """Process the next batch; returns how many notifications it covered (0: caught up)."""
+        """Process the next batch; returns how many notifications it covered (0: caught up).
+
+        A damaged event in the batch: the events before it are processed, and the next call
+        raises :class:`DamagedEvent` (the views stop just before it)."""
         positions = self.positions()
         start = min(positions.values())
-        page = self.reader.page(start, limit)
+        page, events = self._read(start, limit)
         if not page:
             return 0
-        events = self.reader.decode(page)
         last = page[-1].id
         try:
             for p in self.projections:
@@ -115,6 +127,18 @@ class Runner:
         for rows in self.rows.values():
             rows.committed()
         return len(page)
+
+    def _read(self, start: int, limit: int) -> tuple[Sequence[Notification], list[Ev]]:
+        """The page after ``start``, decoded; cut just before a damaged event, which raises
+        when it is the first."""
+        try:
+            page = self.reader.page(start, limit)
+            return page, self.reader.decode(page)
+        except DamagedEvent as exc:
+            if exc.position is None or exc.position <= start + 1:
+                raise
+            page = self.reader.page(start, limit, stop=exc.position - 1)
+            return page, self.reader.decode(page)
 
     def catch_up(self, limit: int = BATCH) -> int:
         total = 0
@@ -212,7 +236,9 @@ class RunnerThread:
     """The runner in a background thread (the embedded default runs it in-process).
 
     ``open_store`` makes a fresh connection: after any failure (a lost connection included)
-    the thread forgets its cache, reconnects and carries on from the stored positions.
+    the thread forgets its cache, reconnects and carries on from the stored positions. At a
+    damaged event it stops (the views stay just before it), keeps it in :attr:`damaged`, logs
+    it and looks again every ``damaged_retry`` seconds, going on once the row is repaired.
     """
 
     def __init__(
@@ -221,13 +247,17 @@ class RunnerThread:
         reader: LogReader,
         poll: float = 0.05,
         name: str = "projections-runner",
+        damaged_retry: float = DAMAGED_RETRY,
     ) -> None:
         self.open_store = open_store
         self.reader = reader
         self.poll = poll
+        self.damaged_retry = damaged_retry
         self.stopping = threading.Event()
         self.nudged = threading.Event()
         self.failures = 0
+        #: The damaged event the views stopped before (None: not stopped).
+        self.damaged: DamagedEvent | None = None
         self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def start(self) -> RunnerThread:
@@ -255,6 +285,17 @@ class RunnerThread:
                         self.nudged.wait(self.poll)
                         self.nudged.clear()
                     backoff = 0.1
+                    self.damaged = None
+            except DamagedEvent as exc:
+                self.damaged = exc
+                log.error(
+                    "projection runner stopped before a damaged event (%s): %s; looking again "
+                    "in %.0f s",
+                    exc.place(),
+                    exc.reason,
+                    self.damaged_retry,
+                )
+                self.stopping.wait(self.damaged_retry)
             except Exception:
                 self.failures += 1
                 log.exception("projection runner failed; restarting in %.1f s", backoff)

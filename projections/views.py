@@ -17,6 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from domain.common import add_years
+from eventstore.errors import DamagedEvent
 from projections import kpis as formulas
 from projections.events import LogReader, moment_text
 from projections.location import Location
@@ -134,6 +135,17 @@ class ViewQueries:
     def log_position(self) -> int:
         return self.reader.max_position()
 
+    def stopped_at(self) -> DamagedEvent | None:
+        """The damaged event the views wait at: the one right after their position, when it
+        is damaged (the runner stops before it, wherever it runs); None otherwise. One row
+        read."""
+        position = self.position()
+        try:
+            self.reader.decode(self.reader.page(position, 1))
+        except DamagedEvent as exc:
+            return exc
+        return None
+
     def wait_for(self, position: int, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout
         while self.position() < position:
@@ -173,10 +185,14 @@ class ViewQueries:
     def replay(self, moment: str, progress: Callable[[int], None] | None = None) -> ViewStore:
         """The views as of ``moment``: reused when already replayed, else rebuilt."""
         store = self.location.as_of(moment).open()
-        store.ensure_tracking()
-        if set(store.positions()) < {p.name for p in select()}:
-            # not pacing the collector: this may run in a request thread of the API
-            rebuild(store, self.reader, progress=progress, as_of=moment, pace_gc=False)
+        try:
+            store.ensure_tracking()
+            if set(store.positions()) < {p.name for p in select()}:
+                # not pacing the collector: this may run in a request thread of the API
+                rebuild(store, self.reader, progress=progress, as_of=moment, pace_gc=False)
+        except BaseException:  # a damaged event, the database away: nothing is kept open
+            store.close()
+            raise
         return store
 
     # --- patients -----------------------------------------------------------------------

@@ -45,6 +45,10 @@ LABELS: dict[str, tuple[str, str]] = {
         "The records are not available right now; try again shortly.",
         "数据暂不可用，请稍后重试。",
     ),
+    "damaged": (
+        "A stored record failed its integrity check; the operators have been told.",
+        "一条存储的记录未通过完整性校验，已通知运维人员。",
+    ),
     "error": ("Something went wrong", "出错了"),
     "back": ("Back", "返回"),
     "done": ("Done.", "已完成。"),

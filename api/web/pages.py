@@ -4,7 +4,8 @@ Pages read through the same :class:`Queries` and :class:`Scope` as the JSON API 
 the same use cases with the signed-in person's ``Actor``; roles per page are the API's
 (``api.deps``). A domain error or an unreachable database gets the status and code the API
 gives it (``api.errors.domain_problem``): anything not visible reads as a 404 page, an invalid value
-422, a broken rule 409 with its message, the database unavailable 503.
+422, a broken rule 409 with its message, the database unavailable 503, a damaged stored
+event 500 (``damaged-event``, no data).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from api import deps
-from api.errors import UNAVAILABLE, Problem, ProblemPages, domain_problem
+from api.errors import DAMAGED_PROBLEM, UNAVAILABLE, Problem, ProblemPages, domain_problem
 from api.schemas import EARLIEST, LATEST
 from api.services import Services
 from api.tokens import Principal, Role
@@ -527,12 +528,14 @@ def on_page_error(request: Request, exc: Exception) -> Response:
 
 
 def _problem_text(ctx: Ctx, found: Problem) -> str:
-    """What a person reads for a classified problem: the labels for "not visible" and "try
-    again shortly", else the domain's own message."""
+    """What a person reads for a classified problem: the labels for "not visible", "try
+    again shortly" and a damaged record, else the domain's own message."""
     if found.status == 404:
         return ctx.t("not_found")
     if found.status == 503:
         return ctx.t("unavailable")
+    if found.code == DAMAGED_PROBLEM.code:
+        return ctx.t("damaged")
     return found.detail
 
 

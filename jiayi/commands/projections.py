@@ -1,12 +1,19 @@
-"""``jiayi projections rebuild [VIEW ...]``: rebuild views from the log, with progress."""
+"""``jiayi projections rebuild [VIEW ...]``: rebuild views from the log, with progress.
+
+A damaged event in the log stops ``rebuild`` (nothing rebuilt: the views stay as they were)
+and ``catch-up`` (the views stay just before it) with one line naming the event and exit
+status 3; ``run`` stops before it and looks again slowly (:class:`RunnerThread`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from tqdm import tqdm
 
+from eventstore.errors import DamagedEvent
 from jiayi.bootstrap import build_application, rebuild_views, view_location
 from jiayi.settings import Settings
 from projections.events import LogReader
@@ -26,13 +33,29 @@ def register(sub: Any) -> None:
     f.set_defaults(func=run_follow)
 
 
+#: Exit status of a command stopped by a damaged event.
+DAMAGED = 3
+
+
+def damaged(command: str, exc: DamagedEvent, outcome: str) -> int:
+    """One line on stderr naming the damaged event (never its content); the exit status."""
+    print(
+        f"jiayi {command}: damaged event at {exc.place()}: {exc.reason}; {outcome}",
+        file=sys.stderr,
+    )
+    return DAMAGED
+
+
 def run_rebuild(args: argparse.Namespace) -> int:
     settings: Settings = args.settings
     app = build_application(settings)
     total = LogReader(app).max_position()
     app.close()
-    with tqdm(total=total, unit="event", disable=None) as bar:
-        summary = rebuild_views(settings, args.views or None, progress=bar.update)
+    try:
+        with tqdm(total=total, unit="event", disable=None) as bar:
+            summary = rebuild_views(settings, args.views or None, progress=bar.update)
+    except DamagedEvent as exc:
+        return damaged("projections rebuild", exc, "nothing was rebuilt")
     for line in summary.lines():
         print(line)
     return 0
@@ -42,12 +65,21 @@ def run_catch_up(args: argparse.Namespace) -> int:
     settings: Settings = args.settings
     app = build_application(settings)
     store = view_location(settings).open()
+    runner = Runner(store, LogReader(app))
+    n = 0
     try:
-        n = Runner(store, LogReader(app)).catch_up()
-        print(f"processed {n:,} events")
+        while done := runner.run_once():
+            n += done
+    except DamagedEvent as exc:
+        return damaged(
+            "projections catch-up",
+            exc,
+            f"processed {n:,} events; the views stop before it, at position {runner.position()}",
+        )
     finally:
         store.close()
         app.close()
+    print(f"processed {n:,} events")
     return 0
 
 

@@ -8,7 +8,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from eventstore.errors import DamagedEvent
 from jiayi.bootstrap import build_application, view_location
+from jiayi.commands.projections import damaged
 from jiayi.settings import Settings
 from projections.events import LogReader, moment_text
 from projections.views import ViewQueries
@@ -35,8 +37,11 @@ def run(args: argparse.Namespace) -> int:
     queries = ViewQueries(location, reader, timezone=settings.zone())
     moment = moment_text(args.as_of)
     try:
-        with tqdm(total=reader.max_position(), unit="event", disable=None) as bar:
-            store = queries.replay(moment, progress=bar.update)
+        try:
+            with tqdm(total=reader.max_position(), unit="event", disable=None) as bar:
+                store = queries.replay(moment, progress=bar.update)
+        except DamagedEvent as exc:
+            return damaged("replay", exc, "nothing was replayed")
         target = location.as_of(moment)
         where = target.schema if target.postgres_params else target.sqlite_path
         print(f"views as of {moment} are in {where} (position {min(store.positions().values())})")
