@@ -197,6 +197,16 @@ class PostgresEventStore(PostgresProcessRecorder):
             "|| int4send(length(convert_to(e.topic, 'UTF8'))) || convert_to(e.topic, 'UTF8') "
             "|| e.state)) ORDER BY e.originator_id, e.originator_version"
         ).format(schema, events, chain)
+        self._events_name = f'"{self.datastore.schema}"."{self.events_table_name}"'
+        self._chain_name = f'"{self.datastore.schema}"."{self.chain_table_name}"'
+        self._tampering_seen: tuple[int, int] | None = None
+        self._select_tampering = SQL(
+            "SELECT current_setting('track_counts')::bool AS counting, "
+            "(SELECT sum(pg_stat_get_tuples_updated(t) + pg_stat_get_tuples_deleted(t)) "
+            "FROM unnest(ARRAY[%s::regclass, %s::regclass]) AS t) AS changed, "
+            "extract(epoch FROM pg_stat_get_db_stat_reset_time("
+            "(SELECT oid FROM pg_database WHERE datname = current_database()))) AS reset"
+        )
         self._select_position = SQL(
             "SELECT notification_id FROM {0}.{1} WHERE originator_id = %b "
             "AND originator_version = %b"
@@ -468,6 +478,23 @@ class PostgresEventStore(PostgresProcessRecorder):
             for r in self._checked_rows(self._select_many, (ids,), damaged)
         ]
 
+    def changed_outside(self) -> bool:
+        """Whether rows of the events or chain table were updated or deleted since the last
+        call (the application only ever inserts them): PostgreSQL's cumulative statistics,
+        so nothing is read but two counters. True on the first call, and always when the
+        server does not count (``track_counts`` off). The counters reach other sessions when
+        the changing one commits and flushes its statistics: at once when it ends, within
+        about ten seconds while it stays open (PostgreSQL 15)."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._select_tampering, (self._events_name, self._chain_name))
+            row = curs.fetchone()
+        assert row is not None
+        if not row["counting"]:
+            return True
+        seen = (int(row["changed"] or 0), int(row["reset"] or 0))
+        changed, self._tampering_seen = seen != self._tampering_seen, seen
+        return changed
+
     def damaged_among(self, originator_ids: Iterable[UUID]) -> dict[UUID, DamagedEvent]:
         """The first damaged event of each of the given aggregates that has one, checked
         without reading their events: the database computes the digests (one query, only
@@ -719,6 +746,10 @@ class SQLiteEventStore(SQLiteProcessRecorder):
             for i in originator_ids
             for r in self._checked_rows(sql, [i.hex], damaged)
         ]
+
+    def changed_outside(self) -> bool:
+        """SQLite keeps no such counters: always check."""
+        return True
 
     def damaged_among(self, originator_ids: Iterable[UUID]) -> dict[UUID, DamagedEvent]:
         """As :meth:`PostgresEventStore.damaged_among`; the digests are computed here."""
