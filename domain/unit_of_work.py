@@ -203,9 +203,18 @@ class UnitOfWork(Application[UUID]):
                 raise AlreadyExists(f"{id} is already taken", id=str(id))
             if id in batch.absent:
                 return id
-        if self.recorder.select_events(id, limit=1):
+        if self._taken(id):
             raise AlreadyExists(f"{id} is already taken", id=str(id))
         return id
+
+    def _taken(self, id: UUID) -> bool:
+        """Whether ``id`` has events: asked of the recorder without reading one when it can
+        (``has_events``: the event store's recorders check every event they return against
+        the hash chain, work an existence check does not need)."""
+        has_events = getattr(self.recorder, "has_events", None)
+        if has_events is not None:
+            return bool(has_events(id))
+        return bool(self.recorder.select_events(id, limit=1))
 
     def commit(self, *aggregates: Aggregate | None) -> int:
         """Record what the aggregates decided, atomically; the log position reached.

@@ -16,14 +16,17 @@ chain is verified without any key and erasing a key later leaves it intact.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from hashlib import sha256
+from typing import NamedTuple
 from uuid import UUID
 
 GENESIS = sha256(b"jiayi.chain.genesis.v1").digest()
 #: What every digest starts with (``recorders`` also computes it in SQL, on PostgreSQL).
 EVENT_PREFIX = b"jiayi.event.v1\x00"
+_Q = struct.Struct(">q")
+_I = struct.Struct(">I")
 
 
 def event_digest(originator_id: UUID, version: int, topic: str, state: bytes) -> bytes:
@@ -46,8 +49,7 @@ def link(previous: bytes, position: int, digest: bytes) -> bytes:
     return sha256(previous + position.to_bytes(8, "big") + digest).digest()
 
 
-@dataclass(frozen=True, slots=True)
-class Link:
+class Link(NamedTuple):
     """One row of the chain table."""
 
     position: int
@@ -62,6 +64,9 @@ def extend(previous: bytes, rows: Iterable[tuple[int, UUID, int, str, bytes]]) -
     """The links of ``rows`` (position, originator id, version, topic, state), in position
     order, after a chain whose last link is ``previous``."""
     for position, originator_id, version, topic, state in rows:
-        digest = event_digest(originator_id, version, topic, state)
-        previous = link(previous, position, digest)
+        t = topic.encode()
+        digest = sha256(
+            EVENT_PREFIX + originator_id.bytes + _Q.pack(version) + _I.pack(len(t)) + t + state
+        ).digest()
+        previous = sha256(previous + _Q.pack(position) + digest).digest()
         yield Link(position, originator_id, version, topic, digest, previous)

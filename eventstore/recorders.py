@@ -177,6 +177,12 @@ class PostgresEventStore(PostgresProcessRecorder):
             "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state, "
             "c.digest FROM {0}.{1} e LEFT JOIN {0}.{2} c ON c.position = e.notification_id"
         ).format(schema, events, chain)
+        self._count_after = SQL(
+            "SELECT count(*) AS count FROM {0}.{1} WHERE notification_id > %b"
+        ).format(schema, events)
+        self._exists = SQL("SELECT 1 FROM {0}.{1} WHERE originator_id = %b LIMIT 1").format(
+            schema, events
+        )
         self._select_many = self._checked + SQL(
             " WHERE e.originator_id = ANY(%b) ORDER BY e.originator_id, e.originator_version"
         )
@@ -407,6 +413,19 @@ class PostgresEventStore(PostgresProcessRecorder):
             )
             for r in self._checked_rows(statement, params)
         ]
+
+    def count_after(self, position: int) -> int:
+        """How many events the log holds after ``position`` (none read)."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._count_after, (position,), binary=True)
+            row = curs.fetchone()
+        return int(row["count"]) if row else 0
+
+    def has_events(self, originator_id: UUID) -> bool:
+        """Whether the aggregate has any event (no row read, so none checked)."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._exists, (originator_id,), binary=True, prepare=True)
+            return curs.fetchone() is not None
 
     def select_notifications(
         self,
@@ -692,6 +711,22 @@ class SQLiteEventStore(SQLiteProcessRecorder):
             StoredEvent(originator_id=r[1], originator_version=r[2], topic=r[3], state=r[4])
             for r in self._checked_rows(sql, params)
         ]
+
+    def count_after(self, position: int) -> int:
+        """How many events the log holds after ``position`` (none read)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT count(*) FROM {self.events_table_name} WHERE rowid > ?", (position,))
+            row = c.fetchone()
+        return int(row[0]) if row else 0
+
+    def has_events(self, originator_id: UUID) -> bool:
+        """Whether the aggregate has any event (no row read, so none checked)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT 1 FROM {self.events_table_name} WHERE originator_id = ? LIMIT 1",
+                (originator_id.hex,),
+            )
+            return c.fetchone() is not None
 
     def select_notifications(
         self,

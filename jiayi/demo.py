@@ -530,7 +530,11 @@ class CityBuilder:
 
 
 def _count_events(app: CareCoordination, after: int) -> int:
-    """Events recorded after position ``after`` (ids may have gaps, so count them)."""
+    """Events recorded after position ``after`` (ids may have gaps, so count them; the
+    event store counts without reading them)."""
+    count_after = getattr(app.recorder, "count_after", None)
+    if count_after is not None:
+        return int(count_after(after))
     count, start = 0, after + 1
     while True:
         page = app.recorder.select_notifications(start=start, limit=10_000)
