@@ -11,6 +11,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from api.web import verification
 from api.web.pages import (
     PROBLEM_PAGES,
     PageError,
@@ -26,6 +27,7 @@ STATIC = Path(__file__).parent / "static"
 def install(app: FastAPI) -> None:
     """Mount the pages and their assets on ``app``."""
     app.include_router(router)
+    app.include_router(verification.router)
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
     app.add_exception_handler(PageError, on_page_error)
     app.add_exception_handler(SignInRequired, on_sign_in_required)

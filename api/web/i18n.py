@@ -266,6 +266,35 @@ LABELS: dict[str, tuple[str, str]] = {
     "unit_min": ("min", "分钟"),
     "unit_h": ("h", "小时"),
     "unit_d": ("d", "天"),
+    # provable history (auditors)
+    "nav_verification": ("Log verification", "日志校验"),
+    "verification_intro": (
+        "Every stored event is chained (SHA-256) and the chain's head is sealed with a key kept "
+        "outside the database. A verification walks the log and names every event that is not "
+        "as it was recorded.",
+        "每条存储事件均以 SHA-256 链接成链，链头以数据库之外保管的密钥签名封存。校验会遍历日志，"
+        "指出每一条与记录时不一致的事件。",
+    ),
+    "verification_last": ("Last verification", "最近一次校验"),
+    "verification_none": ("No verification has been made yet.", "尚未进行过校验。"),
+    "verification_running": ("A verification is running.", "校验进行中。"),
+    "verification_ok": ("Every event is as recorded.", "所有事件均与记录一致。"),
+    "verification_broken": ("Broken links found", "发现链接损坏"),
+    "verification_start": ("Verify now", "立即校验"),
+    "verification_after": ("after position", "起始位置之后"),
+    "verification_limit": ("at most", "最多"),
+    "verification_started": ("Verification started.", "校验已开始。"),
+    "verification_busy": ("A verification is running already.", "已有校验在进行中。"),
+    "positions": ("positions", "位置"),
+    "events_checked": ("events", "事件"),
+    "seals_checked": ("seals", "封印"),
+    "requested_by": ("requested by", "发起人"),
+    "finished_at": ("finished", "完成于"),
+    "position": ("position", "位置"),
+    "finding_kind": ("what happened", "情况"),
+    "aggregate": ("aggregate", "聚合"),
+    "event_type": ("event", "事件"),
+    "detail": ("detail", "说明"),
 }
 
 

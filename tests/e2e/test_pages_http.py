@@ -323,3 +323,28 @@ def test_a_transfer_is_asked_for_and_released_on_the_pages(world: PagesWorld) ->
 
     with signed_in(world, "other_center") as http:
         assert http.get(f"/ui/patients/{patient}").status_code == 200
+
+
+def test_auditors_verify_the_log_from_a_page(world: PagesWorld) -> None:
+    """The page shows the last verification and starts one (with the form's CSRF token); other
+    roles may not open it."""
+    with signed_in(world, "center") as http:
+        assert http.get("/ui/audit/verification").status_code == 403
+    with signed_in(world, "auditor", **{"Accept-Language": "en"}) as http:
+        page = http.get("/ui/audit/verification")
+        assert page.status_code == 200 and "Log verification" in page.text
+        token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert token
+        assert http.post("/ui/audit/verification", data={"limit": "5"}).status_code == 403
+        r = http.post(
+            "/ui/audit/verification", data={"csrf": token.group(1), "after": "0", "limit": "10"}
+        )
+        assert r.status_code == 303 and r.headers["location"].endswith("done=started")
+        deadline = datetime.now(UTC) + timedelta(seconds=30)
+        while "Every event is as recorded." not in (text := http.get(r.headers["location"]).text):
+            assert datetime.now(UTC) < deadline, text
+        assert re.search(r"positions 1–10\s*·\s*10 events", text), text
+        bad = http.post(
+            "/ui/audit/verification", data={"csrf": token.group(1), "limit": "10000001"}
+        )
+        assert bad.status_code == 422
