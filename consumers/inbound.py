@@ -417,23 +417,22 @@ class InboundConsumer:
         """Read every aggregate the batch will need in one query; the damaged ones (each with
         its first damaged event) are not seeded but returned.
 
-        Kept aggregates are checked against the hash chain first when rows of the log were
-        updated or deleted since the last batch (``changed_outside``: two counters on
-        PostgreSQL; always on SQLite), in one query (on PostgreSQL the database computes the
-        digests and no events are read): a row changed since they were kept makes them damaged
-        too, so no step is recorded on top of it."""
+        Kept aggregates are checked against the hash chain when rows of the log were updated
+        or deleted since the last batch (``changed_outside``: a counter the store's triggers
+        bump; the application only inserts), in one query (on PostgreSQL the database computes
+        the digests and no events are read); the damaged ones are dropped, and come back
+        below as damaged: no step is recorded on top of a row changed since it was kept."""
         ids: set[UUID] = {m.org_id for m in messages}
         for m in messages:
             ids.update(m.command.touches())
         self._forget_changed()
-        kept = ids & self.cache.keys()
-        # the events of kept aggregates are checked again only when rows of the log were
-        # updated or deleted since the last batch (the application never does either)
-        changed = bool(kept) and self.recorder.changed_outside()
-        damaged = self.recorder.damaged_among(kept) if changed else {}
-        for known in kept - damaged.keys():
+        if self.recorder.changed_outside() and self.cache:
+            for id in self.recorder.damaged_among(list(self.cache)):
+                self.cache.pop(id, None)
+        for known in ids & self.cache.keys():
             batch.seed(self.cache[known])
-        wanted = ids - batch.aggregates.keys() - damaged.keys()
+        wanted = ids - batch.aggregates.keys()
+        damaged: dict[UUID, DamagedEvent] = {}
         stored = self.recorder.select_events_of(wanted, damaged)
         batch.seed_absent(wanted - {s.originator_id for s in stored} - damaged.keys())
         for id, group in groupby(stored, key=lambda s: s.originator_id):

@@ -203,16 +203,34 @@ class PostgresEventStore(PostgresProcessRecorder):
             "|| int4send(length(convert_to(e.topic, 'UTF8'))) || convert_to(e.topic, 'UTF8') "
             "|| e.state)) ORDER BY e.originator_id, e.originator_version"
         ).format(schema, events, chain)
-        self._events_name = f'"{self.datastore.schema}"."{self.events_table_name}"'
-        self._chain_name = f'"{self.datastore.schema}"."{self.chain_table_name}"'
-        self._tampering_seen: tuple[int, int] | None = None
-        self._select_tampering = SQL(
-            "SELECT current_setting('track_counts')::bool AS counting, "
-            "(SELECT sum(pg_stat_get_tuples_updated(t) + pg_stat_get_tuples_deleted(t)) "
-            "FROM unnest(ARRAY[%s::regclass, %s::regclass]) AS t) AS changed, "
-            "extract(epoch FROM pg_stat_get_db_stat_reset_time("
-            "(SELECT oid FROM pg_database WHERE datname = current_database()))) AS reset"
+        # a counter bumped by triggers on any UPDATE, DELETE or TRUNCATE of the events or the
+        # chain (the application only inserts): what a process keeping aggregates in memory
+        # looks at before it trusts them (``changed_outside``)
+        alterations = Identifier(f"{base}_alterations")
+        note = Identifier(f"{base}_note_alteration")
+        self.sql_create_statements += [
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {0}.{1} (id int PRIMARY KEY, n bigint NOT NULL)"
+            ).format(schema, alterations),
+            SQL("INSERT INTO {0}.{1} VALUES (1, 0) ON CONFLICT DO NOTHING").format(
+                schema, alterations
+            ),
+            SQL(
+                "CREATE OR REPLACE FUNCTION {0}.{1}() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN UPDATE {0}.{2} SET n = n + 1 WHERE id = 1; RETURN NULL; END $$"
+            ).format(schema, note, alterations),
+        ]
+        for table in (self.events_table_name, self.chain_table_name):
+            self.sql_create_statements.append(
+                SQL(
+                    "CREATE OR REPLACE TRIGGER {0} AFTER UPDATE OR DELETE OR TRUNCATE ON {1}.{2} "
+                    "FOR EACH STATEMENT EXECUTE FUNCTION {1}.{3}()"
+                ).format(Identifier(f"{table}_altered"), schema, Identifier(table), note)
+            )
+        self._select_alterations = SQL("SELECT n FROM {0}.{1} WHERE id = 1").format(
+            schema, alterations
         )
+        self._alterations_seen: int | None = None
         self._select_position = SQL(
             "SELECT notification_id FROM {0}.{1} WHERE originator_id = %b "
             "AND originator_version = %b"
@@ -498,20 +516,14 @@ class PostgresEventStore(PostgresProcessRecorder):
         ]
 
     def changed_outside(self) -> bool:
-        """Whether rows of the events or chain table were updated or deleted since the last
-        call (the application only ever inserts them): PostgreSQL's cumulative statistics,
-        so nothing is read but two counters. True on the first call, and always when the
-        server does not count (``track_counts`` off). The counters reach other sessions when
-        the changing one commits and flushes its statistics: at once when it ends, within
-        about ten seconds while it stays open (PostgreSQL 15)."""
+        """Whether rows of the events or chain table were updated, deleted or truncated since
+        the last call (the application only inserts them; triggers count every such
+        statement, in the statement's own transaction). True on the first call."""
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(self._select_tampering, (self._events_name, self._chain_name))
+            curs.execute(self._select_alterations)
             row = curs.fetchone()
-        assert row is not None
-        if not row["counting"]:
-            return True
-        seen = (int(row["changed"] or 0), int(row["reset"] or 0))
-        changed, self._tampering_seen = seen != self._tampering_seen, seen
+        seen = int(row["n"]) if row else -1
+        changed, self._alterations_seen = seen != self._alterations_seen, seen
         return changed
 
     def damaged_among(self, originator_ids: Iterable[UUID]) -> dict[UUID, DamagedEvent]:
@@ -584,6 +596,17 @@ class SQLiteEventStore(SQLiteProcessRecorder):
                     blob="BLOB",
                 )
             )
+        self._alterations_seen: int | None = None
+        self.create_table_statements += [
+            "CREATE TABLE IF NOT EXISTS chain_alterations (id INTEGER PRIMARY KEY, "
+            "n INTEGER NOT NULL)",
+            "INSERT OR IGNORE INTO chain_alterations VALUES (1, 0)",
+        ] + [
+            f"CREATE TRIGGER IF NOT EXISTS {table}_{what}d AFTER {what.upper()} ON {table} "
+            "BEGIN UPDATE chain_alterations SET n = n + 1 WHERE id = 1; END"
+            for table in (self.events_table_name, self.chain_table_name)
+            for what in ("update", "delete")
+        ]
         e, c = self.events_table_name, self.chain_table_name
         self._checked = (
             f"SELECT e.rowid AS notification_id, e.originator_id, e.originator_version, e.topic, "
@@ -783,8 +806,13 @@ class SQLiteEventStore(SQLiteProcessRecorder):
         ]
 
     def changed_outside(self) -> bool:
-        """SQLite keeps no such counters: always check."""
-        return True
+        """As :meth:`PostgresEventStore.changed_outside` (row triggers here)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT n FROM chain_alterations WHERE id = 1")
+            row = c.fetchone()
+        seen = int(row[0]) if row else -1
+        changed, self._alterations_seen = seen != self._alterations_seen, seen
+        return changed
 
     def damaged_among(self, originator_ids: Iterable[UUID]) -> dict[UUID, DamagedEvent]:
         """As :meth:`PostgresEventStore.damaged_among`; the digests are computed here."""

@@ -4,7 +4,6 @@ either store: what ``eventstore`` must meet as a ``DamagedEvent`` wherever the r
 from __future__ import annotations
 
 import sqlite3
-import time
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -38,7 +37,6 @@ def damage(settings: Settings, aggregate: UUID, version: int, forge_digest: bool
     whatever the encoding: JSON, compressed or encrypted). ``forge_digest``: also write the
     changed row's digest into the chain, as someone covering their tracks would (the row then
     passes the digest check, and only the cipher, when encrypted, finds it out)."""
-    before = _updates(settings) if settings.uses_postgres else 0
     if settings.uses_postgres:
         with psycopg.connect(settings.postgres_dsn(), autocommit=True) as conn:
             row = conn.execute(
@@ -81,27 +79,7 @@ def damage(settings: Settings, aggregate: UUID, version: int, forge_digest: bool
                     (event_digest(aggregate, version, topic, changed), position),
                 )
         conn.close()
-    if settings.uses_postgres:
-        counted(settings, before)
     return Damage(position, aggregate, version, topic, state)
-
-
-def _updates(settings: Settings) -> int:
-    query = sql.SQL("SELECT pg_stat_get_tuples_updated({}::regclass)").format(
-        sql.Literal(f'"{settings.postgres_schema or "public"}"."carecoordination_events"')
-    )
-    with psycopg.connect(settings.postgres_dsn(), autocommit=True) as conn:
-        row = conn.execute(query).fetchone()
-    return int(row[0]) if row else 0
-
-
-def counted(settings: Settings, before: int, timeout: float = 15.0) -> None:
-    """Wait until PostgreSQL's statistics count the change (they reach other sessions when
-    the changing session's backend has flushed them, at its end): what a running consumer
-    watches before it checks the aggregates it keeps (``changed_outside``)."""
-    deadline = time.monotonic() + timeout
-    while _updates(settings) == before and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 def repair(settings: Settings, done: Damage) -> None:
