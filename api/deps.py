@@ -109,6 +109,7 @@ HospitalStaff = Annotated[Principal, requires(*HOSPITAL)]
 TeamStaff = Annotated[Principal, requires(*TEAM)]
 Administrator = Annotated[Principal, requires(*ADMIN)]
 Reader = Annotated[Principal, requires(*READERS)]
+Auditor = Annotated[Principal, requires(Role.AUDITOR)]
 CenterReader = Annotated[Principal, requires(Role.CENTER_STAFF, Role.COORDINATOR, Role.AUDITOR)]
 HospitalReader = Annotated[Principal, requires(Role.HOSPITAL_STAFF, Role.COORDINATOR, Role.AUDITOR)]
 

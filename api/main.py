@@ -30,6 +30,10 @@ by the domain and your scope: anything else reads as 404, the same as if it did 
 your own write. POST commands accept an `Idempotency-Key` header: a retry returns the first
 answer.
 
+**Reads are recorded.** Every read of a patient's data (registry entry, search results,
+timeline, referral, quota bookings, worklists) is recorded in the read access log: who, which
+patient, what, when and how many rows. Auditors read it (`/audit/access`).
+
 **Errors** are RFC 9457 problem details (`application/problem+json`) with a stable `code`.
 """
 
@@ -46,8 +50,13 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # sync routes run in anyio's worker threads: their number bounds concurrent requests
         to_thread.current_default_thread_limiter().total_tokens = services.settings.http_threads
-        yield
-        services.close()
+        try:
+            yield
+        finally:
+            # a clean stop writes the read access log's queue before anything closes
+            if services.queries is not None:
+                services.queries.flush()
+            services.close()
 
     api = FastAPI(
         title="jiayi (家医) care coordination API",

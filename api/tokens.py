@@ -18,7 +18,7 @@ from uuid import UUID
 
 from api.database import SideStore
 from domain.common import Actor, stable_id
-from projections.queries import Scope
+from projections.queries import Reader, Scope
 
 
 class Role(StrEnum):
@@ -50,13 +50,22 @@ class Principal:
         return Actor(self.staff_id, org)
 
     @property
+    def reader(self) -> Reader:
+        """Who the read access log records for this caller's reads."""
+        return Reader(str(self.staff_id), str(self.role), self.org_id, self.district)
+
+    @property
     def scope(self) -> Scope:
-        """What this caller may read."""
+        """What this caller may read, naming the caller (every read of a patient's data
+        through it is recorded in the read access log)."""
+        who = self.reader
         if self.role in (Role.AUDITOR, Role.ADMINISTRATOR):
-            return Scope(everything=True)
+            return Scope(everything=True, reader=who)
         if self.role == Role.COORDINATOR:
-            return Scope(district=self.district)
-        return Scope(org_id=self.org_id, org_kind=ORG_ROLES[self.role], district=self.district)
+            return Scope(district=self.district, reader=who)
+        return Scope(
+            org_id=self.org_id, org_kind=ORG_ROLES[self.role], district=self.district, reader=who
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
+from audit.access import AccessLog
+from audit.access import ensure_table as ensure_access_log
 from domain.application import CareCoordination
 from jiayi.settings import Settings
 from projections.events import LogReader
@@ -129,7 +131,8 @@ def view_location(settings: Settings) -> Location:
 
 @dataclass
 class Projections:
-    """The views of one deployment: the queries, and (when started) the in-process runner."""
+    """The views of one deployment: the queries (recording reads in the access log), and
+    (when started) the in-process runner. :meth:`close` writes what the access log holds."""
 
     location: Location
     reader: LogReader
@@ -151,9 +154,13 @@ def build_projections(
     with ddl_lock(settings):
         store = location.open()
         Runner(store, reader)  # creates missing tables and tracking rows before readers arrive
+        ensure_access_log(store)
         store.close()
     runner = RunnerThread(location.open, reader, poll=poll).start() if run else None
-    queries = ViewQueries(location, reader, timezone=settings.zone())
+    # every read of a patient's data through these queries is recorded (audit.access)
+    queries = ViewQueries(
+        location, reader, timezone=settings.zone(), access_log=AccessLog(location.open)
+    )
     return Projections(location, reader, queries, runner)
 
 

@@ -5,7 +5,9 @@ moments as ISO 8601 text. ``as_of`` (a timezone-aware moment) reads the views as
 then (replayed into a separate store); ``None`` reads the live views.
 Scope: ``Scope`` says which organisation (or district, or everything) the reader may see;
 rows outside the scope are not returned; a single item outside it (a patient, a referral, a
-team's workload, an organisation's worklist) reads as missing: None.
+team's workload, an organisation's worklist) reads as missing: None. It also names the
+``Reader`` (who is asking): every read that returns a patient's data is recorded in the read
+access log (:mod:`audit.access`) against that reader, by the implementation, not the caller.
 """
 
 from __future__ import annotations
@@ -19,14 +21,27 @@ from eventstore.errors import DamagedEvent
 
 
 @dataclass(frozen=True)
+class Reader:
+    """Who reads: recorded with every read of a patient's data (the read access log)."""
+
+    staff_id: str
+    role: str
+    org_id: UUID | None = None
+    district: str | None = None
+
+
+@dataclass(frozen=True)
 class Scope:
-    """What a reader may see: everything, one district, or one organisation."""
+    """What a reader may see: everything, one district, or one organisation; and who reads."""
 
     everything: bool = False
     district: str | None = None
     org_id: UUID | None = None
     #: "community_center" or "hospital" when org_id is set.
     org_kind: str | None = None
+    #: Who reads (API and pages always name one; a read without one is recorded as
+    #: unattributed).
+    reader: Reader | None = None
 
 
 @dataclass(frozen=True)
@@ -91,11 +106,17 @@ class Queries(Protocol):
         None when the hospital is absent or outside the scope."""
 
     def center_worklist(
-        self, scope: Scope, center_id: UUID, today: date, page: Page
+        self,
+        scope: Scope,
+        center_id: UUID,
+        today: date,
+        page: Page,
+        patient_id: UUID | None = None,
     ) -> dict[str, list[dict[str, Any]]] | None:
         """Returns awaiting acknowledgement, overdue follow-ups, and transfer requests (asked of
-        the center, to release or decline; asked by it, to withdraw) of a community center.
-        None when the center is absent or outside the scope."""
+        the center, to release or decline; asked by it, to withdraw) of a community center;
+        with ``patient_id``, only that patient's rows. None when the center is absent or
+        outside the scope."""
 
     def open_quotas(self, scope: Scope, page: Page) -> list[dict[str, Any]]:
         """Quotas with slots left and their release time."""
@@ -111,6 +132,20 @@ class Queries(Protocol):
     ) -> dict[str, Any] | None:
         """The KPI figures (formulas in projections/kpis.py and docs) for a center or district;
         None when the center or district named is absent or outside the scope."""
+
+    def access_entries(
+        self, scope: Scope, patient_id: UUID, page: Page
+    ) -> list[dict[str, Any]] | None:
+        """The read access log about one patient, newest first: at, staff_id, org_id,
+        org_name, role, district, resource, rows, position. Auditors only (``everything``):
+        None for any other scope, or when the patient does not exist."""
+
+    def access_report(self, scope: Scope, patient_id: UUID) -> dict[str, Any] | None:
+        """A patient's access report: every recorded read about them, oldest first, and a
+        summary per reader. Auditors only, as :meth:`access_entries`."""
+
+    def flush(self) -> None:
+        """Write out what the read access log holds queued (a clean stop calls it)."""
 
     def patient_id_by_national_id(self, national_id: str) -> UUID | None:
         """Internal, NOT scoped: the patient registered with this resident id number, if any.

@@ -3,6 +3,8 @@
 Ids go in as ``UUID`` and come out as ``str``; the views store them as hex. What a reader may
 see is decided in one place, :mod:`projections.scope`, from care relationships
 (:mod:`projections.relations`): every query here restricts its rows with its fragments.
+Every query taking a ``Scope`` declares what it reads (:func:`audit.access.reads`): the rows
+it returns about each patient are recorded in the read access log against the scope's reader.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 from uuid import UUID
 
+from audit import access
+from audit.access import AccessLog, reads
 from domain.common import add_years
 from eventstore.errors import DamagedEvent
 from projections import kpis as formulas
@@ -93,6 +97,9 @@ class ViewQueries:
     asks about makes one. One let go is closed ``grace`` seconds later (a query may still be
     reading it); its views stay where they are, shared with other processes (another API
     instance, ``jiayi replay``), and are reopened, not replayed again, when asked for again.
+
+    With an ``access_log``, every read of a patient's data is recorded there (queued; its
+    writer thread writes it); :meth:`close` writes what is still queued.
     """
 
     def __init__(
@@ -102,8 +109,10 @@ class ViewQueries:
         timezone: tzinfo = UTC,
         keep_replays: int = 8,
         grace: float = 60.0,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.location = location
+        self.access_log = access_log
         self.reader = reader
         #: "Today" for lists that take none is a day of this zone (the deployment's).
         self.timezone = timezone
@@ -116,6 +125,8 @@ class ViewQueries:
         self._lock = threading.Lock()
 
     def close(self) -> None:
+        if self.access_log is not None:
+            self.access_log.close()
         self.store.close()
         for s in self._as_of.values():
             s.close()
@@ -123,6 +134,10 @@ class ViewQueries:
             s.close()
 
     # --- positions ----------------------------------------------------------------------
+
+    def flush(self) -> None:
+        if self.access_log is not None:
+            self.access_log.flush()
 
     def position(self) -> int:
         names = [p.name for p in select()]
@@ -197,6 +212,7 @@ class ViewQueries:
 
     # --- patients -----------------------------------------------------------------------
 
+    @reads("registry", subject="patient_id", key="id")
     def patient(
         self, scope: Scope, patient_id: UUID, as_of: datetime | None = None
     ) -> dict[str, Any] | None:
@@ -223,6 +239,7 @@ class ViewQueries:
         out["contract"] = contract
         return out
 
+    @reads("search", key="id")
     def search_patients(self, scope: Scope, text: str, page: Page) -> list[dict[str, Any]]:
         """Patients by an exact national id or id, or by at least two characters of the name
         (taken literally: ``%`` and ``_`` are characters, not wildcards)."""
@@ -242,6 +259,7 @@ class ViewQueries:
         )
         return _outs(rows)
 
+    @reads("timeline", subject="patient_id")
     def timeline(
         self,
         scope: Scope,
@@ -288,6 +306,7 @@ class ViewQueries:
 
     # --- referrals and quotas -----------------------------------------------------------
 
+    @reads("referral")
     def referral(
         self, scope: Scope, referral_id: UUID, as_of: datetime | None = None
     ) -> dict[str, Any] | None:
@@ -311,6 +330,7 @@ class ViewQueries:
 
     _QUOTA = "SELECT q.*, q.slots - q.booked AS slots_left FROM v_quotas q"
 
+    @reads("quota")
     def quota(self, scope: Scope, quota_id: UUID) -> dict[str, Any] | None:
         access = Access(scope)
         visible, params = access.quota("q")
@@ -331,6 +351,7 @@ class ViewQueries:
         out["bookings"] = _outs(bookings)
         return out
 
+    @reads(None)  # slots and release times: no patient
     def open_quotas(self, scope: Scope, page: Page) -> list[dict[str, Any]]:
         now = moment_text(datetime.now().astimezone())
         visible, params = Access(scope).quota("q")
@@ -347,6 +368,7 @@ class ViewQueries:
         visible, params = Access(scope).team("t")
         return db.one(f"SELECT * FROM v_teams t WHERE t.id = ? AND {visible}", [team_hex, *params])
 
+    @reads(None)  # counts per team and member: no patient
     def team_workload(
         self, scope: Scope, team_id: UUID, today: date, as_of: datetime | None = None
     ) -> dict[str, Any] | None:
@@ -448,6 +470,7 @@ class ViewQueries:
         assert out is not None
         return {**out, "today": d, **totals, "members": out_members, "others": per}
 
+    @reads(None)  # counts per team: no patient
     def teams(self, scope: Scope, page: Page) -> list[dict[str, Any]]:
         visible, params = Access(scope).team("t")
         teams = self.store.rows(
@@ -476,6 +499,7 @@ class ViewQueries:
             is not None
         )
 
+    @reads("worklist.hospital")
     def hospital_worklist(
         self, scope: Scope, hospital_id: UUID, page: Page
     ) -> list[dict[str, Any]] | None:
@@ -495,28 +519,38 @@ class ViewQueries:
             r["green_channel"] = bool(r["green_channel"])
         return _outs(rows)
 
+    @reads("worklist.center")
     def center_worklist(
-        self, scope: Scope, center_id: UUID, today: date, page: Page
+        self,
+        scope: Scope,
+        center_id: UUID,
+        today: date,
+        page: Page,
+        patient_id: UUID | None = None,
     ) -> dict[str, list[dict[str, Any]]] | None:
         c = center_id.hex
         if not self._org_visible(scope, c, "community_center"):
             return None
+        # one patient's rows only (a journey's overdue follow-ups): other patients are not read
+        only, one = ("", ()) if patient_id is None else (" AND {} = ?", (patient_id.hex,))
         returns = self.store.rows(
             "SELECT r.id, r.patient_id, p.name AS patient_name, r.team_id, r.hospital_id, "
             "r.department, r.returned_at, r.follow_up_due FROM v_referrals r "
             "LEFT JOIN v_patients p ON p.id = r.patient_id "
-            "WHERE r.center_id = ? AND r.status = 'returned' ORDER BY r.returned_at, r.id "
-            "LIMIT ? OFFSET ?",
-            (c, page.limit, page.offset),
+            "WHERE r.center_id = ? AND r.status = 'returned'"
+            + only.format("r.patient_id")
+            + " ORDER BY r.returned_at, r.id LIMIT ? OFFSET ?",
+            (c, *one, page.limit, page.offset),
         )
         overdue = self.store.rows(
             "SELECT o.id, o.patient_id, p.name AS patient_name, cp.team_id, o.reason, "
             "o.source_id, o.window_start, o.due FROM v_obligations o "
             "LEFT JOIN v_patients p ON p.id = o.patient_id "
             "LEFT JOIN v_care_patients cp ON cp.id = o.patient_id "
-            "WHERE o.center_id = ? AND o.status = 'open' AND o.due < ? ORDER BY o.due, o.id "
-            "LIMIT ? OFFSET ?",
-            (c, today.isoformat(), page.limit, page.offset),
+            "WHERE o.center_id = ? AND o.status = 'open' AND o.due < ?"
+            + only.format("o.patient_id")
+            + " ORDER BY o.due, o.id LIMIT ? OFFSET ?",
+            (c, today.isoformat(), *one, page.limit, page.offset),
         )
         # transfers: asked of this center (its patients; release or decline them) and asked by
         # it (withdraw them); the asking center learns no more than what it named
@@ -527,16 +561,18 @@ class ViewQueries:
             "rel.patient_id AND home.kind = 'home' AND home.ended_at IS NULL AND home.org_id = ? "
             "LEFT JOIN v_patients p ON p.id = rel.patient_id "
             "LEFT JOIN v_orgs o ON o.id = rel.org_id "
-            "WHERE rel.kind = 'transfer' AND rel.ended_at IS NULL "
-            "ORDER BY rel.started_at, rel.id LIMIT ? OFFSET ?",
-            (c, page.limit, page.offset),
+            "WHERE rel.kind = 'transfer' AND rel.ended_at IS NULL"
+            + only.format("rel.patient_id")
+            + " ORDER BY rel.started_at, rel.id LIMIT ? OFFSET ?",
+            (c, *one, page.limit, page.offset),
         )
         asked_by = self.store.rows(
             "SELECT rel.patient_id, rel.team_id, rel.note AS consent, "
             "rel.started_at AS requested_at FROM v_relations rel WHERE rel.kind = 'transfer' "
-            "AND rel.ended_at IS NULL AND rel.org_id = ? ORDER BY rel.started_at, rel.id "
-            "LIMIT ? OFFSET ?",
-            (c, page.limit, page.offset),
+            "AND rel.ended_at IS NULL AND rel.org_id = ?"
+            + only.format("rel.patient_id")
+            + " ORDER BY rel.started_at, rel.id LIMIT ? OFFSET ?",
+            (c, *one, page.limit, page.offset),
         )
         return {
             "returns_awaiting_acknowledgement": _outs(returns),
@@ -547,6 +583,7 @@ class ViewQueries:
 
     # --- KPIs ---------------------------------------------------------------------------
 
+    @reads(None)  # figures over centers and districts: no patient
     def kpis(
         self,
         scope: Scope,
@@ -672,6 +709,29 @@ class ViewQueries:
         if shows:
             i.attendance_recorded, i.no_shows = int(shows["n"] or 0), int(shows["k"] or 0)
         return i
+
+    # --- the read access log (auditors) --------------------------------------------------------
+
+    def _auditable(self, scope: Scope, patient_id: UUID) -> bool:
+        """Only auditors read the access log, of a patient that exists."""
+        if not scope.everything:
+            return False
+        found = self.store.one("SELECT 1 AS x FROM v_patients WHERE id = ?", (patient_id.hex,))
+        return found is not None
+
+    @reads("access-log", subject="patient_id")
+    def access_entries(
+        self, scope: Scope, patient_id: UUID, page: Page
+    ) -> list[dict[str, Any]] | None:
+        if not self._auditable(scope, patient_id):
+            return None
+        return access.entries(self.store, str(patient_id), page.limit, page.offset)
+
+    @reads("access-report", subject="patient_id")
+    def access_report(self, scope: Scope, patient_id: UUID) -> dict[str, Any] | None:
+        if not self._auditable(scope, patient_id):
+            return None
+        return access.report(self.store, str(patient_id), datetime.now(self.timezone))
 
     # --- internal: no scope -----------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from api.routes import (
+    audit,
     contracts,
     health,
     kpis,
@@ -28,4 +29,5 @@ MODULES = (
     worklists,
     kpis,
     verification,
+    audit,
 )

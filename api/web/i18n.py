@@ -76,6 +76,33 @@ LABELS: dict[str, tuple[str, str]] = {
     "contracted": ("contracted", "已签约"),
     "not_contracted": ("no contract", "未签约"),
     "open": ("Open", "打开"),
+    # the read access log (auditors)
+    "nav_access": ("Who read", "查阅记录"),
+    "access_title": ("Who read this patient", "谁查阅了该患者"),
+    "access_hint": (
+        "Every read of a patient's data is recorded: who, which organisation and role, what, "
+        "when and how many rows. Newest first. Your reading of this page is recorded too.",
+        "对患者数据的每一次查阅都会被记录：查阅人、机构与角色、查阅内容、时间和条数，最新的在前。"
+        "您查看本页也会被记录。",
+    ),
+    "access_patient": ("Patient id", "患者编号"),
+    "access_none": ("No reads recorded for this patient.", "该患者暂无查阅记录。"),
+    "access_link": ("Who read this patient", "查阅记录"),
+    "access_report_csv": ("Access report (CSV)", "查阅报告（CSV）"),
+    "rows": ("Rows", "条数"),
+    "role": ("Role", "角色"),
+    "resource": ("What was read", "查阅内容"),
+    "resource_registry": ("registry entry", "登记信息"),
+    "resource_search": ("search result", "搜索结果"),
+    "resource_timeline": ("timeline", "就医时间线"),
+    "resource_referral": ("referral", "转诊单"),
+    "resource_quota": ("quota bookings", "号源预约"),
+    "resource_worklist.hospital": ("hospital worklist", "医院待办"),
+    "resource_worklist.center": ("center worklist", "社区待办"),
+    "resource_access-log": ("access log", "查阅记录"),
+    "resource_access-report": ("access report", "查阅报告"),
+    "earlier": ("Earlier", "更早"),
+    "later": ("Later", "更近"),
     # journey
     "journey": ("Patient journey", "患者就医历程"),
     "key_populations": ("Key populations", "重点人群"),

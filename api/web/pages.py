@@ -30,6 +30,7 @@ from api.tokens import Principal, Role
 from api.web import i18n, session
 from api.web import journey as layout
 from api.web.workload import workload_charts
+from audit import access
 from domain.application import Outcome
 from domain.common import DomainError, InvalidValue
 from domain.referrals import RejectionReason
@@ -277,6 +278,7 @@ def patient_journey(patient_id: str, ctx: Ctx = Readers, as_of: str = "") -> HTM
             UUID(patient["center_id"]),
             now.astimezone(ctx.services.settings.zone()).date(),
             EVERYTHING,
+            patient_id=pid,
         )
         if work is not None:
             overdue = [o for o in work["overdue_follow_ups"] if o["patient_id"] == str(pid)]
@@ -288,6 +290,48 @@ def patient_journey(patient_id: str, ctx: Ctx = Readers, as_of: str = "") -> HTM
         as_of=moment,
         as_of_text=as_of,
         layout=layout,
+    )
+
+
+# --- the read access log (auditors) -----------------------------------------------------------
+
+Auditors = Depends(allowed(Role.AUDITOR))
+ACCESS_PAGE = 100
+
+
+@router.get("/audit/access")
+def access_log(ctx: Ctx = Auditors, patient: str = "", offset: str = "0") -> HTMLResponse:
+    """Who read this patient: the access log about one patient, newest first."""
+    if not patient.strip():
+        return ctx.render("access.html", patient=None, patient_text="", entries=[])
+    pid = uuid_or_404(patient.strip())
+    start = max(0, min(int(offset), 1_000_000)) if offset.isdigit() else 0
+    scope = ctx.principal.scope
+    found = ctx.queries.access_entries(scope, pid, Page(limit=ACCESS_PAGE, offset=start))
+    if found is None:
+        raise PageError(404, "not_found")
+    registry = ctx.queries.patient(scope, pid)
+    return ctx.render(
+        "access.html",
+        patient=registry,
+        patient_text=str(pid),
+        entries=found,
+        previous=max(0, start - ACCESS_PAGE) if start else None,
+        next=start + ACCESS_PAGE if len(found) >= ACCESS_PAGE else None,
+    )
+
+
+@router.get("/audit/access/report.csv")
+def access_report_csv(ctx: Ctx = Auditors, patient: str = "") -> Response:
+    """The patient's access report as CSV (one line per read), for the signed-in auditor."""
+    pid = uuid_or_404(patient.strip())
+    found = ctx.queries.access_report(ctx.principal.scope, pid)
+    if found is None:
+        raise PageError(404, "not_found")
+    return Response(
+        access.report_csv(found),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="access-{pid}.csv"'},
     )
 
 

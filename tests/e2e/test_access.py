@@ -199,6 +199,8 @@ QUERIES = [
     ("/worklists/hospitals/{hospital}", {H, CO, AU}),
     ("/worklists/centers/{center}", {C, CO, AU}),
     ("/kpis?start=2026-01-01&end=2026-12-31", {C, CO, AU}),
+    ("/audit/access?patient={pid}", {AU}),
+    ("/audit/access/report?patient={pid}", {AU}),
 ]
 
 
@@ -289,6 +291,7 @@ ITEMS = [
     ("/worklists/hospitals/{hospital}", {H, CO, AU}),
     ("/worklists/centers/{center}", {C, CO, AU}),
     ("/kpis?start=2026-01-01&end=2026-12-31&center_id={center}", {C, CO, AU}),
+    ("/audit/access?patient={pid}", {AU}),
 ]
 #: Lists: the target's id is among the items for its owners only.
 LISTS = [

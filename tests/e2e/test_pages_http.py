@@ -348,3 +348,36 @@ def test_auditors_verify_the_log_from_a_page(world: PagesWorld) -> None:
             "/ui/audit/verification", data={"csrf": token.group(1), "limit": "10000001"}
         )
         assert bad.status_code == 422
+
+
+def test_auditors_see_who_read_a_patient_on_a_page(world: PagesWorld) -> None:
+    """Pages read through the same queries as the API: their reads are recorded alike. The
+    auditor's page lists them, newest first, and records its own reading."""
+    with signed_in(world, "other_center") as http:
+        assert http.get(f"/ui/patients/{world.patient}").status_code == 404
+        assert http.get("/ui/audit/access", params={"patient": str(world.patient)}).status_code == 403  # fmt: skip
+    with signed_in(world, "center") as http:
+        assert http.get(f"/ui/patients/{world.patient}").status_code == 200
+        assert "王秀英" in http.get("/ui/patients", params={"q": "秀英"}).text
+    world.views.queries.flush()
+    with signed_in(world, "auditor", **{"Accept-Language": "en"}) as http:
+        journey = http.get(f"/ui/patients/{world.patient}")
+        assert f'href="/ui/audit/access?patient={world.patient}"' in journey.text
+        world.views.queries.flush()
+        page = http.get("/ui/audit/access", params={"patient": str(world.patient)})
+        assert page.status_code == 200 and "Who read this patient" in page.text
+        rows = re.findall(r'data-staff="([^"]*)" data-resource="([^"]*)"', page.text)
+        assert ("nurse-1", "timeline") in rows and ("nurse-1", "search") in rows
+        assert ("nurse-1", "registry") in rows and ("auditor-1", "timeline") in rows
+        assert not any(staff == "desk" for staff, _ in rows)  # the 404 read nothing
+        world.views.queries.flush()
+        again = http.get("/ui/audit/access", params={"patient": str(world.patient)})
+        newest = re.findall(r'data-staff="([^"]*)" data-resource="([^"]*)"', again.text)[:2]
+        # the page read the log, then the patient's name for its title
+        assert newest == [("auditor-1", "registry"), ("auditor-1", "access-log")]
+        report = http.get("/ui/audit/access/report.csv", params={"patient": str(world.patient)})
+        assert report.headers["content-type"].startswith("text/csv")
+        assert report.text.startswith("at,staff_id,org_id,org_name,role,district,resource,rows")
+        assert "nurse-1" in report.text and "access-log" in report.text
+        assert http.get("/ui/audit/access", params={"patient": "nope"}).status_code == 404
+        assert http.get("/ui/audit/access").status_code == 200  # the form alone
