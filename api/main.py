@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from anyio import to_thread
 from fastapi import FastAPI
@@ -32,7 +34,8 @@ answer.
 
 **Reads are recorded.** Every read of a patient's data (registry entry, search results,
 timeline, referral, quota bookings, worklists) is recorded in the read access log: who, which
-patient, what, when and how many rows. Auditors read it (`/audit/access`).
+patient, what, when and how many rows. Auditors read it (`/audit/access`). Search terms travel
+in a POST body (`POST /patients/search`), never in a URL.
 
 **Errors** are RFC 9457 problem details (`application/problem+json`) with a stable `code`.
 """
@@ -65,9 +68,31 @@ def create_app(
         lifespan=lifespan,
     )
     api.state.services = services
+    hide_query_strings()
     errors.install(api)
     api.add_middleware(IdempotencyMiddleware, store=services.idempotency)
     for module in MODULES:
         api.include_router(module.router)
     install_pages(api)
     return api
+
+
+class QuerylessAccessLog(logging.Filter):
+    """Drops the query string from uvicorn's access-log lines: a URL may still carry
+    something personal (a search term sent by an old client), and the log is not the place
+    for it. The path stays (ids only)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            path, mark, _ = args[2].partition("?")
+            if mark:
+                record.args = (*args[:2], path, *args[3:])
+        return True
+
+
+def hide_query_strings(logger: Any = None) -> None:
+    """Install :class:`QuerylessAccessLog` on uvicorn's access logger (once)."""
+    target = logger or logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, QuerylessAccessLog) for f in target.filters):
+        target.addFilter(QuerylessAccessLog())

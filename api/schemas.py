@@ -77,6 +77,20 @@ class HouseholdResult(CommandResult):
     contracts: list[UUID]
 
 
+class SearchPatients(BaseModel):
+    """A patient search. The term is personal data (a name, a resident id number): it travels
+    in the body, never in a URL, so it stays out of access logs and browser history."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"q": "秀英"}]})
+
+    q: str = Field(
+        min_length=2,
+        max_length=100,
+        description="an exact id or national id, or at least two characters of a name "
+        "(taken literally: % and _ are no wildcards)",
+    )
+
+
 class ItemsPage(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={

@@ -20,6 +20,7 @@ from api.schemas import (
     RecordFollowUp,
     RegisterPatient,
     ReleaseTransfer,
+    SearchPatients,
     TagPatient,
     WithdrawTransfer,
 )
@@ -134,23 +135,28 @@ PATIENT_EXAMPLE = {
 }
 
 
-@router.get("", response_model=ItemsPage, responses=QUERY_ERRORS)
-def search_patients(
-    who: Reader,
-    queries: QueriesDep,
-    page: PageDep,
-    q: Annotated[
-        str,
-        Query(
-            min_length=2,
-            max_length=100,
-            description="an exact id or national id, or at least two characters of a name "
-            "(taken literally: % and _ are no wildcards)",
+@router.post(
+    "/search",
+    response_model=ItemsPage,
+    responses={
+        **QUERY_ERRORS,
+        **example_response(
+            {
+                "items": [{**PATIENT_EXAMPLE, "contract_id": None}],
+                "limit": 50,
+                "offset": 0,
+                "next_offset": None,
+            }
         ),
-    ],
+    },
+)
+def search_patients(
+    body: SearchPatients, who: Reader, queries: QueriesDep, page: PageDep
 ) -> ItemsPage:
-    """Patients you may see, by name (substring) or id / national id (exact)."""
-    return paged(queries.search_patients(who.scope, q, page), page.limit, page.offset)
+    """Patients you may see, by name (substring) or id / national id (exact). The term goes
+    in the body (it is personal data: never in a URL); each patient found is recorded in the
+    read access log."""
+    return paged(queries.search_patients(who.scope, body.q, page), page.limit, page.offset)
 
 
 @router.get("/{patient_id}", responses={**QUERY_ERRORS, **example_response(PATIENT_EXAMPLE)})

@@ -250,7 +250,16 @@ def sign_out(ctx: Ctx = Anyone, fields: dict[str, str] = Form) -> Response:
 
 
 @router.get("/patients")
-def patients(ctx: Ctx = Readers, q: str = "") -> HTMLResponse:
+def patients(ctx: Ctx = Readers) -> HTMLResponse:
+    return ctx.render("patients.html", q="", patients=[], searched=False)
+
+
+@router.post("/patients")
+def search_patients(ctx: Ctx = Readers, fields: dict[str, str] = Form) -> HTMLResponse:
+    """The search form posts its term (personal data: never in a URL); the results answer the
+    post itself, no redirect carries the term anywhere."""
+    check_csrf(ctx, fields)
+    q = fields.get("q", "")[:100]
     found = ctx.queries.search_patients(ctx.principal.scope, q, LIST) if q.strip() else []
     return ctx.render("patients.html", q=q, patients=found, searched=bool(q.strip()))
 

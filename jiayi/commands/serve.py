@@ -89,9 +89,8 @@ def _print_help(host: str, port: int) -> None:
                 "  get a token (in another shell, same environment):",
                 f"    {jiayi} tokens issue --role auditor --staff me",
                 f"    {jiayi} tokens issue --role center_staff --staff gp-1 --org <center id>",
-                "  then: curl -G --data-urlencode q=王 -H 'Authorization: Bearer <token>' "
-                + base
-                + "/patients",
+                "  then: curl -H 'Authorization: Bearer <token>' -H 'Content-Type: "
+                'application/json\' -d \'{"q": "王秀"}\' ' + base + "/patients/search",
             ]
         )
     )

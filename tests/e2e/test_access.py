@@ -187,8 +187,11 @@ def commands() -> list[Endpoint]:
     ]
 
 
+#: A patient search posts its term (``POST`` paths below carry this body).
+SEARCH = {"q": "秀英"}
+
 QUERIES = [
-    ("/patients?q=秀英", READERS),
+    ("POST /patients/search", READERS),
     ("/patients/{pid}", READERS),
     ("/patients/{pid}/timeline", READERS),
     ("/referrals/{rid}", READERS),
@@ -269,10 +272,10 @@ def test_every_query_admits_its_roles(world: HttpWorld, targets: dict[str, str])
     wrong: list[str] = []
     for template, roles in QUERIES:
         path = fill(template, targets)
-        if world.http.get(path).status_code != 401:
+        if query(world, path, None).status_code != 401:
             wrong.append(f"no token {path}")
         for role, token in tokens.items():
-            r = world.http.get(path, headers=bearer(token))
+            r = query(world, path, token)
             allowed = r.status_code != 403
             if allowed != (role in roles) or r.status_code >= 500:
                 wrong.append(f"{role} on {path}: {r.status_code} {r.text[:120]}")
@@ -295,7 +298,7 @@ ITEMS = [
 ]
 #: Lists: the target's id is among the items for its owners only.
 LISTS = [
-    ("/patients?q=秀英", "pid", READERS),
+    ("POST /patients/search", "pid", READERS),
     ("/quotas", "qid", READERS),
     ("/teams", "team", {C, CO, AU}),
 ]
@@ -333,7 +336,7 @@ def test_every_query_shows_its_own_and_hides_the_foreign(
             for whose, tokens in (("own", own), ("foreign", foreign)):
                 if role not in tokens:
                     continue
-                r = get(world, path, tokens[role], limit=500)
+                r = query(world, path, tokens[role], limit=500)
                 ids = [x["id"] for x in r.json().get("items", [])]
                 if r.status_code != 200 or (targets[key] in ids) != (whose == "own"):
                     wrong.append(f"{whose} {role} lists {path}: {r.status_code} {ids[:5]}")
@@ -343,6 +346,15 @@ def test_every_query_shows_its_own_and_hides_the_foreign(
 def get(world: HttpWorld, path: str, token: str, **params: Any) -> httpx.Response:
     """GET ``path`` (which may carry a query) with more ``params`` merged in."""
     return world.http.get(httpx.URL(path).copy_merge_params(params), headers=bearer(token))
+
+
+def query(world: HttpWorld, path: str, token: str | None, **params: Any) -> httpx.Response:
+    """A query: GET ``path``, or, for ``POST <path>``, a post of :data:`SEARCH`."""
+    headers = bearer(token) if token else {}
+    if path.startswith("POST "):
+        url = httpx.URL(path.removeprefix("POST ")).copy_merge_params(params)
+        return world.http.post(url, json=SEARCH, headers=headers)
+    return world.http.get(httpx.URL(path).copy_merge_params(params), headers=headers)
 
 
 def targets_positions(world: HttpWorld) -> list[int]:

@@ -1,11 +1,15 @@
 """The read access log over HTTP, on both stores: reads by each role are recorded with who,
 what and how many rows; a foreign (404) read records nothing; auditors read the log and a
-patient's report (and their reading is recorded too); a clean stop loses nothing."""
+patient's report (and their reading is recorded too); a clean stop loses nothing; search terms
+stay out of URLs and logs."""
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -26,7 +30,7 @@ def get(world: HttpWorld, path: str, token: str, **params: Any) -> httpx.Respons
 
 
 def search(world: HttpWorld, token: str, q: str) -> httpx.Response:
-    return world.http.get("/patients", params={"q": q}, headers=bearer(token))
+    return world.http.post("/patients/search", json={"q": q}, headers=bearer(token))
 
 
 def access(world: HttpWorld, patient: UUID, **params: Any) -> list[dict[str, Any]]:
@@ -159,3 +163,76 @@ def test_a_clean_stop_writes_every_read_still_queued(settings: Settings) -> None
     finally:
         views.close()
         app.close()
+
+
+# --- search terms stay out of URLs and logs ------------------------------------------------
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith(("httpx", "httpcore")):
+            return  # the test's own client
+        self.lines.append(f"{record.name} {record.getMessage()} {record.exc_text or ''}")
+
+
+@contextmanager
+def captured() -> Iterator[tuple[Lines, Lines]]:
+    """Uvicorn's access log (at INFO, as `jiayi serve` writes it) and every other log record
+    (at DEBUG) while the block runs."""
+    access, everything = Lines(), Lines()
+    access_logger, root = logging.getLogger("uvicorn.access"), logging.getLogger()
+    levels = access_logger.level, root.level
+    access_logger.addHandler(access)
+    access_logger.setLevel(logging.INFO)
+    root.addHandler(everything)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield access, everything
+    finally:
+        access_logger.removeHandler(access)
+        root.removeHandler(everything)
+        access_logger.setLevel(levels[0])
+        root.setLevel(levels[1])
+
+
+def test_search_terms_stay_out_of_urls_and_logs(world: HttpWorld) -> None:
+    pid = world.patient()
+    nid, name = world.identities[pid]
+    pos = world.ok(f"/patients/{pid}/tags", world.center.token, {"tag": "type2_diabetes"})
+    token = world.center.token
+    assert get(world, f"/patients/{pid}", token, wait_for_position=pos["position"]).is_success
+    with captured() as (access_lines, other_lines):
+        found = search(world, token, nid)
+        assert [p["id"] for p in found.json()["items"]] == [str(pid)]
+        assert search(world, token, name).status_code == 200
+        assert search(world, token, "王").status_code == 422  # refused, and not echoed
+        assert nid not in search(world, token, nid[:1]).text
+        # the old way, a term in the URL: gone, and the URL is not logged with it
+        old = get(world, "/patients", token, q=nid)
+        assert old.status_code == 405 and nid not in old.text
+        # the page's search form posts too
+        http = world.http
+        http.cookies.set("jiayi_session", token)
+        page = http.get("/ui/patients")
+        assert 'method="post" action="/ui/patients"' in page.text
+        csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+        result = http.post("/ui/patients", data={"csrf": csrf, "q": nid})
+        assert result.status_code == 200 and f"/ui/patients/{pid}" in result.text
+        http.cookies.clear()
+        # a GET with a query string of its own: logged without it
+        assert get(world, f"/patients/{pid}/timeline", token, since="2000-01-01T00:00:00Z").is_success  # fmt: skip
+    assert any("/patients/search" in line for line in access_lines.lines)
+    assert any(f"/patients/{pid}/timeline " in line for line in access_lines.lines)
+    for line in access_lines.lines + other_lines.lines:
+        assert nid not in line and name not in line, line
+        assert "?" not in line.split('"')[1] if '"' in line else True, line
+    world.served.services.queries.flush()
+    # the access log holds which patients a search found, never the term
+    rows = world.served.services.queries.store.rows(
+        "SELECT * FROM access_log WHERE resource = 'search'"
+    )
+    assert rows and all(nid not in str(r) and name not in str(r) for r in rows)

@@ -15,6 +15,11 @@ def get(world: HttpWorld, path: str, token: str, **params: Any) -> httpx.Respons
     return world.http.get(path, params=params, headers=bearer(token))
 
 
+def search(world: HttpWorld, token: str, q: str, **params: Any) -> httpx.Response:
+    """Patient search: the term in the body, never in the URL."""
+    return world.http.post("/patients/search", json={"q": q}, params=params, headers=bearer(token))
+
+
 def test_a_hospital_that_rejected_a_referral_keeps_only_that_referral(world: HttpWorld) -> None:
     pid, _ = world.contracted()
     rid = world.referral(pid)
@@ -28,7 +33,7 @@ def test_a_hospital_that_rejected_a_referral_keeps_only_that_referral(world: Htt
     last = rejected["position"]
 
     assert get(world, f"/patients/{pid}", hospital, wait_for_position=last).status_code == 404
-    found = get(world, "/patients", hospital, q="王秀英", wait_for_position=last)
+    found = search(world, hospital, "王秀英", wait_for_position=last)
     assert found.status_code == 200 and found.json()["items"] == []
     referral = get(world, f"/referrals/{rid}", hospital, wait_for_position=last)
     assert referral.status_code == 200
@@ -46,10 +51,10 @@ def test_search_needs_a_real_term_and_takes_wildcards_literally(world: HttpWorld
     tagged = world.ok(f"/patients/{pid}/tags", token, {"tag": "type2_diabetes"})
     assert get(world, f"/patients/{pid}", token, wait_for_position=tagged["position"]).is_success
     for term in ("%", "_", "王"):
-        r = get(world, "/patients", token, q=term)
+        r = search(world, token, term)
         assert r.status_code == 422, (term, r.text)
     for term in ("%%", "__", "王%", "%秀%"):
-        r = get(world, "/patients", token, q=term)
+        r = search(world, token, term)
         assert r.status_code == 200 and r.json()["items"] == [], term
-    r = get(world, "/patients", token, q="秀英")
+    r = search(world, token, "秀英")
     assert [p["id"] for p in r.json()["items"]] == [str(pid)]

@@ -1,11 +1,13 @@
 """The read access log's pieces without I/O: every query declares what it reads, rows are
-counted per patient, every field is in the digest."""
+counted per patient, every field is in the digest, uvicorn's access lines lose their query."""
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 
+from api.main import QuerylessAccessLog
 from audit.access import AccessRecord, count_rows, record_digest
 from projections.queries import Queries
 from projections.views import ViewQueries
@@ -61,3 +63,14 @@ def test_every_field_is_in_the_digest() -> None:
     assert record_digest(dataclasses.replace(record, org_id="")) != digest
     moved = dataclasses.replace(record, staff_id="gp-1c", role="enter_staff")
     assert record_digest(moved) != digest
+
+
+def test_access_log_lines_lose_their_query_string() -> None:
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/patients?q=110105196001020030", "1.1", 405), None,
+    )  # fmt: skip
+    assert QuerylessAccessLog().filter(record)
+    assert record.getMessage() == '127.0.0.1:5000 - "GET /patients HTTP/1.1" 405'
+    plain = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, "started", (), None)
+    assert QuerylessAccessLog().filter(plain) and plain.getMessage() == "started"
