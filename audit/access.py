@@ -480,21 +480,24 @@ def _cell(value: Any) -> Any:
 class Broken:
     """A place where the access log is not as written.
 
-    ``kind``: ``changed`` (the row's fields no longer match its digest), ``link`` (the row does
-    not follow the row before it: a row before it was removed, inserted or renumbered, or its
-    own digest or hash was rewritten), ``missing`` (positions ``position`` to ``last`` are
-    absent: rows deleted)."""
+    ``kind`` (the words of ``jiayi audit verify``): ``changed`` (the row's fields no longer
+    match its digest), ``deleted`` (positions ``position`` to ``last`` are absent; the row
+    after them no longer follows, which is not reported again), ``link`` (the row does not
+    follow the row before it, with no gap to explain it: its digest or hash rewritten, or the
+    row made up)."""
 
     position: int
-    kind: Literal["changed", "link", "missing"]
+    kind: Literal["changed", "deleted", "link"]
     last: int | None = None
 
     def __str__(self) -> str:
-        if self.kind == "missing":
-            where = f"positions {self.position}-{self.last}" if self.last != self.position else ""
-            return f"access log: {where or f'position {self.position}'} missing"
-        what = "fields do not match its digest" if self.kind == "changed" else "link broken"
-        return f"access log: position {self.position}: {what}"
+        if self.kind == "deleted":
+            if self.last is not None and self.last != self.position:
+                return f"access log: positions {self.position}-{self.last} deleted"
+            return f"access log: position {self.position} deleted"
+        if self.kind == "changed":
+            return f"access log: position {self.position} changed (fields not as digested)"
+        return f"access log: position {self.position} does not follow the row before"
 
 
 @dataclass(frozen=True)
@@ -551,8 +554,9 @@ def _verify(store: ViewStore, page: int) -> AccessLogCheck:
     for r in _walk(store, page):
         rows += 1
         at = int(r["position"])
-        if at != position + 1:
-            broken.append(Broken(position + 1, "missing", at - 1))
+        gap = at != position + 1
+        if gap:
+            broken.append(Broken(position + 1, "deleted", at - 1))
         digest, stored = bytes(r["digest"]), bytes(r["hash"])
         record = AccessRecord(
             r["at"],
@@ -566,7 +570,7 @@ def _verify(store: ViewStore, page: int) -> AccessLogCheck:
         )
         if record_digest(record) != digest:
             broken.append(Broken(at, "changed"))
-        if link(previous, at, digest) != stored:
+        if not gap and link(previous, at, digest) != stored:
             broken.append(Broken(at, "link"))
         position, previous = at, stored
     return AccessLogCheck(rows, position, previous, tuple(broken))

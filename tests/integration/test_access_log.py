@@ -172,13 +172,19 @@ def test_the_chain_names_rows_changed_deleted_or_inserted(
     assert check.broken == (
         Broken(3, "changed"),
         Broken(5, "link"),
-        Broken(7, "missing", 7),
-        Broken(8, "link"),
+        Broken(7, "deleted", 7),
         Broken(11, "changed"),
         Broken(11, "link"),
     )
     assert not check.ok and check.rows == 10 and check.last_position == 11
-    assert str(check.broken[2]) == "access log: position 7 missing"
+    assert str(check.broken[2]) == "access log: position 7 deleted"
+    # rows deleted at the start and a run of them in the middle
+    tamper(store, "DELETE FROM access_log WHERE position IN (1, 2)")
+    tamper(store, "DELETE FROM access_log WHERE position BETWEEN 8 AND 9")
+    assert [b for b in verify_access_log(store).broken if b.kind == "deleted"] == [
+        Broken(1, "deleted", 2),
+        Broken(7, "deleted", 9),
+    ]
 
 
 def test_an_empty_log_is_intact(settings: Settings) -> None:
