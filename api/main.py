@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -48,8 +48,11 @@ def create_app(
     settings: Settings | None = None,
     app: CareCoordination | None = None,
     queries: Queries | None = None,
+    on_stop: Callable[[], None] | None = None,
 ) -> FastAPI:
-    """The HTTP API on ``settings``; ``app``/``queries`` may be given (tests, one process)."""
+    """The HTTP API on ``settings``; ``app``/``queries`` may be given (tests, one process);
+    ``on_stop`` runs at the end of a clean stop (the serving process's own closing: on SIGTERM
+    uvicorn ends the process right after the lifespan, so nothing after ``uvicorn.run`` runs)."""
     services = Services(settings or Settings(), application=app, queries=queries)
 
     @asynccontextmanager
@@ -71,6 +74,8 @@ def create_app(
                 except Exception:
                     log.exception("the read access log could not be written at shutdown")
             services.close()
+            if on_stop is not None:
+                on_stop()
 
     api = FastAPI(
         title="jiayi (家医) care coordination API",

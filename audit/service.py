@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from audit import seals as sealing
-from audit.verify import last, record, verify
+from audit.verify import add_access_log, last, record, verify
 from jiayi.settings import Settings
 
 log = logging.getLogger("jiayi.audit")
@@ -65,6 +65,8 @@ class Verifications:
                 report = verify(
                     store, start=start, stop=start + limit, elsewhere=elsewhere, public=public
                 )
+                if start == 0:
+                    add_access_log(report, self.settings)
                 record(store, report, requested_by, started)
             finally:
                 store.close()

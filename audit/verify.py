@@ -62,6 +62,8 @@ class Report:
     seals: int = 0
     seconds: float = 0.0
     seals_trusted: bool = True
+    #: rows of the read access log checked (``add_access_log``)
+    access_rows: int = 0
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -525,6 +527,18 @@ def _check_seals(
                     f"{seal.sealed_at} at position {seal.position}",
                 )
             )
+
+
+def add_access_log(report: Report, settings: Any) -> None:
+    """The read access log's own chain (``audit.access``), checked too: its broken places join
+    the report as ``access-changed``, ``access-deleted`` and ``access-link`` (positions in the
+    access log, not in the event log)."""
+    from audit.access import verify_access_log
+
+    check = verify_access_log(settings)
+    report.access_rows = check.rows
+    for b in check.broken:
+        report.findings.append(Finding(b.position, f"access-{b.kind}", None, None, str(b)))
 
 
 # --- recorded verifications (the auditors' route and page) -----------------------------------

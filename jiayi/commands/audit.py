@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from audit import seals as sealing
-from audit.verify import Report, record, verify
+from audit.verify import Report, add_access_log, record, verify
 from jiayi.bootstrap import build_application
 from jiayi.settings import Settings
 
@@ -115,6 +115,8 @@ def run_verify(args: argparse.Namespace) -> int:
             elsewhere=list(sealing.unique(elsewhere)),
             public=public,
         )
+        if args.start == 0 and args.stop is None:
+            add_access_log(report, settings)
         record(store, report, "cli", started)
     finally:
         store.close()
@@ -131,6 +133,8 @@ def print_report(report: Report) -> None:
         f"verified positions {report.start + 1}..{report.end}: {report.events:,} events, "
         f"{report.seals} seals, {report.seconds:.2f} s ({rate:,.0f} events/s)"
     )
+    if report.access_rows:
+        print(f"read access log: {report.access_rows:,} rows")
     if not report.seals_trusted:
         print("warning: no public key, seal signatures not checked (--public-key)")
     if report.ok:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +56,26 @@ def run(args: argparse.Namespace) -> int:
     seals = start_schedule(settings)
     _print_help(host, port)
     _print_organisations(app)
-    try:
-        uvicorn.run(create_app(settings, app=app, queries=views.queries), host=host, port=port)
-    finally:
+    closed = threading.Event()
+
+    def close() -> None:
+        """Once, at a clean stop: the last seal, the views' runner, the event store."""
+        if closed.is_set():
+            return
+        closed.set()
         if seals is not None:
             seals.stop()
         views.close()
         app.close()
+
+    try:
+        uvicorn.run(
+            create_app(settings, app=app, queries=views.queries, on_stop=close),
+            host=host,
+            port=port,
+        )
+    finally:
+        close()
     return 0
 
 

@@ -304,3 +304,33 @@ def test_each_query_records_the_rows_it_returned_per_patient(
     assert q.access_entries(nurse, one, Page()) is None
     assert q.access_entries(auditor, uuid4(), Page()) is None
     assert verify_access_log(q.store).ok
+
+
+def test_jiayi_audit_verify_checks_the_access_log_too(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One command for the auditor: a changed access-log row fails `jiayi audit verify`."""
+    from jiayi import cli
+
+    env = {"JIAYI_DATA_DIR": str(settings.data_dir)}
+    if settings.uses_postgres:
+        env |= {
+            "JIAYI_POSTGRES_URL": settings.postgres_dsn(),
+            "JIAYI_POSTGRES_SCHEMA": settings.postgres_schema or "",
+        }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["demo", "--patients", "20", "--seed", "3"]) == 0
+    store = view_location(settings).open()
+    try:
+        ensure_table(store)
+        append(store, records(3))
+        capsys.readouterr()
+        assert cli.main(["audit", "verify"]) == 0
+        assert "read access log: 3 rows" in capsys.readouterr().out
+        store.execute("UPDATE access_log SET rows = 99 WHERE position = 2")
+    finally:
+        store.close()
+    assert cli.main(["audit", "verify", "--json"]) == 1
+    out = capsys.readouterr().out
+    assert '"kind": "access-changed"' in out and '"position": 2' in out
