@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import Notification, StoredEvent
+from eventsourcing.persistence import Notification, ProgrammingError, StoredEvent
 from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteProcessRecorder
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
-from eventstore.chain import EVENT_PREFIX, GENESIS, Link, event_digest, extend
+from eventstore.chain import EVENT_PREFIX, GENESIS, Link, event_digest, extend, link
 from eventstore.errors import DamagedEvent
 
 log = logging.getLogger("jiayi.eventstore")
@@ -159,11 +159,15 @@ class PostgresEventStore(PostgresProcessRecorder):
             "SELECT source, id FROM {0}.{1} WHERE (source, id) IN "
             "(SELECT * FROM unnest(%b::text[], %b::text[]))"
         ).format(schema, self.inbox_table)
+        # the positions given, and the chain's head before them (read in the same statement,
+        # under the table lock: no round trip more while the lock is held)
         self._insert_columns = SQL(
             "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest(%b::{2}[], %b::bigint[], %b::text[], %b::bytea[]) "
-            "RETURNING notification_id"
-        ).format(schema, events, Identifier(self.datastore.originator_id_type))
+            "RETURNING notification_id, "
+            "(SELECT position FROM {0}.{3} ORDER BY position DESC LIMIT 1) AS head_position, "
+            "(SELECT hash FROM {0}.{3} ORDER BY position DESC LIMIT 1) AS head_hash"
+        ).format(schema, events, Identifier(self.datastore.originator_id_type), chain)
         self._select_head = SQL(
             "SELECT position, hash FROM {0}.{1} ORDER BY position DESC LIMIT 1"
         ).format(schema, chain)
@@ -320,35 +324,46 @@ class PostgresEventStore(PostgresProcessRecorder):
             binary=True,
         )
 
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        # what does not depend on the position is hashed before the table lock is taken
+        kwargs["digests"] = [
+            event_digest(_uuid(e.originator_id), e.originator_version, e.topic, e.state)
+            for e in stored_events
+        ]
+        return super().insert_events(stored_events, **kwargs)
+
     def _fetch_ids_after_insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         """The positions the events were given, then their links, in the same transaction
         and under the same table lock (so links are made in position order)."""
-        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-        assert ids is not None and len(ids) == len(stored_events)
-        if not ids:
-            return ids
-        with curs.connection.cursor() as c:
-            c.execute(self._select_head, prepare=True)
-            head = c.fetchone()
-            previous = GENESIS
-            if head is not None:
-                if head["position"] >= ids[0]:
-                    raise ChainAhead(
-                        f"the hash chain has a link at position {head['position']}, at or "
-                        f"after new position {ids[0]}: run `jiayi audit verify`"
-                    )
-                previous = bytes(head["hash"])
-            links = list(
-                extend(
-                    previous,
-                    (
-                        (i, _uuid(e.originator_id), e.originator_version, e.topic, e.state)
-                        for i, e in zip(ids, stored_events, strict=True)
-                    ),
+        rows = curs.fetchall()
+        if len(rows) != len(stored_events):
+            raise ProgrammingError(f"got {len(rows)} positions for {len(stored_events)} events")
+        if not rows:
+            return []
+        ids = [r["notification_id"] for r in rows]
+        previous = GENESIS
+        if rows[0]["head_position"] is not None:
+            if rows[0]["head_position"] >= ids[0]:
+                raise ChainAhead(
+                    f"the hash chain has a link at position {rows[0]['head_position']}, at or "
+                    f"after new position {ids[0]}: run `jiayi audit verify`"
                 )
+            previous = bytes(rows[0]["head_hash"])
+        digests: list[bytes] = kwargs.get("digests") or [
+            event_digest(_uuid(e.originator_id), e.originator_version, e.topic, e.state)
+            for e in stored_events
+        ]
+        links = []
+        for i, e, digest in zip(ids, stored_events, digests, strict=True):
+            previous = link(previous, i, digest)
+            links.append(
+                Link(i, _uuid(e.originator_id), e.originator_version, e.topic, digest, previous)
             )
+        with curs.connection.cursor() as c:
             self._write_links(c, links)
         return ids
 
