@@ -176,10 +176,26 @@ class PostgresEventStore(PostgresProcessRecorder):
             "hash) SELECT * FROM unnest(%b::bigint[], %b::{2}[], %b::bigint[], %b::text[], "
             "%b::bytea[], %b::bytea[])"
         ).format(schema, chain, Identifier(self.datastore.originator_id_type))
-        # every read joins the chain's digest to the row
+        # the links of one insert (its positions consecutive): digests and hashes in one bytea
+        # (32 + 32 bytes a link), the identity taken from the events just inserted. Ten
+        # parameter arrays of 2,000 values each cost the consumer about 2.4 ms apiece to send
+        # while the table lock was held.
+        self._insert_consecutive_links = SQL(
+            "WITH x AS (SELECT %b::bytea AS links, %b::bigint AS first, %b::int AS n) "
+            "INSERT INTO {0}.{1} (position, originator_id, originator_version, topic, digest, "
+            "hash) SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, "
+            "substring(x.links FROM i * 64 + 1 FOR 32), substring(x.links FROM i * 64 + 33 FOR 32) "
+            "FROM x CROSS JOIN generate_series(0, x.n - 1) AS i "
+            "JOIN {0}.{2} e ON e.notification_id = x.first + i"
+        ).format(schema, chain, events)
+        # every read fetches each row's digest from the chain by its position: a correlated
+        # subquery, one index probe a row whatever the planner thinks of the tables' sizes (a
+        # join was planned as a hash join over the whole chain while its statistics were
+        # stale, a full scan for every batch of the consumer)
         self._checked = SQL(
             "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state, "
-            "c.digest FROM {0}.{1} e LEFT JOIN {0}.{2} c ON c.position = e.notification_id"
+            "(SELECT c.digest FROM {0}.{2} c WHERE c.position = e.notification_id) AS digest "
+            "FROM {0}.{1} e"
         ).format(schema, events, chain)
         self._count_after = SQL(
             "SELECT count(*) AS count FROM {0}.{1} WHERE notification_id > %b"
@@ -364,7 +380,14 @@ class PostgresEventStore(PostgresProcessRecorder):
                 Link(i, _uuid(e.originator_id), e.originator_version, e.topic, digest, previous)
             )
         with curs.connection.cursor() as c:
-            self._write_links(c, links)
+            if ids[-1] - ids[0] == len(ids) - 1:  # always, under the table lock
+                c.execute(
+                    self._insert_consecutive_links,
+                    (b"".join(k.digest + k.hash for k in links), ids[0], len(ids)),
+                    binary=True,
+                )
+            else:
+                self._write_links(c, links)
         return ids
 
     def _insert_events(
