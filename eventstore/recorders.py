@@ -140,6 +140,15 @@ class PostgresEventStore(PostgresProcessRecorder):
                 "topic text NOT NULL, digest bytea NOT NULL, hash bytea NOT NULL)"
             ).format(schema, chain, Identifier(self.datastore.originator_id_type))
         )
+        # autovacuum as the library tunes the events table (an append-only table needs no
+        # vacuum for dead rows; analyse it often so plans follow its growth)
+        self.sql_create_statements.append(
+            SQL(
+                "ALTER TABLE {0}.{1} SET (autovacuum_vacuum_threshold = 100000000, "
+                "autovacuum_vacuum_scale_factor = 0.5, autovacuum_analyze_threshold = 1000, "
+                "autovacuum_analyze_scale_factor = 0.01)"
+            ).format(schema, chain)
+        )
         names = tables(True, base)
         for statement in _AUDIT_TABLES:
             self.sql_create_statements.append(
