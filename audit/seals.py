@@ -180,7 +180,8 @@ class SealBook:
 
     def head(self) -> tuple[int, bytes] | None:
         row = self.store.one(
-            f"SELECT position, hash FROM {self.tables.chain} ORDER BY position DESC LIMIT 1"
+            f"SELECT {self.tables.position} AS position, hash FROM {self.tables.events} "
+            f"WHERE hash IS NOT NULL ORDER BY {self.tables.position} DESC LIMIT 1"
         )
         return None if row is None else (int(row["position"]), bytes(row["hash"]))
 

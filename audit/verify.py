@@ -105,20 +105,16 @@ class Source:
         if store.postgres:
             self._events = (
                 f"SELECT {n.position}, uuid_send(originator_id) || int8send(originator_version)"
-                " || int4send(octet_length(topic)) || convert_to(topic, 'UTF8') || state "
-                f"FROM {n.events} WHERE {n.position} > %s AND {n.position} <= %s "
+                " || int4send(octet_length(topic)) || convert_to(topic, 'UTF8') || state, "
+                f"digest, hash FROM {n.events} WHERE {n.position} > %s AND {n.position} <= %s "
                 f"ORDER BY {n.position}"
             )
         else:
             self._events = (
-                f"SELECT {n.position}, originator_id, originator_version, topic, state "
-                f"FROM {n.events} WHERE {n.position} > ? AND {n.position} <= ? "
+                f"SELECT {n.position}, originator_id, originator_version, topic, state, digest, "
+                f"hash FROM {n.events} WHERE {n.position} > ? AND {n.position} <= ? "
                 f"ORDER BY {n.position}"
             )
-        self._links = self.store.sql(
-            f"SELECT position, digest, hash FROM {n.chain} WHERE position > ? AND position <= ? "
-            "ORDER BY position"
-        )
 
     def __enter__(self) -> Source:
         if self.store.postgres:
@@ -127,7 +123,7 @@ class Source:
         else:
             self.store.conn.execute("BEGIN")
             # a read transaction takes its snapshot at the first read
-            self.store.conn.execute(f"SELECT 1 FROM {self.names.chain} LIMIT 1").fetchall()
+            self.store.conn.execute(f"SELECT 1 FROM {self.names.events} LIMIT 1").fetchall()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -137,26 +133,24 @@ class Source:
 
     def last_position(self) -> int:
         n = self.names
-        row = self.store.conn.execute(
-            f"SELECT (SELECT max({n.position}) FROM {n.events}), "
-            f"(SELECT max(position) FROM {n.chain})"
-        ).fetchone()
-        return max(row[0] or 0, row[1] or 0)
+        row = self.store.conn.execute(f"SELECT max({n.position}) FROM {n.events}").fetchone()
+        return int(row[0] or 0)
 
     def before(self, start: int) -> tuple[bytes, bytes]:
         """The stored hashes of the last two links at or before ``start``."""
         rows = self.store.conn.execute(
             self.store.sql(
-                f"SELECT hash FROM {self.names.chain} WHERE position <= ? "
-                "ORDER BY position DESC LIMIT 2"
+                f"SELECT hash FROM {self.names.events} WHERE {self.names.position} <= ? "
+                f"AND hash IS NOT NULL ORDER BY {self.names.position} DESC LIMIT 2"
             ),
             (start,),
         ).fetchall()
         hashes = [bytes(r[0]) for r in rows] + [GENESIS, GENESIS]
         return hashes[0], hashes[1]
 
-    def events(self, after: int, upto: int) -> list[tuple[int, bytes]]:
-        """(position, digested bytes after the prefix) of the events in ``(after, upto]``."""
+    def events(self, after: int, upto: int) -> list[tuple[int, bytes, Any, Any]]:
+        """(position, digested bytes after the prefix, digest, hash) of the events in
+        ``(after, upto]``."""
         if self.store.postgres:
             with self.store.conn.cursor(binary=True) as cur:
                 cur.execute(self._events, (after, upto))
@@ -172,16 +166,25 @@ class Source:
                     + _I.pack(len(t))
                     + t
                     + (r[4] if isinstance(r[4], bytes) else bytes(r[4])),
+                    r[5],
+                    r[6],
                 )
             )
         return out
 
-    def links(self, after: int, upto: int) -> list[tuple[int, bytes, bytes]]:
-        if self.store.postgres:
-            with self.store.conn.cursor(binary=True) as cur:
-                cur.execute(self._links, (after, upto))
-                return cur.fetchall()
-        return self.store.conn.execute(self._links, (after, upto)).fetchall()
+    def version_holes(self, limit: int = 20) -> list[tuple[UUID, int, int]]:
+        """Aggregates missing versions: (aggregate, first missing, last missing)."""
+        n = self.names
+        rows = self.store.conn.execute(
+            self.store.sql(
+                "SELECT originator_id, prev, originator_version FROM (SELECT originator_id, "
+                "originator_version, coalesce(lag(originator_version) OVER (PARTITION BY "
+                f"originator_id ORDER BY originator_version), 0) AS prev FROM {n.events}) AS t "
+                "WHERE originator_version <> prev + 1 LIMIT ?"
+            ),
+            (limit,),
+        ).fetchall()
+        return [(_uuid(r[0]), int(r[1]) + 1, int(r[2]) - 1) for r in rows]
 
     def event_rows(self, positions: Sequence[int]) -> dict[int, _Row]:
         """The events at ``positions``, whole (for what is wrong with them)."""
@@ -204,15 +207,16 @@ class Source:
         return found
 
     def link_rows(self, positions: Sequence[int]) -> dict[int, tuple[UUID, int, str, bytes]]:
-        """(aggregate, version, topic, digest) recorded in the chain at ``positions``."""
+        """(aggregate, version, topic, digest) of the rows at ``positions``."""
         found: dict[int, tuple[UUID, int, str, bytes]] = {}
         for i in range(0, len(positions), 500):
             part = list(positions[i : i + 500])
             marks = ", ".join("?" * len(part))
             for r in self.store.conn.execute(
                 self.store.sql(
-                    "SELECT position, originator_id, originator_version, topic, digest "
-                    f"FROM {self.names.chain} WHERE position IN ({marks})"
+                    f"SELECT {self.names.position}, originator_id, originator_version, topic, "
+                    f"digest FROM {self.names.events} WHERE {self.names.position} IN ({marks}) "
+                    "AND digest IS NOT NULL"
                 ),
                 part,
             ).fetchall():
@@ -283,12 +287,13 @@ def _walk(
     report: Report,
 ) -> dict[int, bytes]:
     """Walk the rows; the stored hashes at the ``wanted`` positions (the seals')."""
-    findings = report.findings
+    link_findings: list[Finding] = []
     previous, before_previous = source.before(start)
     last = source.last_position() if stop is None else stop
     mismatched: list[int] = []
-    deleted: list[int] = []
     inserted: list[int] = []
+    # rows whose link does not follow: position -> (digest, hash, stored hash before it)
+    unlinked: dict[int, tuple[bytes, bytes, bytes]] = {}
     # a link that did not follow: (position, its expected hash, previous position)
     pending: tuple[int, bytes, int] | None = None
     previous_position = start
@@ -299,31 +304,22 @@ def _walk(
     after = start
     while after < last:
         upto = min(after + PAGE, last)
-        events = source.events(after, upto)
-        links = source.links(after, upto)
+        rows = source.events(after, upto)
         after = upto
-        i = j = 0
-        ne, nl = len(events), len(links)
-        while i < ne or j < nl:
-            if j == nl or (i < ne and events[i][0] < links[j][0]):
-                inserted.append(events[i][0])
-                count += 1
-                end = max(end, events[i][0])
-                i += 1
+        for position, covered, digest, hash_ in rows:
+            count += 1
+            end = position
+            if digest is None or hash_ is None:
+                inserted.append(position)
                 continue
-            position, digest, hash_ = links[j]
-            j += 1
-            if i == ne or position < events[i][0]:
-                deleted.append(position)
-            else:
-                if sha256(_EVENT + events[i][1]).digest() != digest:
-                    mismatched.append(position)
-                count += 1
-                i += 1
+            if sha256(_EVENT + covered).digest() != digest:
+                mismatched.append(position)
             expected = sha256(previous + pack(position) + digest).digest()
             if pending is not None or expected != hash_:
+                if expected != hash_:
+                    unlinked[position] = (digest, hash_, previous)
                 expected, pending = _unlinked(
-                    findings,
+                    link_findings,
                     pending,
                     position,
                     digest,
@@ -335,12 +331,16 @@ def _walk(
             if position in wanted:
                 hashes_at[position] = hash_
             before_previous, previous, previous_position = previous, hash_, position
-            end = position
     if pending is not None:
-        findings.append(_gap(pending[2], pending[0]))
+        link_findings.append(_gap(pending[2], pending[0]))
     report.events = count
     report.end = end
     report.seals = len(seals)
+    findings = report.findings
+    moved = _reordered(unlinked, findings, source)
+    explained = {p for q in moved for p in (q, q + 1)}
+    findings.extend(f for f in link_findings if f.position not in explained)
+    _name_deleted(source, findings)
     for position in inserted:
         row = source.event_rows([position])[position]
         findings.append(
@@ -352,8 +352,59 @@ def _walk(
                 "a stored event the chain never recorded (added outside the application)",
             )
         )
-    _classify(source, mismatched, deleted, findings)
+    _classify(source, [p for p in mismatched if p not in moved], findings)
     return hashes_at
+
+
+def _reordered(
+    unlinked: dict[int, tuple[bytes, bytes, bytes]], findings: list[Finding], source: Source
+) -> set[int]:
+    """Rows moved whole to another position (with their digest and hash): each one's hash
+    is the link it was given at the position it came from."""
+    moved: set[int] = set()
+    if len(unlinked) > 2_000:
+        return moved
+    for p, (digest, hash_, _) in unlinked.items():
+        for q, (_, _, before_q) in unlinked.items():
+            if q != p and link(before_q, q, digest) == hash_:
+                row = source.event_rows([p]).get(p)
+                findings.append(
+                    Finding(
+                        p,
+                        "reordered",
+                        None if row is None else str(row.oid),
+                        None if row is None else event_type(row.topic),
+                        f"the event recorded at position {q} now stands here",
+                    )
+                )
+                moved.add(p)
+                break
+    return moved
+
+
+def _name_deleted(source: Source, findings: list[Finding]) -> None:
+    """Rows deleted with their links leave a gap in the chain and a hole in their aggregate's
+    versions: name the aggregate when there is one hole for one gap."""
+    gaps = [i for i, f in enumerate(findings) if f.kind == "deleted" and f.aggregate is None]
+    if not gaps:
+        return
+    holes = source.version_holes()
+    if len(gaps) == 1 and len(holes) == 1:
+        f = findings[gaps[0]]
+        oid, first, last_missing = holes[0]
+        versions = (
+            f"version {first}" if first == last_missing else f"versions {first}-{last_missing}"
+        )
+        findings[gaps[0]] = Finding(
+            f.position, f.kind, str(oid), None, f"{f.detail}; aggregate {oid} lost {versions}"
+        )
+    elif holes:
+        listed = ", ".join(f"{oid} from version {first}" for oid, first, _ in holes[:5])
+        for i in gaps:
+            f = findings[i]
+            findings[i] = Finding(
+                f.position, f.kind, None, None, f"{f.detail}; aggregates missing versions: {listed}"
+            )
 
 
 def _unlinked(
@@ -411,23 +462,12 @@ def _gap(after: int, at: int) -> Finding:
     )
 
 
-def _classify(
-    source: Source, positions: list[int], deleted: list[int], findings: list[Finding]
-) -> None:
-    recorded = source.link_rows(positions + deleted)
+def _classify(source: Source, positions: list[int], findings: list[Finding]) -> None:
+    """Rows whose state or identity is not what their digest says: moved from another row
+    (``swapped``, states exchanged) or ``changed``."""
+    recorded = source.link_rows(positions)
     rows = source.event_rows(positions)
     mismatched = [rows[p] for p in positions]
-    for position in deleted:
-        oid, version, topic, _ = recorded[position]
-        findings.append(
-            Finding(
-                position,
-                "deleted",
-                str(oid),
-                event_type(topic),
-                f"the event (version {version}) is gone; its link remains",
-            )
-        )
     by_digest = {recorded[r.position][3]: r.position for r in mismatched}
     pairable = len(mismatched) <= 2_000
     for row in mismatched:

@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import Notification, ProgrammingError, StoredEvent
+from eventsourcing.persistence import Notification, StoredEvent
 from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteProcessRecorder
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
-from eventstore.chain import EVENT_PREFIX, GENESIS, Link, event_digest, extend, link
+from eventstore.chain import EVENT_PREFIX, GENESIS, event_digest, extend, link
 from eventstore.errors import DamagedEvent
 
 log = logging.getLogger("jiayi.eventstore")
@@ -67,8 +67,8 @@ def checked(
 class Tables:
     """The event store's tables (names within the deployment's schema / SQLite file)."""
 
+    #: the events, each row with its link in the chain (columns digest and hash)
     events: str
-    chain: str
     seals: str
     verifications: str
     #: the events table's column that is the position in the log
@@ -79,12 +79,11 @@ def tables(postgres: bool, application: str = "carecoordination") -> Tables:
     if postgres:
         return Tables(
             events=f"{application}_events",
-            chain=f"{application}_chain",
             seals=f"{application}_seals",
             verifications=f"{application}_verifications",
             position="notification_id",
         )
-    return Tables("stored_events", "event_chain", "chain_seals", "chain_verifications", "rowid")
+    return Tables("stored_events", "chain_seals", "chain_verifications", "rowid")
 
 
 #: Seals of the chain's head (signed outside the database, see ``audit.seals``) and the
@@ -103,11 +102,6 @@ def _uuid(value: UUID | str) -> UUID:
     return value if isinstance(value, UUID) else UUID(value)
 
 
-class ChainAhead(RuntimeError):
-    """The chain already has a link at or after a position being written: rows were deleted
-    from the end of the log outside the application (SQLite reuses their positions)."""
-
-
 class PostgresEventStore(PostgresProcessRecorder):
     def __init__(
         self,
@@ -122,10 +116,10 @@ class PostgresEventStore(PostgresProcessRecorder):
             events_table_name=events_table_name,
             tracking_table_name=tracking_table_name or f"{base}_tracking",
         )
-        self.chain_table_name = f"{base}_chain"
+        #: the chain lives in the events' rows (columns digest and hash)
+        self.chain_table_name = self.events_table_name
         schema = Identifier(self.datastore.schema)
         events = Identifier(self.events_table_name)
-        chain = Identifier(self.chain_table_name)
         self.inbox_table = Identifier(f"{base}_inbox")
         self.sql_create_statements.append(
             SQL(
@@ -133,21 +127,12 @@ class PostgresEventStore(PostgresProcessRecorder):
                 "received_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (source, id))"
             ).format(schema, self.inbox_table)
         )
+        # the chain lives in the events' own rows: digest and hash (see eventstore.chain)
         self.sql_create_statements.append(
             SQL(
-                "CREATE TABLE IF NOT EXISTS {0}.{1} (position bigint PRIMARY KEY, "
-                "originator_id {2} NOT NULL, originator_version bigint NOT NULL, "
-                "topic text NOT NULL, digest bytea NOT NULL, hash bytea NOT NULL)"
-            ).format(schema, chain, Identifier(self.datastore.originator_id_type))
-        )
-        # autovacuum as the library tunes the events table (an append-only table needs no
-        # vacuum for dead rows; analyse it often so plans follow its growth)
-        self.sql_create_statements.append(
-            SQL(
-                "ALTER TABLE {0}.{1} SET (autovacuum_vacuum_threshold = 100000000, "
-                "autovacuum_vacuum_scale_factor = 0.5, autovacuum_analyze_threshold = 1000, "
-                "autovacuum_analyze_scale_factor = 0.01)"
-            ).format(schema, chain)
+                "ALTER TABLE {0}.{1} ADD COLUMN IF NOT EXISTS digest bytea, "
+                "ADD COLUMN IF NOT EXISTS hash bytea"
+            ).format(schema, events)
         )
         names = tables(True, base)
         for statement in _AUDIT_TABLES:
@@ -168,44 +153,36 @@ class PostgresEventStore(PostgresProcessRecorder):
             "SELECT source, id FROM {0}.{1} WHERE (source, id) IN "
             "(SELECT * FROM unnest(%b::text[], %b::text[]))"
         ).format(schema, self.inbox_table)
-        # the positions given, and the chain's head before them (read in the same statement,
-        # under the table lock: no round trip more while the lock is held)
+        # under the table lock: the next position and the chain's head
+        self._select_next = SQL(
+            "SELECT (SELECT max(notification_id) FROM {0}.{1}) AS last, (SELECT hash FROM "
+            "{0}.{1} WHERE hash IS NOT NULL ORDER BY notification_id DESC LIMIT 1) AS head"
+        ).format(schema, events)
+        self._set_sequence = SQL("SELECT setval(pg_get_serial_sequence(%s, 'notification_id'), %s)")
+        # the events with their positions, digests and hashes (32 + 32 bytes a link, in one
+        # bytea: parameter arrays cost about 1.2 µs a value to send while the lock is held)
         self._insert_columns = SQL(
-            "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state) "
-            "SELECT * FROM unnest(%b::{2}[], %b::bigint[], %b::text[], %b::bytea[]) "
-            "RETURNING notification_id, "
-            "(SELECT position FROM {0}.{3} ORDER BY position DESC LIMIT 1) AS head_position, "
-            "(SELECT hash FROM {0}.{3} ORDER BY position DESC LIMIT 1) AS head_hash"
-        ).format(schema, events, Identifier(self.datastore.originator_id_type), chain)
+            "WITH x AS (SELECT %b::bytea AS links, %b::bigint AS first) "
+            "INSERT INTO {0}.{1} (notification_id, originator_id, originator_version, topic, "
+            "state, digest, hash) SELECT x.first + u.o - 1, u.i, u.v, u.t, u.s, "
+            "substring(x.links FROM (u.o::int - 1) * 64 + 1 FOR 32), "
+            "substring(x.links FROM (u.o::int - 1) * 64 + 33 FOR 32) "
+            "FROM x, unnest(%b::{2}[], %b::bigint[], %b::text[], %b::bytea[]) "
+            "WITH ORDINALITY AS u(i, v, t, s, o) RETURNING notification_id"
+        ).format(schema, events, Identifier(self.datastore.originator_id_type))
         self._select_head = SQL(
-            "SELECT position, hash FROM {0}.{1} ORDER BY position DESC LIMIT 1"
-        ).format(schema, chain)
-        self._insert_links = SQL(
-            "INSERT INTO {0}.{1} (position, originator_id, originator_version, topic, digest, "
-            "hash) SELECT * FROM unnest(%b::bigint[], %b::{2}[], %b::bigint[], %b::text[], "
-            "%b::bytea[], %b::bytea[])"
-        ).format(schema, chain, Identifier(self.datastore.originator_id_type))
-        # the links of one insert (its positions consecutive): digests and hashes in one bytea
-        # (32 + 32 bytes a link), the identity taken from the events just inserted. Ten
-        # parameter arrays of 2,000 values each cost the consumer about 2.4 ms apiece to send
-        # while the table lock was held.
-        self._insert_consecutive_links = SQL(
-            "WITH x AS (SELECT %b::bytea AS links, %b::bigint AS first, %b::int AS n) "
-            "INSERT INTO {0}.{1} (position, originator_id, originator_version, topic, digest, "
-            "hash) SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, "
-            "substring(x.links FROM i * 64 + 1 FOR 32), substring(x.links FROM i * 64 + 33 FOR 32) "
-            "FROM x CROSS JOIN generate_series(0, x.n - 1) AS i "
-            "JOIN {0}.{2} e ON e.notification_id = x.first + i"
-        ).format(schema, chain, events)
-        # every read fetches each row's digest from the chain by its position: a correlated
-        # subquery, one index probe a row whatever the planner thinks of the tables' sizes (a
-        # join was planned as a hash join over the whole chain while its statistics were
-        # stale, a full scan for every batch of the consumer)
+            "SELECT notification_id, hash FROM {0}.{1} WHERE hash IS NOT NULL "
+            "ORDER BY notification_id DESC LIMIT 1"
+        ).format(schema, events)
+        self._update_links = SQL(
+            "UPDATE {0}.{1} e SET digest = u.d, hash = u.h FROM unnest(%b::bigint[], "
+            "%b::bytea[], %b::bytea[]) AS u(p, d, h) WHERE e.notification_id = u.p"
+        ).format(schema, events)
+        # every read takes each row's digest with it
         self._checked = SQL(
             "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state, "
-            "(SELECT c.digest FROM {0}.{2} c WHERE c.position = e.notification_id) AS digest "
-            "FROM {0}.{1} e"
-        ).format(schema, events, chain)
+            "e.digest FROM {0}.{1} e"
+        ).format(schema, events)
         self._count_after = SQL(
             "SELECT count(*) AS count FROM {0}.{1} WHERE notification_id > %b"
         ).format(schema, events)
@@ -225,13 +202,13 @@ class PostgresEventStore(PostgresProcessRecorder):
         # database (as eventstore.chain does): nothing but the damaged rows comes back
         self._select_damaged = SQL(
             "SELECT DISTINCT ON (e.originator_id) e.notification_id, e.originator_id, "
-            "e.originator_version, e.topic, c.digest IS NULL AS unchained "
-            "FROM {0}.{1} e LEFT JOIN {0}.{2} c ON c.position = e.notification_id "
-            "WHERE e.originator_id = ANY(%b) AND (c.digest IS NULL OR c.digest <> sha256("
+            "e.originator_version, e.topic, e.digest IS NULL AS unchained "
+            "FROM {0}.{1} e "
+            "WHERE e.originator_id = ANY(%b) AND (e.digest IS NULL OR e.digest <> sha256("
             "%b::bytea || uuid_send(e.originator_id::uuid) || int8send(e.originator_version) "
             "|| int4send(length(convert_to(e.topic, 'UTF8'))) || convert_to(e.topic, 'UTF8') "
             "|| e.state)) ORDER BY e.originator_id, e.originator_version"
-        ).format(schema, events, chain)
+        ).format(schema, events)
         # a counter bumped by triggers on any UPDATE, DELETE or TRUNCATE of the events or the
         # chain (the application only inserts): what a process keeping aggregates in memory
         # looks at before it trusts them (``changed_outside``)
@@ -249,7 +226,7 @@ class PostgresEventStore(PostgresProcessRecorder):
                 "$$ BEGIN UPDATE {0}.{2} SET n = n + 1 WHERE id = 1; RETURN NULL; END $$"
             ).format(schema, note, alterations),
         ]
-        for table in (self.events_table_name, self.chain_table_name):
+        for table in (self.events_table_name,):
             self.sql_create_statements.append(
                 SQL(
                     "CREATE OR REPLACE TRIGGER {0} AFTER UPDATE OR DELETE OR TRUNCATE ON {1}.{2} "
@@ -264,18 +241,21 @@ class PostgresEventStore(PostgresProcessRecorder):
             "SELECT notification_id FROM {0}.{1} WHERE originator_id = %b "
             "AND originator_version = %b"
         ).format(schema, events)
-        self._chain_exists = SQL("SELECT to_regclass(%s) IS NOT NULL AS found")
+        self._chained_column = SQL(
+            "SELECT EXISTS (SELECT FROM information_schema.columns WHERE table_schema = %s "
+            "AND table_name = %s AND column_name = 'hash') AS found"
+        )
         self._adopt_rows = SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state "
             "FROM {0}.{1} ORDER BY notification_id"
         ).format(schema, events)
+        self._qualified = f'"{self.datastore.schema}"."{self.events_table_name}"'
 
     # --- the chain, written with the events -------------------------------------------------
 
     def create_table(self) -> None:
-        name = f'"{self.datastore.schema}"."{self.chain_table_name}"'
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(self._chain_exists, (name,))
+            curs.execute(self._chained_column, (self.datastore.schema, self.events_table_name))
             row = curs.fetchone()
             existed = bool(row and row["found"])
         super().create_table()
@@ -284,7 +264,7 @@ class PostgresEventStore(PostgresProcessRecorder):
 
     def _adopt(self) -> None:
         """Chain the events of a log recorded before the chain existed (an upgrade), once,
-        when the chain table is created; a chain that exists is never recomputed here."""
+        when the chain's columns are added; a chain that exists is never recomputed here."""
         with self.datastore.transaction(commit=True) as curs:
             self._lock_table(curs)
             curs.execute(self._select_head)
@@ -307,47 +287,19 @@ class PostgresEventStore(PostgresProcessRecorder):
                         ),
                     )
                 )
+            for i in range(0, len(links), 10_000):
+                part = links[i : i + 10_000]
+                curs.execute(
+                    self._update_links,
+                    ([k.position for k in part], [k.digest for k in part], [k.hash for k in part]),
+                    binary=True,
+                )
             if links:
-                self._write_links(curs, links)
                 log.warning(
                     "hash chain started over %d events recorded before it (up to position %d)",
                     len(links),
                     links[-1].position,
                 )
-
-    def _write_links(self, curs: Any, links: Sequence[Link]) -> None:
-        curs.execute(
-            self._insert_links,
-            (
-                [k.position for k in links],
-                [k.originator_id for k in links],
-                [k.originator_version for k in links],
-                [k.topic for k in links],
-                [k.digest for k in links],
-                [k.hash for k in links],
-            ),
-            binary=True,
-        )
-
-    def _insert_stored_events(
-        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> None:
-        """The library's insert (table lock, notify, one statement) with one typed array a
-        column, sent in binary, instead of an array of a composite type sent as text: psycopg
-        quotes every field of a composite with regular expressions, which was a tenth of the
-        consumer's time."""
-        self._lock_table(curs)
-        self._notify_channel(curs)
-        curs.execute(
-            self._insert_columns,
-            (
-                [e.originator_id for e in stored_events],
-                [e.originator_version for e in stored_events],
-                [e.topic for e in stored_events],
-                [e.state for e in stored_events],
-            ),
-            binary=True,
-        )
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -359,45 +311,42 @@ class PostgresEventStore(PostgresProcessRecorder):
         ]
         return super().insert_events(stored_events, **kwargs)
 
-    def _fetch_ids_after_insert_events(
+    def _insert_stored_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
-        """The positions the events were given, then their links, in the same transaction
-        and under the same table lock (so links are made in position order)."""
-        rows = curs.fetchall()
-        if len(rows) != len(stored_events):
-            raise ProgrammingError(f"got {len(rows)} positions for {len(stored_events)} events")
-        if not rows:
-            return []
-        ids = [r["notification_id"] for r in rows]
-        previous = GENESIS
-        if rows[0]["head_position"] is not None:
-            if rows[0]["head_position"] >= ids[0]:
-                raise ChainAhead(
-                    f"the hash chain has a link at position {rows[0]['head_position']}, at or "
-                    f"after new position {ids[0]}: run `jiayi audit verify`"
-                )
-            previous = bytes(rows[0]["head_hash"])
+    ) -> None:
+        """Under the table lock (so positions are given, and links made, in commit order):
+        the next position and the chain's head (one round trip), the links, then the events
+        with their positions, digests and hashes in one statement, sent in binary (one typed
+        array a column: psycopg quotes every field of a composite with regular expressions,
+        which was a tenth of the consumer's time)."""
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        curs.execute(self._select_next, prepare=True)
+        row = curs.fetchone()
+        first = int(row["last"] or 0) + 1
+        previous = GENESIS if row["head"] is None else bytes(row["head"])
         digests: list[bytes] = kwargs.get("digests") or [
             event_digest(_uuid(e.originator_id), e.originator_version, e.topic, e.state)
             for e in stored_events
         ]
-        links = []
-        for i, e, digest in zip(ids, stored_events, digests, strict=True):
-            previous = link(previous, i, digest)
-            links.append(
-                Link(i, _uuid(e.originator_id), e.originator_version, e.topic, digest, previous)
-            )
-        with curs.connection.cursor() as c:
-            if ids[-1] - ids[0] == len(ids) - 1:  # always, under the table lock
-                c.execute(
-                    self._insert_consecutive_links,
-                    (b"".join(k.digest + k.hash for k in links), ids[0], len(ids)),
-                    binary=True,
-                )
-            else:
-                self._write_links(c, links)
-        return ids
+        links = bytearray()
+        for position, digest in enumerate(digests, first):
+            previous = link(previous, position, digest)
+            links += digest
+            links += previous
+        curs.execute(self._set_sequence, (self._qualified, first + len(digests) - 1))
+        curs.execute(
+            self._insert_columns,
+            (
+                bytes(links),
+                first,
+                [e.originator_id for e in stored_events],
+                [e.originator_version for e in stored_events],
+                [e.topic for e in stored_events],
+                [e.state for e in stored_events],
+            ),
+            binary=True,
+        )
 
     def _insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -618,20 +567,14 @@ class PostgresEventStore(PostgresProcessRecorder):
 
 
 class SQLiteEventStore(SQLiteProcessRecorder):
-    chain_table_name = "event_chain"
-
     def __init__(
         self, datastore: SQLiteDatastore, *, events_table_name: str = "stored_events"
     ) -> None:
         super().__init__(datastore, events_table_name=events_table_name)
+        self.chain_table_name = events_table_name
         self.create_table_statements.append(
             "CREATE TABLE IF NOT EXISTS inbox (source text NOT NULL, id text NOT NULL, "
             "PRIMARY KEY (source, id))"
-        )
-        self.create_table_statements.append(
-            f"CREATE TABLE IF NOT EXISTS {self.chain_table_name} (position INTEGER PRIMARY KEY, "
-            "originator_id TEXT NOT NULL, originator_version INTEGER NOT NULL, "
-            "topic TEXT NOT NULL, digest BLOB NOT NULL, hash BLOB NOT NULL)"
         )
         names = tables(False)
         for statement in _AUDIT_TABLES:
@@ -649,29 +592,33 @@ class SQLiteEventStore(SQLiteProcessRecorder):
             "n INTEGER NOT NULL)",
             "INSERT OR IGNORE INTO chain_alterations VALUES (1, 0)",
         ] + [
-            f"CREATE TRIGGER IF NOT EXISTS {table}_{what}d AFTER {what.upper()} ON {table} "
+            f"CREATE TRIGGER IF NOT EXISTS {events_table_name}_{what}d AFTER {what.upper()} "
+            f"ON {events_table_name} "
             "BEGIN UPDATE chain_alterations SET n = n + 1 WHERE id = 1; END"
-            for table in (self.events_table_name, self.chain_table_name)
             for what in ("update", "delete")
         ]
-        e, c = self.events_table_name, self.chain_table_name
+        e = self.events_table_name
         self._checked = (
             f"SELECT e.rowid AS notification_id, e.originator_id, e.originator_version, e.topic, "
-            f"e.state, c.digest FROM {e} e LEFT JOIN {c} c ON c.position = e.rowid"
+            f"e.state, e.digest FROM {e} e"
+        )
+        self._insert = (
+            f"INSERT INTO {e} (rowid, originator_id, originator_version, topic, state, digest, "
+            "hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
         )
 
     def _create_table(self, c: SQLiteCursor) -> None:
-        c.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-            (self.chain_table_name,),
-        )
-        existed = c.fetchone() is not None
+        """The library's tables, the chain's columns in the events' rows and, for a log
+        recorded before the chain existed (an upgrade), its links, once."""
         super()._create_table(c)
-        if existed:
+        e = self.events_table_name
+        c.execute(f"PRAGMA table_info({e})")
+        if "hash" in {r[1] for r in c.fetchall()}:
             return
+        c.execute(f"ALTER TABLE {e} ADD COLUMN digest BLOB")
+        c.execute(f"ALTER TABLE {e} ADD COLUMN hash BLOB")
         c.execute(
-            "SELECT rowid, originator_id, originator_version, topic, state "
-            f"FROM {self.events_table_name} ORDER BY rowid"
+            f"SELECT rowid, originator_id, originator_version, topic, state FROM {e} ORDER BY rowid"
         )
         links = list(
             extend(
@@ -680,57 +627,58 @@ class SQLiteEventStore(SQLiteProcessRecorder):
             )
         )
         if links:
-            self._write_links(c, links)
+            c.executemany(
+                f"UPDATE {e} SET digest = ?, hash = ? WHERE rowid = ?",
+                [(k.digest, k.hash, k.position) for k in links],
+            )
             log.warning(
                 "hash chain started over %d events recorded before it (up to position %d)",
                 len(links),
                 links[-1].position,
             )
 
-    def _write_links(self, c: SQLiteCursor, links: Sequence[Link]) -> None:
-        c.executemany(
-            f"INSERT INTO {self.chain_table_name} (position, originator_id, originator_version, "
-            "topic, digest, hash) VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (k.position, k.originator_id.hex, k.originator_version, k.topic, k.digest, k.hash)
-                for k in links
-            ],
-        )
-
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        returning = super()._insert_events(c, stored_events, **kwargs)
+        """The events with their positions, digests and hashes (under SQLite's write lock,
+        so positions are given, and links made, in commit order), the tracking position and
+        the inbox."""
+        returning: list[int] = []
+        if stored_events:
+            e = self.events_table_name
+            c.execute(
+                f"SELECT (SELECT max(rowid) FROM {e}), (SELECT hash FROM {e} "
+                "WHERE hash IS NOT NULL ORDER BY rowid DESC LIMIT 1)"
+            )
+            last, head = c.fetchone()
+            first = (last or 0) + 1
+            links = extend(
+                GENESIS if head is None else bytes(head),
+                (
+                    (first + n, _uuid(s.originator_id), s.originator_version, s.topic, s.state)
+                    for n, s in enumerate(stored_events)
+                ),
+            )
+            rows = [
+                (
+                    k.position,
+                    k.originator_id.hex,
+                    k.originator_version,
+                    k.topic,
+                    s.state,
+                    k.digest,
+                    k.hash,
+                )
+                for k, s in zip(links, stored_events, strict=True)
+            ]
+            returning = [r[0] for r in rows]
+            c.executemany(self._insert, rows)
+        tracking = kwargs.get("tracking")
+        if tracking is not None:
+            self._insert_tracking(c, tracking)
         received: list[MessageKey] = kwargs.get("received") or []
         if received:
             c.executemany("INSERT INTO inbox (source, id) VALUES (?, ?)", received)
-        if stored_events:
-            assert returning is not None and len(returning) == len(stored_events)
-            c.execute(
-                f"SELECT position, hash FROM {self.chain_table_name} ORDER BY position DESC LIMIT 1"
-            )
-            head = c.fetchone()
-            previous = GENESIS
-            if head is not None:
-                if head[0] >= returning[0]:
-                    raise ChainAhead(
-                        f"the hash chain has a link at position {head[0]}, at or after new "
-                        f"position {returning[0]} (events were deleted from the end of the "
-                        "log): run `jiayi audit verify`"
-                    )
-                previous = bytes(head[1])
-            self._write_links(
-                c,
-                list(
-                    extend(
-                        previous,
-                        (
-                            (i, _uuid(e.originator_id), e.originator_version, e.topic, e.state)
-                            for i, e in zip(returning, stored_events, strict=True)
-                        ),
-                    )
-                ),
-            )
         return returning
 
     def _checked_rows(

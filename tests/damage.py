@@ -57,8 +57,8 @@ def damage(settings: Settings, aggregate: UUID, version: int, forge_digest: bool
             )
             if forge_digest:
                 conn.execute(
-                    sql.SQL("UPDATE {} SET digest = %s WHERE position = %s").format(
-                        _pg_table(settings, "chain")
+                    sql.SQL("UPDATE {} SET digest = %s WHERE notification_id = %s").format(
+                        _pg_table(settings)
                     ),
                     (event_digest(aggregate, version, topic, changed), position),
                 )
@@ -75,7 +75,7 @@ def damage(settings: Settings, aggregate: UUID, version: int, forge_digest: bool
             conn.execute("UPDATE stored_events SET state = ? WHERE rowid = ?", (changed, position))
             if forge_digest:
                 conn.execute(
-                    "UPDATE event_chain SET digest = ? WHERE position = ?",
+                    "UPDATE stored_events SET digest = ? WHERE rowid = ?",
                     (event_digest(aggregate, version, topic, changed), position),
                 )
         conn.close()
