@@ -1,14 +1,16 @@
 """The recorders every process writes and reads the one log through (both stores).
 
-They are the library's process recorders (events + tracking positions) with two more tables:
+They are the library's process recorders (events + tracking positions) with:
 
-- ``<app>_chain`` (position, aggregate, version, topic, digest, hash): the hash chain of
-  ``eventstore.chain``, one row per event, written in the same transaction as the events
-  (under the events table's lock on PostgreSQL, the database's write lock on SQLite), so
-  every write path (use cases, batches, the consumer's binary insert, bulk histories) is
-  chained. Every read (an aggregate's events, a page of the log) checks each row against its
-  digest and raises :class:`~eventstore.errors.DamagedEvent` for a row that was changed,
-  moved or inserted outside the application.
+- two more columns in the events table, ``digest`` and ``hash``: the hash chain of
+  ``eventstore.chain``, written by the statement that inserts the events, positions given by
+  the recorder under the events table's lock (PostgreSQL) or the database's write lock
+  (SQLite), so every write path (use cases, batches, the consumer's binary insert, bulk
+  histories) is chained in position order. Every read (an aggregate's events, a page of the
+  log) checks each row against its digest and raises
+  :class:`~eventstore.errors.DamagedEvent` for a row that was changed, moved or inserted
+  outside the application. Triggers count every UPDATE, DELETE or TRUNCATE of the events
+  (``changed_outside``); the seal and verification tables live beside them.
 - ``<app>_inbox (source, id)``: the CloudEvents already applied. Rows are inserted in the same
   transaction as the events a message caused and its partition offset, so a message is
   applied at most once even when a partner publishes it again under a new offset.
