@@ -5,7 +5,7 @@
 The log is the one ``make bench-replay`` generates and keeps (generated here the same way when
 missing). A log recorded before the chain existed is chained once when the application opens
 it (as an upgraded deployment is). Prints events/s of a full verification (digests, links,
-seals) and its ratio to a raw read of the same rows (the events and the chain's rows, read
+seals) and its ratio to a raw read of the same rows (every column of the events, links included, read
 from one snapshot with the same cursors, nothing computed) measured in the same run.
 """
 
@@ -26,8 +26,8 @@ from jiayi.settings import Settings
 
 
 def raw_read(settings: Settings) -> tuple[int, float]:
-    """Every event row and chain row as stored (all columns), in the ranges verify reads,
-    from one snapshot, nothing computed."""
+    """Every event row as stored (all columns, its link included), in the ranges verify
+    reads, from one snapshot, nothing computed."""
     store = open_store(settings)
     began = time.perf_counter()
     n = 0
@@ -35,8 +35,9 @@ def raw_read(settings: Settings) -> tuple[int, float]:
         with Source(store) as source:
             names = source.names
             query = (
-                f"SELECT {names.position}, originator_id, originator_version, topic, state "
-                f"FROM {names.events} WHERE {names.position} > %s AND {names.position} <= %s "
+                f"SELECT {names.position}, originator_id, originator_version, topic, state, "
+                f"digest, hash FROM {names.events} WHERE {names.position} > %s "
+                f"AND {names.position} <= %s "
                 f"ORDER BY {names.position}"
             )
             last = source.last_position()
@@ -46,7 +47,6 @@ def raw_read(settings: Settings) -> tuple[int, float]:
                 with store.conn.cursor(binary=True) as cur:
                     cur.execute(query, (after, upto))
                     n += len(cur.fetchall())
-                source.links(after, upto)
                 after = upto
     finally:
         store.close()
@@ -101,7 +101,7 @@ def main() -> int:
             for f in report.findings[:10]:
                 print(f"  {f.position} {f.kind} {f.detail}")
         best_raw, best_verify = max(best_raw, raw), max(best_verify, rate)
-    print(f"raw read of events + chain rows: {best_raw:>10,.0f} events/s")
+    print(f"raw read of the same rows:       {best_raw:>10,.0f} events/s")
     print(f"jiayi audit verify:              {best_verify:>10,.0f} events/s")
     print(f"ratio verify / raw read: {best_verify / best_raw:.2f}   (target: >= 100,000 events/s)")
     return 0
