@@ -648,6 +648,9 @@ class SQLiteEventStore(SQLiteProcessRecorder):
         returning: list[int] = []
         if stored_events:
             e = self.events_table_name
+            # take the write lock first (waiting for it as any write does): a read first would
+            # hold a shared lock that SQLite refuses to upgrade while another writer is busy
+            c.execute("UPDATE chain_alterations SET n = n WHERE 0")
             c.execute(
                 f"SELECT (SELECT max(rowid) FROM {e}), (SELECT hash FROM {e} "
                 "WHERE hash IS NOT NULL ORDER BY rowid DESC LIMIT 1)"
