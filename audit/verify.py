@@ -1,17 +1,16 @@
 """``jiayi audit verify``: walk the log and its chain, and name every broken link.
 
-The events and the chain's rows are read in position order from one snapshot and merged.
-For each position:
+The events, each with its link (columns ``digest`` and ``hash``), are read in position order
+from one snapshot. For each row:
 
-- an event with no link: ``inserted`` (a row added outside the application);
-- a link with no event: ``deleted`` (the link still names the aggregate and event type);
-- an event whose digest is not its link's: ``reordered`` when it is the row recorded at another
-  position (moved whole), ``swapped`` when its state is the one recorded at another position
-  (states exchanged between rows), otherwise ``changed`` (a value, a byte; or its aggregate,
-  version or topic);
-- a link that does not follow from the one before: the row before it was ``inserted`` with a
-  forged link, rows before it were ``deleted`` with their links, or its own hash was
-  ``changed``;
+- no link: ``inserted`` (a row added outside the application);
+- content not what its digest says: ``swapped`` when its state is the one recorded at another
+  position (states exchanged between rows), otherwise ``changed`` (a value, a byte; or its
+  aggregate, version or topic);
+- a link that does not follow from the one before: the row was ``reordered`` (moved whole: its
+  link is the one it was given at another position), the row before it was ``inserted`` with
+  a forged link, rows before it were ``deleted`` (named by the hole they leave in their
+  aggregate's versions), or its own hash was ``changed``;
 
 then every seal (the database's, and the copies given with ``--seals``): a seal whose
 signature does not verify with the deployment's public key is ``forged-seal``; one the chain
@@ -35,13 +34,11 @@ from uuid import UUID
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from audit.seals import Seal
-from eventstore.chain import GENESIS, event_digest, link
+from eventstore.chain import EVENT_PREFIX, GENESIS, covered, event_digest, link
 from eventstore.recorders import Tables, tables
 from projections.store import ViewStore
 
-_EVENT = b"jiayi.event.v1\x00"
 _Q = struct.Struct(">q")
-_I = struct.Struct(">I")
 PAGE = 20_000
 
 
@@ -155,22 +152,10 @@ class Source:
             with self.store.conn.cursor(binary=True) as cur:
                 cur.execute(self._events, (after, upto))
                 return cur.fetchall()
-        out = []
-        for r in self.store.conn.execute(self._events, (after, upto)).fetchall():
-            t = r[3].encode()
-            out.append(
-                (
-                    r[0],
-                    bytes.fromhex(r[1])
-                    + _Q.pack(r[2])
-                    + _I.pack(len(t))
-                    + t
-                    + (r[4] if isinstance(r[4], bytes) else bytes(r[4])),
-                    r[5],
-                    r[6],
-                )
-            )
-        return out
+        return [
+            (r[0], covered(bytes.fromhex(r[1]), r[2], r[3], bytes(r[4])), r[5], r[6])
+            for r in self.store.conn.execute(self._events, (after, upto)).fetchall()
+        ]
 
     def version_holes(self, limit: int = 20) -> list[tuple[UUID, int, int]]:
         """Aggregates missing versions: (aggregate, first missing, last missing)."""
@@ -306,13 +291,13 @@ def _walk(
         upto = min(after + PAGE, last)
         rows = source.events(after, upto)
         after = upto
-        for position, covered, digest, hash_ in rows:
+        for position, blob, digest, hash_ in rows:
             count += 1
             end = position
             if digest is None or hash_ is None:
                 inserted.append(position)
                 continue
-            if sha256(_EVENT + covered).digest() != digest:
+            if sha256(EVENT_PREFIX + blob).digest() != digest:
                 mismatched.append(position)
             expected = sha256(previous + pack(position) + digest).digest()
             if pending is not None or expected != hash_:

@@ -29,28 +29,24 @@ _Q = struct.Struct(">q")
 _I = struct.Struct(">I")
 
 
-def event_digest(originator_id: UUID, version: int, topic: str, state: bytes) -> bytes:
+def covered(originator_id: bytes, version: int, topic: str, state: bytes) -> bytes:
+    """What a digest covers after :data:`EVENT_PREFIX` (``originator_id`` as 16 bytes): the
+    one definition, which PostgreSQL's ``uuid_send || int8send || int4send || convert_to ||
+    state`` also produces (``audit.verify``, ``recorders.damaged_among``)."""
     t = topic.encode()
-    return sha256(
-        b"".join(
-            (
-                EVENT_PREFIX,
-                originator_id.bytes,
-                version.to_bytes(8, "big", signed=True),
-                len(t).to_bytes(4, "big"),
-                t,
-                state,
-            )
-        )
-    ).digest()
+    return originator_id + _Q.pack(version) + _I.pack(len(t)) + t + state
+
+
+def event_digest(originator_id: UUID, version: int, topic: str, state: bytes) -> bytes:
+    return sha256(EVENT_PREFIX + covered(originator_id.bytes, version, topic, state)).digest()
 
 
 def link(previous: bytes, position: int, digest: bytes) -> bytes:
-    return sha256(previous + position.to_bytes(8, "big") + digest).digest()
+    return sha256(previous + _Q.pack(position) + digest).digest()
 
 
 class Link(NamedTuple):
-    """One row of the chain table."""
+    """One event's place in the chain."""
 
     position: int
     originator_id: UUID
@@ -64,9 +60,6 @@ def extend(previous: bytes, rows: Iterable[tuple[int, UUID, int, str, bytes]]) -
     """The links of ``rows`` (position, originator id, version, topic, state), in position
     order, after a chain whose last link is ``previous``."""
     for position, originator_id, version, topic, state in rows:
-        t = topic.encode()
-        digest = sha256(
-            EVENT_PREFIX + originator_id.bytes + _Q.pack(version) + _I.pack(len(t)) + t + state
-        ).digest()
-        previous = sha256(previous + _Q.pack(position) + digest).digest()
+        digest = event_digest(originator_id, version, topic, state)
+        previous = link(previous, position, digest)
         yield Link(position, originator_id, version, topic, digest, previous)

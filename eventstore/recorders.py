@@ -514,7 +514,7 @@ class PostgresEventStore(PostgresProcessRecorder):
         ]
 
     def changed_outside(self) -> bool:
-        """Whether rows of the events or chain table were updated, deleted or truncated since
+        """Whether rows of the events table were updated, deleted or truncated since
         the last call (the application only inserts them; triggers count every such
         statement, in the statement's own transaction). True on the first call."""
         with self.datastore.transaction(commit=False) as curs:
