@@ -333,6 +333,9 @@ class Recording(Protocol):
 
     access_log: AccessLog | None
 
+    def reveal(self, found: Any) -> Any:
+        """The answer with the personal data it holds opened for the reader (tokens)."""
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -364,7 +367,8 @@ def count_rows(found: Any, key: str) -> dict[str, int]:
 def reads(
     resource: str | None, *, subject: str | None = None, key: str = "patient_id"
 ) -> Callable[[F], F]:
-    """Declare what a query method of :class:`projections.views.ViewQueries` reads.
+    """Declare what a query method of :class:`projections.views.ViewQueries` reads; its
+    answer leaves with the personal data it holds opened for the reader (``reveal``).
 
     ``resource``: the name recorded (``None``: the method returns no patient's data, e.g.
     aggregate counts; declared so, on purpose). The method's first parameter is the
@@ -376,16 +380,27 @@ def reads(
 
     def wrap(method: F) -> F:
         if resource is None:
-            method.__reads__ = None  # type: ignore[attr-defined]
-            return method
+
+            @functools.wraps(method)
+            def revealed(self: Recording, scope: Any, *args: Any, **kwargs: Any) -> Any:
+                found = method(self, scope, *args, **kwargs)
+                return None if found is None else self.reveal(found)
+
+            revealed.__reads__ = None  # type: ignore[attr-defined]
+            return revealed  # type: ignore[return-value]
         parameters = list(inspect.signature(method).parameters)
         index = parameters.index(subject) - 2 if subject is not None else -1  # self, scope
 
         @functools.wraps(method)
         def recorded(self: Recording, scope: Any, *args: Any, **kwargs: Any) -> Any:
             found = method(self, scope, *args, **kwargs)
+            if found is None:
+                return found
+            # Personal data leaves the views as tokens only through here, opened for this
+            # reader (eventstore.personal); every query method declares @reads.
+            found = self.reveal(found)
             access_log = self.access_log
-            if access_log is None or found is None:
+            if access_log is None:
                 return found
             counts = count_rows(found, key)
             if subject is not None:

@@ -566,10 +566,16 @@ def _redacted(topic: str, fields: dict[str, Any]) -> dict[str, Any]:
     """``fields`` of a patient's event without personal data; the birth date as a year."""
     if not topic.startswith(_PATIENT_TOPIC):
         return fields
-    out = {k: v for k, v in fields.items() if k not in PERSONAL and k != "birth_date"}
-    birth = fields.get("birth_date")
+    out = {
+        k: v
+        for k, v in fields.items()
+        if k not in PERSONAL and k not in ("birth_date", "birth_month")
+    }
+    birth, month = fields.get("birth_date"), fields.get("birth_month")
     if isinstance(birth, date):
         out["birth_year"] = birth.year
+    elif isinstance(month, str):
+        out["birth_year"] = int(month[:4])
     return out
 
 

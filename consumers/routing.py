@@ -12,6 +12,8 @@ recipient      receives
 ``center``     the patient's ``home`` center: every event of its patients (their registry
                entry, contracts, tags, follow-ups, referrals, bookings), personal data left
                out (:data:`consumers.messages.PERSONAL`)
+``ever``       every organisation that was ever sent an event about the patient:
+               ``Patient.Erased``, the erasure notice (each erases the patient too)
 ``hospital``   the hospital a referral or return is addressed to (its ``referral``/``return``
                relation): ``Referral.*`` of that referral; the hospital that publishes a
                quota: ``Quota.*`` of that quota (its bookings). Free text another
@@ -38,6 +40,8 @@ from uuid import UUID
 from projections.relations import HOME, REFERRAL, RETURN, Start, relation_changes
 
 CENTER, HOSPITAL = "center", "hospital"
+#: Every organisation that was ever sent an event about the patient (the erasure notice).
+EVER = "ever"
 _ABSENT = object()
 
 
@@ -58,6 +62,8 @@ _REFERRAL = Cut(withheld=frozenset({"contract_id", "team_id"}))
 #: Event name (``Aggregate.EventName``, or ``Aggregate.*`` for every event of the aggregate)
 #: -> recipient kind -> what it does not get. Absent: nobody.
 ROUTES: dict[str, dict[str, Cut]] = {
+    # An erased patient's partners erase them too: all that ever received their events.
+    "Patient.Erased": {EVER: ALL},
     "Patient.*": {CENTER: ALL},
     "Contract.*": {CENTER: ALL},
     "FollowUps.*": {CENTER: ALL},
@@ -115,6 +121,8 @@ class Router:
         self.relations: dict[str, tuple[str, UUID, UUID]] = {}
         #: The hospital of each quota.
         self.quotas: dict[UUID, UUID] = {}
+        #: Patient -> every organisation sent an event about them (who an erasure reaches).
+        self.received: dict[UUID, frozenset[UUID]] = {}
         #: The last log position observed (0: none).
         self.position = 0
         #: What :meth:`rollback` restores: (table, key, previous value or _ABSENT), in order.
@@ -161,7 +169,11 @@ class Router:
         self.position = position
 
     def _related(self, name: str, event: Any, patient: UUID) -> dict[str, set[UUID]]:
-        found: dict[str, set[UUID]] = {CENTER: set(), HOSPITAL: set()}
+        found: dict[str, set[UUID]] = {
+            CENTER: set(),
+            HOSPITAL: set(),
+            EVER: set(self.received.get(patient, ())),
+        }
         home = self.relations.get(f"{HOME}:{patient}")
         if home is not None:
             found[CENTER].add(home[1])
@@ -192,6 +204,9 @@ class Router:
                 if org not in sent:  # one copy an organisation, the first kind's cut
                     sent.add(org)
                     yield org, cut
+        known = self.received.get(patient, frozenset())
+        if not sent <= known:
+            self._set(self.received, patient, known | sent)
 
 
 def routing_document() -> dict[str, dict[str, Any]]:

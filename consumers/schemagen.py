@@ -95,7 +95,11 @@ def data_schema(cls: type) -> dict[str, Any]:
     if get_topic(cls).startswith("domain.patients:Patient."):  # as messages._redacted does
         if "birth_date" in hints:
             hints["birth_year"] = int
-        hints = {k: v for k, v in hints.items() if k not in PERSONAL and k != "birth_date"}
+        hints = {
+            k: v
+            for k, v in hints.items()
+            if k not in PERSONAL and k not in ("birth_date", "birth_month")
+        }
     return {
         "type": "object",
         "required": sorted(hints),

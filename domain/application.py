@@ -303,6 +303,16 @@ class CareCoordination(UnitOfWork):
         return Outcome(patient.id, self.commit(patient))
 
     @use_case
+    def erase_patient(
+        self, patient_id: UUID, *, reason: str, actor: Actor, at: datetime | None = None
+    ) -> Outcome:
+        """An administrator erases the patient (``Patient.Erased``: who, why, when); the
+        deployment then destroys the patient's data key (``jiayi patients erase``)."""
+        patient = self.load(Patient, patient_id)
+        patient.erase(reason, actor, self.when(at))
+        return Outcome(patient.id, self.commit(patient))
+
+    @use_case
     def tag_patient(
         self,
         patient_id: UUID,

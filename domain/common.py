@@ -19,6 +19,11 @@ def stable_id(*parts: object) -> UUID:
     return uuid.uuid5(NAMESPACE, "/".join(str(p) for p in parts))
 
 
+#: The pseudo-organisation administrators act for (tokens of the ``administrator`` role,
+#: ``jiayi patients erase``): erasing a patient is theirs alone.
+ADMINISTRATION = uuid.uuid5(NAMESPACE, "role/administrator/")
+
+
 @dataclass(frozen=True)
 class Actor:
     """Who took a step: a person (staff id) acting for an organisation."""

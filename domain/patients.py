@@ -10,7 +10,15 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.common import Actor, DomainError, InvalidValue, NotFound, NotPermitted, add_years
+from domain.common import (
+    ADMINISTRATION,
+    Actor,
+    DomainError,
+    InvalidValue,
+    NotFound,
+    NotPermitted,
+    add_years,
+)
 
 
 class Tag(StrEnum):
@@ -99,8 +107,15 @@ class NotThisPatient(NotFound):
     code = "patient-not-identified"
 
 
+class PatientErased(NotFound):
+    """An erased patient is gone: every step about them answers as for an unknown patient."""
+
+    code = "patient-erased"
+
+
 class Patient(Aggregate):
-    """A resident in the registry. Holds personal data (store encrypted in production)."""
+    """A resident in the registry. Their personal data (``domain.personal``) is stored
+    encrypted with a key of their own, destroyed when they are erased."""
 
     @event("Registered")
     def __init__(
@@ -115,10 +130,15 @@ class Patient(Aggregate):
         center_id: UUID,
         actor: Actor,
         at: datetime,
+        birth_month: str | None = None,
     ) -> None:
         self.name = name
         self.sex = sex
-        self.birth_date = birth_date
+        self.birth_date: date | None = birth_date
+        #: ``YYYY-MM``: the age bands the KPIs count, which outlive an erasure (events stored
+        #: before it existed have none; the views then read the birth date).
+        self.birth_month = birth_month
+        self.erased = False
         self.national_id = national_id
         self.phone = phone
         self.district = district
@@ -170,7 +190,32 @@ class Patient(Aggregate):
             center_id=center_id,
             actor=actor,
             at=at,
+            birth_month=birth_date.strftime("%Y-%m"),
         )
+
+    # --- erasure --------------------------------------------------------------------------
+
+    def erase(self, reason: str, actor: Actor, at: datetime) -> None:
+        """Erase the patient (an administrator, citing the legal ground: the end of a retention
+        period, a record made in error). The event store then destroys the patient's data key;
+        the facts without them (a contract, a referral, a visit) stay, anonymous."""
+        if actor.org_id != ADMINISTRATION:
+            raise NotPermitted("patients are erased by an administrator")
+        self._ensure_present()
+        if not reason.strip():
+            raise InvalidValue("an erasure records its legal ground", field="reason")
+        self._erased(reason=reason.strip(), actor=actor, at=at)
+
+    @event("Erased")
+    def _erased(self, reason: str, actor: Actor, at: datetime) -> None:
+        self.erased = True
+        self.name = self.national_id = self.phone = ""
+        self.birth_date = None
+        self.transfer_request = None
+
+    def _ensure_present(self) -> None:
+        if self.erased:
+            raise PatientErased("the patient is erased")
 
     # --- key populations ----------------------------------------------------------------
 
@@ -195,9 +240,13 @@ class Patient(Aggregate):
         self.tags.discard(tag)
 
     def age_on(self, day: date) -> int:
-        """Completed years on ``day`` (someone born on 29 February has birthdays on the 28th)."""
-        years = day.year - self.birth_date.year
-        return years - 1 if day < add_years(self.birth_date, years) else years
+        """Completed years on ``day`` (someone born on 29 February has birthdays on the 28th);
+        -1 once erased (no birth date)."""
+        born = self.birth_date
+        if born is None:
+            return -1
+        years = day.year - born.year
+        return years - 1 if day < add_years(born, years) else years
 
     def key_populations(self, on: date) -> set[str]:
         """Recorded tags plus those derived from the birth date on ``on``."""
@@ -215,7 +264,7 @@ class Patient(Aggregate):
         """Moving out of the area (a TB patient's move is reported upward)."""
         self._ensure_center(actor)
         if self.moved_away:
-            raise PatientMovedAway(f"{self.name} has already moved out of the area")
+            raise PatientMovedAway("the patient has already moved out of the area")
         self._moved_away(destination=destination, actor=actor, at=at)
 
     @event("MovedAway")
@@ -243,6 +292,7 @@ class Patient(Aggregate):
         """
         if actor.org_id != center_id:
             raise NotPermitted("a transfer is requested by the center that will care")
+        self._ensure_present()
         if center_id == self.center_id:
             raise AlreadyAtThisCenter("the patient is cared for at that center already")
         if self.transfer_request is not None:
@@ -296,6 +346,7 @@ class Patient(Aggregate):
     def withdraw_transfer(self, actor: Actor, at: datetime) -> None:
         """The requesting center withdraws its request. Nobody else may, and without a
         request pending there is nothing of the patient's this center may act on."""
+        self._ensure_present()
         request = self.transfer_request
         if request is None or request["center_id"] != actor.org_id:
             raise NotPermitted("only the requesting center withdraws its transfer request")
@@ -313,6 +364,7 @@ class Patient(Aggregate):
 
     def transfer(self, center_id: UUID, district: str, actor: Actor, at: datetime) -> None:
         """The patient's care moves to the center whose transfer request was released."""
+        self._ensure_present()
         request = self.transfer_request
         if request is None or not request.get("released") or request["center_id"] != center_id:
             raise TransferRequired("a patient moves to another center by a released transfer")
@@ -335,16 +387,19 @@ class Patient(Aggregate):
     def ensure_cared_for_by(self, actor: Actor, team_speaks_for_actor: bool = False) -> None:
         """The patient's center, or (``team_speaks_for_actor``) their contracted team's
         member, acts for the patient; anyone else is told nothing about them."""
+        self._ensure_present()
         if actor.org_id != self.center_id and not team_speaks_for_actor:
             raise NotPermitted("only the patient's center or contracted team acts for them")
 
     def ensure_identified_by(self, national_id: str, name: str) -> None:
         """A hospital names a patient as an encounter does: resident id number and name.
         A mismatch answers as an unknown patient does."""
+        self._ensure_present()
         if national_id.strip().upper() != self.national_id or name.strip() != self.name:
             raise NotThisPatient("no patient with that national id and name")
 
     def _ensure_center(self, actor: Actor) -> None:
+        self._ensure_present()
         if actor.org_id != self.center_id:
             raise NotPermitted("only the patient's community center changes the registry")
 
@@ -373,11 +428,12 @@ class Patient(Aggregate):
         """
         if center_id is not None and center_id != self.center_id:
             raise NotPermitted("a patient signs with a team of their own community center")
+        self._ensure_present()
         if self.moved_away:
-            raise PatientMovedAway(f"{self.name} has moved out of the area")
+            raise PatientMovedAway("the patient has moved out of the area")
         if self.has_active_contract(start):
             raise ContractAlreadyActive(
-                f"{self.name} already has an active contract until {self.contract_until}",
+                f"the patient already has an active contract until {self.contract_until}",
                 contract_id=str(self.contract_id),
             )
         self._contract_taken(contract_id=contract_id, until=until, actor=actor, at=at)

@@ -39,10 +39,16 @@ from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProcessingEvent,
+    Recording,
+)
 from eventsourcing.domain import Aggregate, AggregateEvent
 from eventsourcing.persistence import IntegrityError, ProcessRecorder, Tracking
 
+from domain import personal
 from domain.common import DomainError, NotFound
 
 P = ParamSpec("P")
@@ -171,6 +177,30 @@ class UnitOfWork(Application[UUID]):
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env=dict(env or {}))
         self._local = threading.local()
+        #: Called with the patients whose personal data the events about to be stored hold
+        #: (the deployment gives each a data key there, in one go: ``eventstore.keys``).
+        self.before_record: Callable[[set[UUID]], None] | None = None
+        #: Called by :meth:`close` (what the deployment attached: the key ring's connection).
+        self.on_close: list[Callable[[], None]] = []
+
+    def close(self) -> None:
+        for closing in self.on_close:
+            closing()
+        super().close()
+
+    def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
+        """Every write goes through here: it says whose personal data each event holds
+        (``domain.personal``), so the event store seals it with that patient's key."""
+        found = personal.subjects(processing_event.events, processing_event.aggregates)
+        if not found:
+            return super()._record(processing_event)
+        if self.before_record is not None:
+            self.before_record(set(found.values()))
+        token = personal.SUBJECTS.set(found)
+        try:
+            return super()._record(processing_event)
+        finally:
+            personal.SUBJECTS.reset(token)
 
     # --- inside a use case ----------------------------------------------------------------
 

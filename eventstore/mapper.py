@@ -23,7 +23,11 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Cipher, Mapper, StoredEvent
 from eventsourcing.utils import Environment, get_topic, resolve_topic
 
+from domain.patients import PatientErased
+from domain.personal import PERSONAL_FIELDS, SUBJECTS, NoSubject, subject_of
 from eventstore.errors import DamagedEvent
+from eventstore.keys import KeyRing
+from eventstore.personal import STORED_MARK, open_value, seal_tree
 
 _MARK = b"J1"
 _PLACE = b"jiayi.event.v1\x00"
@@ -79,9 +83,18 @@ class PlacedCipher(Cipher):
 
 
 class PlacedMapper(Mapper[UUID]):
+    """Also seals each event's personal fields (``domain.personal``) with the patient's data
+    key from :attr:`keyring` (``eventstore.personal``), and opens them when reading an event
+    back for the domain. Without a key ring an event holding personal data is refused."""
+
+    keyring: KeyRing | None = None
+
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         topic = get_topic(domain_event.__class__)
         event_state = dict(vars(domain_event))
+        fields = PERSONAL_FIELDS.get(type(domain_event))  # type: ignore[arg-type]
+        if fields:
+            self._seal(domain_event, event_state, fields)
         originator_id = event_state.pop("originator_id")
         originator_version = event_state.pop("originator_version")
         class_version = getattr(type(domain_event), "class_version", 1)
@@ -96,6 +109,34 @@ class PlacedMapper(Mapper[UUID]):
             topic=topic,
             state=state,
         )
+
+    def _seal(
+        self,
+        domain_event: DomainEventProtocol[UUID],
+        state: dict[str, Any],
+        fields: tuple[str, ...],
+    ) -> None:
+        keyring = self.keyring
+        if keyring is None:
+            raise RuntimeError("no key ring: personal data would be stored in plain text")
+        subject = SUBJECTS.get().get(id(domain_event))
+        if subject is None:
+            try:
+                subject = subject_of(None, domain_event)  # type: ignore[arg-type]
+            except NoSubject:
+                raise NoSubject(
+                    f"{type(domain_event).__qualname__} holds personal data and was not stored "
+                    "through the unit of work, which says whose"
+                ) from None
+        aead = keyring.aead(subject)
+        if aead is None:
+            keyring.ensure((subject,))
+            aead = keyring.aead(subject)
+            if aead is None:
+                raise PatientErased("the patient is erased: no personal data is stored for them")
+        for name in fields:
+            if name in state:
+                state[name] = seal_tree(aead, subject, state[name])
 
     def stored_state(self, originator_id: UUID, version: int, topic: str, plain: bytes) -> bytes:
         """The transcoder's bytes as stored at that place (compressed, encrypted)."""
@@ -147,6 +188,10 @@ class PlacedMapper(Mapper[UUID]):
                 position=position,
                 reason=f"does not decode ({type(e).__name__})",
             ) from None
+        if self.keyring is not None and STORED_MARK in state:
+            keyring = self.keyring
+            for name, value in event_state.items():
+                event_state[name] = open_value(keyring, value)
         event_state["originator_id"] = oid
         event_state["originator_version"] = version
         class_version = getattr(cls, "class_version", 1)

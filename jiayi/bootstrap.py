@@ -9,12 +9,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from uuid import UUID
 
 from audit.access import AccessLog
 from audit.access import ensure_table as ensure_access_log
 from domain.application import CareCoordination
+from eventstore.keys import KeyRing, KeyRingError, MasterKey
+from eventstore.mapper import PlacedMapper
 from jiayi.settings import Settings
 from projections.events import LogReader
 from projections.location import Location
@@ -119,7 +121,49 @@ def build_application(
     env = event_store_env(settings)
     with ddl_lock(settings):  # the schema and the event store's tables
         ensure_schema(settings)
-        return CareCoordination(env=env, clock=clock, timezone=settings.zone())
+        app = CareCoordination(env=env, clock=clock, timezone=settings.zone())
+        return with_keyring(app, settings)
+
+
+A = TypeVar("A", bound=CareCoordination)
+
+
+def with_keyring(app: A, settings: Settings) -> A:
+    """``app`` sealing personal data with each patient's key (``domain.personal``,
+    ``eventstore.personal``), the deployment's key ring opened (:func:`open_keyring`)."""
+    keyring = open_keyring(settings)
+    cast(PlacedMapper, app.mapper).keyring = keyring
+    app.before_record = keyring.ensure
+    app.on_close.append(keyring.close)
+    return app
+
+
+def open_keyring(settings: Settings) -> KeyRing:
+    """The patients' data keys of this deployment, opened with its master key.
+
+    The embedded default creates its master key file when missing and the store holds no
+    keys yet; otherwise a missing, unreadable or wrong key file is a :class:`KeyRingError`
+    saying which (nothing starts without the key the store's data keys are wrapped by)."""
+    path = settings.master_key_path
+    keyring: KeyRing | None = None
+    try:
+        if settings.master_key_file is None and not path.exists():
+            probe = KeyRing(view_location(settings).open, MasterKey(bytes(32), "(none)"))
+            try:
+                if probe.has_keys():
+                    raise KeyRingError(
+                        f"the master key file {path} is missing, and this store holds data keys "
+                        "wrapped by it: restore the file (JIAYI_MASTER_KEY_FILE)"
+                    )
+            finally:
+                probe.close()
+            MasterKey.create(path)
+        keyring = KeyRing(view_location(settings).open, MasterKey.load(path))
+        return keyring.open()
+    except KeyRingError:
+        if keyring is not None:
+            keyring.close()
+        raise
 
 
 def view_location(settings: Settings) -> Location:

@@ -178,8 +178,13 @@ class Settings(BaseSettings):
     postgres_max_overflow: Annotated[int, Field(ge=0)] = 10
     #: The time zone whose calendar days the rules count (due dates, session days, "today").
     timezone: TimeZoneName = "Asia/Shanghai"
-    #: AES key (base64, 16/24/32 bytes) to encrypt stored events; personal data at rest.
+    #: AES key (base64, 16/24/32 bytes) to encrypt whole stored events as well (optional: each
+    #: patient's personal data is encrypted with their own key in any case).
     cipher_key: CipherKey = None
+    #: The master key (32 bytes, base64 on one line) that wraps every patient's data key,
+    #: kept outside the database (a secret file). The embedded default creates
+    #: ``<data_dir>/keys/master.key`` when the store has no keys yet; PostgreSQL needs it set.
+    master_key_file: Annotated[Path | None, BeforeValidator(_blank_is_unset)] = None
     #: Run the projection runner inside the serving process (the embedded default). With
     #: several API processes on PostgreSQL, turn it off and run ``jiayi projections run``.
     projections_in_process: bool = True
@@ -246,6 +251,16 @@ class Settings(BaseSettings):
     audit_topic: str = "jiayi.audit.seals"
 
     @model_validator(mode="after")
+    def _master_key_with_postgres(self) -> Settings:
+        if self.postgres_url is not None and self.master_key_file is None:
+            raise ValueError(
+                f"{variable('master_key_file')}: needed with {variable('postgres_url')}: the "
+                "file holding the master key that wraps each patient's data key, kept outside "
+                "the database (make one with: jiayi keys create FILE)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _kafka_credentials(self) -> Settings:
         if not self.kafka_bootstrap or self.kafka_security_protocol == "PLAINTEXT":
             return self
@@ -291,6 +306,11 @@ class Settings(BaseSettings):
         if self.postgres_url is None:
             raise ValueError("no PostgreSQL configured")
         return self.postgres_url.get_secret_value()
+
+    @property
+    def master_key_path(self) -> Path:
+        """The master key's file: :attr:`master_key_file`, else the embedded default's."""
+        return self.master_key_file or self.data_dir / "keys" / "master.key"
 
     @property
     def sqlite_path(self) -> Path:

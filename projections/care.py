@@ -9,7 +9,7 @@ kept here, so the rows never go stale as days pass.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from domain.contracts import Contract
 from domain.followups import FollowUps
@@ -23,6 +23,17 @@ from projections.store import Table
 TXT, INT = "text", "int"
 
 
+def born(data: dict[str, Any]) -> str | None:
+    """The first day of the birth month (``YYYY-MM-01``), what the KPIs' age bands count by:
+    the event's plain ``birth_month``, or the birth date of an event stored before it existed
+    (stored in plain text then)."""
+    month = data.get("birth_month")
+    if month is None:
+        birth = data.get("birth_date")
+        month = birth[:7] if isinstance(birth, str) and birth[:4].isdigit() else None
+    return None if month is None else f"{month}-01"
+
+
 def table(name: str, cols: str, pk: tuple[str, ...], *indexes: tuple[str, ...]) -> Table:
     """A table from ``"col col:int ..."`` (text unless marked ``:int``)."""
     columns = tuple((c.split(":")[0], INT if c.endswith(":int") else TXT) for c in cols.split())
@@ -32,7 +43,7 @@ def table(name: str, cols: str, pk: tuple[str, ...], *indexes: tuple[str, ...]) 
 class CareProjection(Projection):
     name = "care"
     tables: ClassVar[tuple[Table, ...]] = (
-        table("v_care_patients", "id center_id birth_date tags team_id contract_id", ("id",)),
+        table("v_care_patients", "id center_id born tags team_id contract_id", ("id",)),
         table("v_care_followups", "id patient_id center_id", ("id",)),
         table(
             "v_contracts",
@@ -92,7 +103,7 @@ class CareProjection(Projection):
             {
                 "id": ev.aggregate_id,
                 "center_id": data["center_id"],
-                "birth_date": data["birth_date"],
+                "born": born(data),
                 "tags": "",
                 "team_id": None,
                 "contract_id": None,

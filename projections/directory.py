@@ -62,7 +62,7 @@ class DirectoryProjection(Projection):
                 ("name", TXT),
                 ("sex", TXT),
                 ("birth_date", TXT),
-                ("national_id", TXT),
+                ("national_id_index", TXT),
                 ("district", TXT),
                 ("center_id", TXT),
                 ("tags", TXT),
@@ -70,9 +70,10 @@ class DirectoryProjection(Projection):
                 ("contract_id", TXT),
                 ("contract_until", TXT),
                 ("registered_at", TXT),
+                ("erased_at", TXT),
             ),
             ("id",),
-            (("center_id",), ("national_id",)),
+            (("center_id",), ("national_id_index",)),
         ),
     )
 
@@ -142,7 +143,7 @@ class DirectoryProjection(Projection):
                 "name": data["name"],
                 "sex": data["sex"],
                 "birth_date": data["birth_date"],
-                "national_id": data["national_id"],
+                "national_id_index": data["national_id_index"],
                 "district": data["district"],
                 "center_id": data["center_id"],
                 "tags": "",
@@ -150,8 +151,15 @@ class DirectoryProjection(Projection):
                 "contract_id": None,
                 "contract_until": None,
                 "registered_at": ev.at,
+                "erased_at": None,
             },
         )
+
+    @handles(Patient, "Erased")
+    def erased(self, ev: Ev, rows: Rows) -> None:
+        """The person leaves the registry's personal columns (their tokens would no longer
+        open anyway); the row stays, so what they took part in still counts."""
+        self._patient(ev, rows, name=None, birth_date=None, national_id_index=None, erased_at=ev.at)
 
     def _patient(self, ev: Ev, rows: Rows, **changes: object) -> None:
         row = rows.get("v_patients", ev.aggregate_id)

@@ -21,8 +21,11 @@ from eventsourcing.domain import Aggregate, DomainEvent
 from eventsourcing.persistence import Notification, find_id_convertor
 from eventsourcing.utils import resolve_topic
 
+from domain.personal import BLIND_INDEX_FIELDS
 from eventstore.errors import DamagedEvent
+from eventstore.keys import KeyRing
 from eventstore.mapper import PlacedMapper
+from eventstore.personal import ERASED, open_value
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,11 @@ def _decode(state: bytes) -> dict[str, Any]:
     return data
 
 
+def normalise_identifier(text: str) -> str:
+    """A resident id number as it is indexed and looked up: trimmed, ``x`` as ``X``."""
+    return text.strip().upper()
+
+
 def event_class(aggregate: type[Aggregate], name: str) -> type[DomainEvent]:
     """The event class ``name`` declared in ``aggregate`` (``@event("Name")``).
 
@@ -162,6 +170,9 @@ class EventKind:
     #: The class's ``class_version`` (1 unless it declares one): events stored by an older
     #: version are upcast before the views read them.
     class_version: int
+    #: Personal fields the views find patients by: each read adds ``<field>_index``, the
+    #: field's blind index (see :meth:`LogReader.index`).
+    indexed: tuple[str, ...] = ()
 
     @staticmethod
     def of(topic: str) -> EventKind:
@@ -169,7 +180,10 @@ class EventKind:
         if not (isinstance(event_type, type) and issubclass(event_type, DomainEvent)):
             raise TypeError(f"stored topic {topic!r} names {event_type!r}, not an event class")
         return EventKind(
-            event_type, event_type.__qualname__, getattr(event_type, "class_version", 1)
+            event_type,
+            event_type.__qualname__,
+            getattr(event_type, "class_version", 1),
+            BLIND_INDEX_FIELDS.get(event_type, ()),
         )
 
 
@@ -185,6 +199,8 @@ class LogReader:
     def __init__(self, app: Application[Any]) -> None:
         self.recorder = app.recorder
         self.mapper = cast(PlacedMapper, app.mapper)
+        #: The patients' data keys (``None`` on a store without personal-data keys).
+        self.keyring: KeyRing | None = getattr(self.mapper, "keyring", None)
         self.kinds: dict[str, EventKind] = {}
 
     def max_position(self) -> int:
@@ -230,6 +246,8 @@ class LogReader:
                 stored_version = data.pop("class_version", 1)
                 if stored_version < kind.class_version:
                     data = _decode(self.upcast(kind, state, stored_version, n))
+            if kind.indexed:
+                self.index(kind, data)
             append(
                 Ev(
                     n.id,
@@ -241,6 +259,20 @@ class LogReader:
                 )
             )
         return out
+
+    def index(self, kind: EventKind, data: dict[str, Any]) -> None:
+        """Add the blind index of each indexed field (its token opened in memory, never
+        kept): ``<field>_index``, ``None`` once the patient is erased."""
+        keyring = self.keyring
+        for name in kind.indexed:
+            value = data.get(name)
+            if keyring is not None and isinstance(value, str):
+                value = open_value(keyring, value)
+            data[f"{name}_index"] = (
+                None
+                if keyring is None or not isinstance(value, str) or value in ("", ERASED)
+                else keyring.blind_index(normalise_identifier(value))
+            )
 
     def upcast(
         self, kind: EventKind, state: bytes, stored_version: int, stored: Notification

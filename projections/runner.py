@@ -17,6 +17,7 @@ again slowly (a repaired row lets it go on); ``rebuild`` fails as a whole.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 import time
@@ -65,17 +66,44 @@ def select(names: Sequence[str] | None = None) -> list[Projection]:
     return [cls() for name, cls in known.items() if not names or name in names]
 
 
+SHAPES = "projection_shapes"
+
+
+def shape(projection: Projection) -> str:
+    """A fingerprint of a projection's tables (names, columns, keys, indexes)."""
+    text = repr([(t.name, t.columns, t.pk, t.indexes) for t in projection.tables])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def setup(store: ViewStore, projections: Sequence[Projection]) -> None:
-    """Create the tracking table and any missing view tables (position 0 for new views)."""
+    """Create the tracking table and any missing view tables (position 0 for new views).
+
+    A view whose tables changed shape since they were made (a new version of jiayi) is made
+    again, empty, at position 0: the runner rebuilds it from the log."""
     store.ensure_tracking()
+    store.execute(f"CREATE TABLE IF NOT EXISTS {SHAPES} (name TEXT PRIMARY KEY, shape TEXT)")
     known = store.positions()
+    shapes = {r["name"]: r["shape"] for r in store.rows(f"SELECT name, shape FROM {SHAPES}")}
     for p in projections:
-        if p.name not in known:
-            with store.transaction():
-                for table in p.tables:
-                    store.drop(table)
-                    store.create(table)
-                store.set_position(p.name, 0)
+        current = shape(p)
+        if p.name in known and shapes.get(p.name) == current:
+            continue
+        if p.name in known:  # changed, or made before shapes were recorded
+            log.warning("view %s changed shape: made again and rebuilt from the log", p.name)
+        with store.transaction():
+            for table in p.tables:
+                store.drop(table)
+                store.create(table)
+            store.set_position(p.name, 0)
+            record_shape(store, p)
+
+
+def record_shape(store: ViewStore, projection: Projection) -> None:
+    store.execute(f"CREATE TABLE IF NOT EXISTS {SHAPES} (name TEXT PRIMARY KEY, shape TEXT)")
+    store.execute(f"DELETE FROM {SHAPES} WHERE name = ?", (projection.name,))
+    store.execute(
+        f"INSERT INTO {SHAPES} (name, shape) VALUES (?, ?)", (projection.name, shape(projection))
+    )
 
 
 class Runner:
@@ -227,6 +255,7 @@ def rebuild(
             for table in p.tables:
                 store.add_keys(table)
             store.set_position(p.name, after)
+            record_shape(store, p)
     return RebuildSummary(
         [p.name for p in projections], events, after, time.perf_counter() - began, counts
     )

@@ -22,8 +22,9 @@ from audit import access
 from audit.access import AccessLog, reads
 from domain.common import add_years
 from eventstore.errors import DamagedEvent
+from eventstore.personal import reveal
 from projections import kpis as formulas
-from projections.events import LogReader, moment_text
+from projections.events import LogReader, moment_text, normalise_identifier
 from projections.location import Location
 from projections.queries import Page, Scope
 from projections.runner import rebuild, select
@@ -123,6 +124,12 @@ class ViewQueries:
         #: Replays let go: (when, store), closed once ``grace`` has passed.
         self._retired: list[tuple[float, ViewStore]] = []
         self._lock = threading.Lock()
+
+    def reveal(self, found: Any) -> Any:
+        """``found`` with its tokens opened (personal data is stored encrypted per patient,
+        in events and views alike); erased patients' read ``[erased]``."""
+        keyring = self.reader.keyring
+        return found if keyring is None else reveal(keyring, found)
 
     def close(self) -> None:
         if self.access_log is not None:
@@ -225,6 +232,8 @@ class ViewQueries:
             return None
         p["tags"] = p["tags"].split(",") if p["tags"] else []
         p["moved_away"] = bool(p["moved_away"])
+        del p["national_id_index"]  # a keyed hash: for finding, never for showing
+        p["erased"] = p.pop("erased_at") is not None
         contract = None
         if p["contract_id"]:
             contract = _out(
@@ -241,23 +250,53 @@ class ViewQueries:
 
     @reads("search", key="id")
     def search_patients(self, scope: Scope, text: str, page: Page) -> list[dict[str, Any]]:
-        """Patients by an exact national id or id, or by at least two characters of the name
-        (taken literally: ``%`` and ``_`` are characters, not wildcards)."""
+        """Patients by an exact id or national id, or by at least two characters of the name
+        (taken literally), within the caller's registry scope; erased patients are found by
+        nothing.
+
+        Names are stored encrypted per patient, so a name is matched in memory: the names
+        the caller may see are opened (their keys loaded in one query) and compared. A
+        national id is found by its blind index (a keyed hash, ``national_id_index``)."""
         text = text.strip()
         try:
             exact_id = UUID(text).hex
         except ValueError:
             exact_id = ""
-        if len(text) < MIN_NAME_TERM and not exact_id:
+        by_name = len(text) >= MIN_NAME_TERM
+        if not by_name and not exact_id:
             return []
         visible, params = Access(scope).registry("p.id")
-        rows = self.store.rows(
-            "SELECT p.id, p.name, p.sex, p.birth_date, p.district, p.center_id, p.contract_id "
-            "FROM v_patients p WHERE (p.name LIKE ? ESCAPE '!' OR p.national_id = ? OR p.id = ?) "
-            f"AND {visible} ORDER BY p.name, p.id LIMIT ? OFFSET ?",
-            [f"%{like_literal(text)}%", text, exact_id, *params, page.limit, page.offset],
+        keyring = self.reader.keyring
+        index = keyring.blind_index(normalise_identifier(text)) if keyring else text
+        columns = "p.id, p.name, p.sex, p.birth_date, p.district, p.center_id, p.contract_id"
+        exact = self.store.rows(
+            f"SELECT {columns} FROM v_patients p WHERE (p.id = ? OR p.national_id_index = ?) "
+            f"AND p.erased_at IS NULL AND {visible}",
+            [exact_id, index, *params],
         )
-        return _outs(rows)
+        found = {r["id"]: r for r in exact}
+        if by_name:
+            named = self.store.rows(
+                f"SELECT p.id, p.name FROM v_patients p WHERE p.erased_at IS NULL "
+                f"AND p.name IS NOT NULL AND {visible}",
+                params,
+            )
+            names = self.reveal([r["name"] for r in named])
+            hits = [r["id"] for r, name in zip(named, names, strict=True) if text in name]
+            hits = [h for h in hits if h not in found]
+            for start in range(0, len(hits), 500):
+                chunk = hits[start : start + 500]
+                marks = ", ".join("?" for _ in chunk)
+                for r in self.store.rows(
+                    f"SELECT {columns} FROM v_patients p WHERE p.id IN ({marks})", chunk
+                ):
+                    found[r["id"]] = r
+        rows = list(found.values())
+        names = self.reveal([r["name"] for r in rows])
+        ordered = [
+            r for _, r in sorted(zip(names, rows, strict=True), key=lambda x: (x[0], x[1]["id"]))
+        ]
+        return _outs(ordered[page.offset : page.offset + page.limit])
 
     @reads("timeline", subject="patient_id")
     def timeline(
@@ -397,9 +436,7 @@ class ViewQueries:
                     per[who][metric] += n
             return total
 
-        key_sql = (
-            "CASE WHEN p.tags <> '' OR p.birth_date <= ? OR p.birth_date > ? THEN 1 ELSE 0 END"
-        )
+        key_sql = "CASE WHEN p.tags <> '' OR p.born <= ? OR p.born > ? THEN 1 ELSE 0 END"
         contracts = db.rows(
             f"SELECT c.signed_by AS who, COUNT(*) AS n, SUM({key_sql}) AS k FROM v_contracts c "
             "JOIN v_care_patients p ON p.id = c.patient_id WHERE c.team_id = ? "
@@ -653,7 +690,7 @@ class ViewQueries:
         old, young = add_years(end, -65).isoformat(), add_years(end, -7).isoformat()
         signed = db.one(
             "SELECT COUNT(DISTINCT c.patient_id) AS n, COUNT(DISTINCT CASE WHEN p.tags <> '' "
-            "OR p.birth_date <= ? OR p.birth_date > ? THEN c.patient_id END) AS k "
+            "OR p.born <= ? OR p.born > ? THEN c.patient_id END) AS k "
             "FROM v_contracts c JOIN v_care_patients p ON p.id = c.patient_id "
             f"WHERE c.center_id IN ({marks}) AND c.start_date <= ? AND c.end_date >= ? "
             "AND (c.ended_on IS NULL OR c.ended_on > ?)",
@@ -738,7 +775,11 @@ class ViewQueries:
     def patient_id_by_national_id(self, national_id: str) -> UUID | None:
         """Internal and unscoped (a hospital's return names the patient by national id; the
         domain then checks the name): never answer a reader with it."""
+        keyring = self.reader.keyring
+        index = keyring.blind_index(normalise_identifier(national_id)) if keyring else national_id
         row = self.store.one(
-            "SELECT id FROM v_patients WHERE national_id = ? ORDER BY id LIMIT 1", (national_id,)
+            "SELECT id FROM v_patients WHERE national_id_index = ? AND erased_at IS NULL "
+            "ORDER BY id LIMIT 1",
+            (index,),
         )
         return None if row is None else UUID(row["id"])

@@ -9,6 +9,7 @@ Kafka fails when none is reachable instead of skipping.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,10 +21,19 @@ import pytest
 from psycopg import sql
 
 from domain.application import CareCoordination
+from eventstore.keys import MasterKey
 from jiayi.bootstrap import build_application
 from jiayi.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# A PostgreSQL deployment needs its master key file (JIAYI_MASTER_KEY_FILE): one for the whole
+# session, used by every store of the tests and inherited by the processes they start (the
+# embedded default's own key file is tested with the variable unset).
+if not os.environ.get("JIAYI_MASTER_KEY_FILE"):
+    _keys = Path(tempfile.mkdtemp(prefix="jiayi-test-keys-")) / "master.key"
+    MasterKey.create(_keys)
+    os.environ["JIAYI_MASTER_KEY_FILE"] = str(_keys)
 
 
 def _require(service: str, reason: str) -> None:

@@ -16,7 +16,7 @@ import pytest
 from domain.application import AlreadyExists, CareCoordination
 from domain.patients import ContractAlreadyActive, Patient, Tag
 from domain.unit_of_work import BATCHED, use_case
-from jiayi.bootstrap import ensure_schema, event_store_env
+from jiayi.bootstrap import ensure_schema, event_store_env, with_keyring
 from jiayi.settings import Settings
 from tests.conftest import Clock
 from tests.world import build_world
@@ -82,7 +82,9 @@ def test_a_use_case_that_changes_then_fails_leaves_nothing_behind(
     settings: Settings, clock: Clock
 ) -> None:
     ensure_schema(settings)
-    app = Careless(env=event_store_env(settings), clock=clock, timezone=settings.zone())
+    app = with_keyring(
+        Careless(env=event_store_env(settings), clock=clock, timezone=settings.zone()), settings
+    )
     try:
         world = build_world(app)
         patient = world.patient()

@@ -85,6 +85,14 @@ def test_the_environment_is_checked_the_same_way(monkeypatch: pytest.MonkeyPatch
     assert PASSWORD not in str(refused.value)
 
 
+def test_postgresql_without_a_master_key_file_is_refused_naming_the_variable() -> None:
+    with pytest.raises(InvalidSettings) as refused:
+        Settings(postgres_url=f"postgresql://jiayi:{PASSWORD}@db/jiayi")
+    (line,) = refused.value.lines
+    assert line.startswith("JIAYI_MASTER_KEY_FILE: needed with JIAYI_POSTGRES_URL")
+    assert "jiayi keys create" in line and PASSWORD not in line
+
+
 def test_what_postgresql_accepts_is_accepted_and_secrets_stay_hidden() -> None:
     key = base64.b64encode(bytes(range(32))).decode()
     settings = Settings(
@@ -92,6 +100,7 @@ def test_what_postgresql_accepts_is_accepted_and_secrets_stay_hidden() -> None:
         postgres_schema="jiayi_prod",
         cipher_key=key,
         timezone="Asia/Urumqi",
+        master_key_file="/run/secrets/jiayi-master-key",
     )
     assert settings.uses_postgres
     assert settings.postgres_params() == {
@@ -104,13 +113,15 @@ def test_what_postgresql_accepts_is_accepted_and_secrets_stay_hidden() -> None:
     assert PASSWORD not in repr(settings) and PASSWORD not in str(settings)
     assert key not in repr(settings)
     assert settings.cipher_key is not None and settings.cipher_key.get_secret_value() == key
-    defaults = Settings(postgres_url="postgresql://db").postgres_params()
+    defaults = Settings(postgres_url="postgresql://db", master_key_file="k").postgres_params()
     assert (defaults["port"], defaults["user"], defaults["dbname"]) == (
         "5432",
         "postgres",
         "postgres",
     )
-    escaped = Settings(postgres_url="postgresql://jiayi:p%40ss%2Fw@[::1]/jiayi").postgres_params()
+    escaped = Settings(
+        postgres_url="postgresql://jiayi:p%40ss%2Fw@[::1]/jiayi", master_key_file="k"
+    ).postgres_params()
     assert (escaped["host"], escaped["password"]) == ("::1", "p@ss/w")
 
 
