@@ -15,6 +15,8 @@ from uuid import UUID
 from audit.access import AccessLog
 from audit.access import ensure_table as ensure_access_log
 from domain.application import CareCoordination
+from domain.common import Actor
+from domain.patients import PatientErased
 from eventstore.keys import KeyRing, KeyRingError, MasterKey
 from eventstore.mapper import PlacedMapper
 from jiayi.settings import Settings
@@ -136,6 +138,27 @@ def with_keyring(app: A, settings: Settings) -> A:
     app.before_record = keyring.ensure
     app.on_close.append(keyring.close)
     return app
+
+
+def keyring_of(app: CareCoordination) -> KeyRing:
+    """The key ring :func:`with_keyring` gave ``app``."""
+    keyring = cast(PlacedMapper, app.mapper).keyring
+    if keyring is None:
+        raise KeyRingError("this application was built without the deployment's key ring")
+    return keyring
+
+
+def erase_patient(app: CareCoordination, patient_id: UUID, *, reason: str, actor: Actor) -> int:
+    """Erase a patient: record ``Patient.Erased`` (who, why, when), then destroy their data key,
+    after which nothing of their personal data opens anywhere (events, views, as-of replays).
+    Run again after a failure between the two, it finishes the erasure. The log position of
+    the event (or the log's end when it was recorded before)."""
+    try:
+        position = app.erase_patient(patient_id, reason=reason, actor=actor).position
+    except PatientErased:
+        position = app.max_position()  # recorded by an earlier run: destroy the key still
+    keyring_of(app).erase(patient_id)
+    return position
 
 
 def open_keyring(settings: Settings) -> KeyRing:

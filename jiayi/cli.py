@@ -11,6 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from eventstore.keys import KeyRingError
 from jiayi.settings import InvalidSettings, Settings
 
 #: Modules under ``jiayi.commands`` with ``register(subparsers)``; each sets ``func``.
@@ -24,6 +25,8 @@ COMMANDS = (
     "publish",
     "partners",
     "audit",
+    "patients",
+    "keys",
 )
 
 
@@ -45,7 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.lines:
             print(f"jiayi {args.command}: invalid setting {line}", file=sys.stderr)
         return 2
-    result = args.func(args)
+    try:
+        result = args.func(args)
+    except KeyRingError as exc:  # a missing, unreadable or wrong master key file
+        print(f"jiayi {args.command}: {exc}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 
