@@ -60,6 +60,8 @@ NOT_PERSONAL: dict[str, str] = {
     "CareTeam.MemberLeft.staff_id": "staff, acting for their organisation",
     "Contract.Signed.package": "a service package code",
     "FollowUps.VisitRecorded.kind": "a visit kind code",
+    "FollowUps.VisitRecorded.measurements": "named numbers (blood pressure, glucose): no text",
+    "FollowUps.Scheduled.obligations": "reason codes, sources and due dates (counted by KPIs)",
     "FollowUps.VisitRecorded.risk_level": "a risk level code (counted by the KPIs)",
     "Organisation.DepartmentAdded.code": "an organisation's department",
     "Organisation.DepartmentAdded.name": "an organisation's department",

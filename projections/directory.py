@@ -7,6 +7,7 @@ from typing import ClassVar
 from domain.organisations import Organisation
 from domain.patients import Patient
 from domain.teams import CareTeam
+from eventstore.personal import ERASED
 from projections.base import Projection, Rows, handles
 from projections.events import Ev
 from projections.store import Table
@@ -159,7 +160,9 @@ class DirectoryProjection(Projection):
     def erased(self, ev: Ev, rows: Rows) -> None:
         """The person leaves the registry's personal columns (their tokens would no longer
         open anyway); the row stays, so what they took part in still counts."""
-        self._patient(ev, rows, name=None, birth_date=None, national_id_index=None, erased_at=ev.at)
+        self._patient(
+            ev, rows, name=ERASED, birth_date=None, national_id_index=None, erased_at=ev.at
+        )
 
     def _patient(self, ev: Ev, rows: Rows, **changes: object) -> None:
         row = rows.get("v_patients", ev.aggregate_id)

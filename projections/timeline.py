@@ -197,6 +197,12 @@ class TimelineProjection(Projection):
             f"Key population removed: {ev.data['tag']}",
         )
 
+    @handles(Patient, "Erased")
+    def erased(self, ev: Ev, rows: Rows) -> None:
+        """What the patient's entries held of them no longer opens (their key is destroyed);
+        the erasure itself, with its legal ground, stays on the record."""
+        self._entry(ev, rows, ev.aggregate_id, "registry.erased", f"Erased: {ev.data['reason']}")
+
     @handles(Patient, "MovedAway")
     def moved_away(self, ev: Ev, rows: Rows) -> None:
         self._entry(

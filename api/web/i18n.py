@@ -166,6 +166,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "kind_registry.tagged": ("key population recorded", "登记重点人群"),
     "kind_registry.untagged": ("key population removed", "移除重点人群"),
     "kind_registry.moved_away": ("moved away", "迁出"),
+    "kind_registry.erased": ("erased", "已删除个人信息"),
     "kind_registry.transferred": ("care moved", "转移管理"),
     "kind_contract.signed": ("contract signed", "签约"),
     "kind_contract.renewed": ("contract renewed", "续约"),
