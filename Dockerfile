@@ -8,6 +8,8 @@ COPY domain ./domain
 COPY jiayi ./jiayi
 COPY projections ./projections
 COPY runtime ./runtime
+COPY eventstore ./eventstore
+COPY audit ./audit
 RUN pip install --no-cache-dir . && useradd --system --home /app jiayi \
     && mkdir -p /app/var && chown jiayi /app/var
 USER jiayi

@@ -189,6 +189,17 @@ class TagPatient(Command):
     present: bool = True
 
 
+class ErasePatient(BaseModel):
+    """Erase a patient (administrators): the legal ground is recorded; it happens now."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"reason": "保存期限届满（个人信息保护法第四十七条）"}]},
+    )
+
+    reason: Text
+
+
 class MoveAway(Command):
     model_config = _example(destination="上海市")
 

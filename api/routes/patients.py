@@ -7,13 +7,22 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from api.deps import ApplicationDep, AsOfDep, CenterStaff, PageDep, QueriesDep, Reader
+from api.deps import (
+    Administrator,
+    ApplicationDep,
+    AsOfDep,
+    CenterStaff,
+    PageDep,
+    QueriesDep,
+    Reader,
+)
 from api.openapi import COMMAND_ERRORS, QUERY_ERRORS, done, example_response, paged, visible
 from api.schemas import (
     CENTER_ID,
     PATIENT_ID,
     CommandResult,
     DeclineTransfer,
+    ErasePatient,
     ItemsPage,
     Moment,
     MoveAway,
@@ -24,6 +33,7 @@ from api.schemas import (
     TagPatient,
     WithdrawTransfer,
 )
+from jiayi import bootstrap
 
 router = APIRouter(prefix="/patients", tags=["patients"])
 
@@ -55,6 +65,17 @@ def tag_patient(
     return done(
         app.tag_patient(patient_id, tag=body.tag, actor=who.actor, present=body.present, at=body.at)
     )
+
+
+@router.post("/{patient_id}/erasure", response_model=CommandResult, responses=COMMAND_ERRORS)
+def erase_patient(
+    patient_id: UUID, body: ErasePatient, who: Administrator, app: ApplicationDep
+) -> CommandResult:
+    """Erase the patient (administrators; the legal ground is recorded): ``Patient.Erased``,
+    then their data key is destroyed. Their personal data no longer opens anywhere (events,
+    views, as-of replays); partners receive the erasure; the anonymous facts still count."""
+    position = bootstrap.erase_patient(app, patient_id, reason=body.reason, actor=who.actor)
+    return CommandResult(id=patient_id, position=position)
 
 
 @router.post("/{patient_id}/move-away", response_model=CommandResult, responses=COMMAND_ERRORS)

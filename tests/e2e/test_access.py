@@ -184,6 +184,7 @@ def commands() -> list[Endpoint]:
         E("/patients/{pid}/transfer/withdraw", {C}, owners=set()),
         E("/patients/{pid}/move-away", {C}, {"destination": "上海市"}),
         E("/contracts/{cid}/terminate", {C}, {"reason": "迁出"}),
+        E("/patients/{pid}/erasure", {AD}, {"reason": "保存期限届满"}, foreign=False),
     ]
 
 
