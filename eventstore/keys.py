@@ -41,6 +41,7 @@ ERASURES = "personal_key_erasures"
 #: The row holding the blind index's HMAC key.
 INDEX_SUBJECT = "blind-index"
 _WRAP_AAD = b"jiayi.key.v1\x00"
+_MISSING = object()
 
 
 class KeyRingError(Exception):
@@ -222,20 +223,17 @@ class KeyRing:
     def aead(self, subject: UUID | str) -> AESGCM | None:
         """The subject's cipher; ``None`` when erased or never given a key."""
         key = subject_key(subject)
+        found = self._cache.get(key, _MISSING)  # a hit needs no lock (recency is not updated)
+        if found is not _MISSING:
+            return found  # type: ignore[return-value]
         with self.lock:
-            try:
-                found = self._cache[key]
-                self._cache.move_to_end(key)
-                return found
-            except KeyError:
-                pass
             self._load({key})
             return self._cache.get(key)
 
     def load(self, subjects: Iterable[UUID | str]) -> None:
         """Bring these subjects' keys into the cache with one query (a search, a page)."""
         with self.lock:
-            wanted = {subject_key(s) for s in subjects} - self._cache.keys()
+            wanted = {s if isinstance(s, str) else s.hex for s in subjects} - self._cache.keys()
             if wanted:
                 self._load(wanted)
 

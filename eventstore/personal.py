@@ -16,6 +16,7 @@ Kafka boundaries refuse control characters).
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -58,25 +59,31 @@ def seal_tree(aead: AESGCM, subject: UUID, value: Any) -> Any:
     return value
 
 
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
+_PADDING = (b"", b"===", b"==", b"=")
+
+
 def _raw(body: str) -> bytes:
-    return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    return binascii.a2b_base64(body.encode().translate(_URLSAFE) + _PADDING[len(body) % 4])
 
 
 def token_subject(match: re.Match[str]) -> UUID:
     return UUID(bytes=_raw(match.group(2))[:16])
 
 
-def open_match(keyring: KeyRing, match: re.Match[str]) -> str | None:
-    """The text a token holds; ``None`` when its patient's key is gone (or it is damaged)."""
-    kind, raw = match.group(1), _raw(match.group(2))
-    subject = UUID(bytes=raw[:16])
-    aead = keyring.aead(subject)
+def _open(keyring: KeyRing, kind: str, raw: bytes) -> str | None:
+    aead = keyring.aead(raw[:16].hex())
     if aead is None:
         return None
     try:
         return aead.decrypt(raw[16:28], raw[28:], _AAD + kind.encode() + raw[:16]).decode()
     except InvalidTag:
         return None
+
+
+def open_match(keyring: KeyRing, match: re.Match[str]) -> str | None:
+    """The text a token holds; ``None`` when its patient's key is gone (or it is damaged)."""
+    return _open(keyring, match.group(1), _raw(match.group(2)))
 
 
 def open_value(keyring: KeyRing, value: Any) -> Any:
@@ -121,20 +128,28 @@ def subjects_in(value: Any) -> set[UUID]:
 
 def reveal(keyring: KeyRing, value: Any) -> Any:
     """``value`` (a query's answer: rows, mappings, lists) with every token opened as text,
-    also inside longer texts; erased ones read :data:`ERASED`. The patients' keys are loaded
-    with one query first."""
+    also inside longer texts; erased ones read :data:`ERASED`. Keys erased meanwhile (by any
+    process) are dropped first, then the patients' keys are loaded with one query; each
+    distinct token is opened once."""
     texts: list[str] = []
     _strings(value, texts)
     if not texts:
         return value
     keyring.refresh()
-    keyring.load({token_subject(m) for t in texts for m in TOKEN.finditer(t)})
+    parsed: dict[str, tuple[str, bytes]] = {}
+    for text in texts:
+        for m in TOKEN.finditer(text):
+            token = m.group(0)
+            if token not in parsed:
+                parsed[token] = (m.group(1), _raw(m.group(2)))
+    keyring.load({raw[:16].hex() for _, raw in parsed.values()})
+    opened = {token: _open(keyring, kind, raw) or ERASED for token, (kind, raw) in parsed.items()}
 
-    def text(match: re.Match[str]) -> str:
-        found = open_match(keyring, match)
-        return ERASED if found is None else found
+    def sub(text: str) -> str:
+        found = opened.get(text)  # most often the whole value is one token
+        return found if found is not None else TOKEN.sub(lambda m: opened[m.group(0)], text)
 
-    return _replace(value, lambda s: TOKEN.sub(text, s))
+    return _replace(value, sub)
 
 
 def _replace(value: Any, sub: Callable[[str], str]) -> Any:
