@@ -73,6 +73,7 @@ def env_for(settings: Settings) -> dict[str, str]:
         JIAYI_POSTGRES_URL=child_postgres_url(settings),
         JIAYI_POSTGRES_SCHEMA=settings.postgres_schema or "",
         JIAYI_DATA_DIR=str(settings.data_dir),
+        JIAYI_MASTER_KEY_FILE=str(settings.master_key_path),
         JIAYI_KAFKA_BOOTSTRAP=settings.kafka_bootstrap or "",
         JIAYI_PARTNER_TOPIC_PREFIX=settings.partner_topic_prefix,
         JIAYI_PLATFORM_TOPIC=settings.platform_topic or "",

@@ -187,3 +187,35 @@ def test_a_command_with_a_bad_setting_stops_at_start_with_one_line(
     assert "Traceback" not in done.stderr
     assert done.stdout == ""
     assert not (tmp_path / "data").exists()  # nothing was started or created
+
+
+def test_serve_with_a_wrong_master_key_file_stops_at_start_with_one_line(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """The store's data keys are wrapped by the session's master key; a process given another
+    key file stops before serving, naming the file, with no traceback."""
+    from eventstore.keys import MasterKey
+    from tests.e2e.server import free_port
+
+    build_application(settings).close()  # the store and its keys exist
+    wrong = tmp_path / "wrong.key"
+    MasterKey.create(wrong)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JIAYI_")}
+    env.update(
+        JIAYI_DATA_DIR=str(settings.data_dir),
+        JIAYI_POSTGRES_URL=settings.postgres_dsn() if settings.uses_postgres else "",
+        JIAYI_POSTGRES_SCHEMA=settings.postgres_schema or "",
+        JIAYI_MASTER_KEY_FILE=str(wrong),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "jiayi.cli", "serve", "--port", str(free_port())],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jiayi serve: this store's data keys are")
+    assert str(wrong) in lines[0] and "Traceback" not in done.stderr

@@ -59,7 +59,7 @@ class Keys:
         self.keys: dict[str, AESGCM | None] = {}
 
     def aead(self, subject: Any) -> AESGCM | None:
-        return self.keys.get(subject.hex)
+        return self.keys.get(subject if isinstance(subject, str) else subject.hex)
 
     def load(self, subjects: Any) -> None:
         pass
