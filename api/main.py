@@ -33,7 +33,7 @@ by the domain and your scope: anything else reads as 404, the same as if it did 
 
 **Writes** answer `{id, position}`; pass `wait_for_position=<position>` to a query to read
 your own write. POST commands accept an `Idempotency-Key` header: a retry returns the first
-answer.
+answer (a search, which only reads, is simply run again).
 
 **Reads are recorded.** Every read of a patient's data (registry entry, search results,
 timeline, referral, quota bookings, worklists) is recorded in the read access log: who, which

@@ -137,7 +137,7 @@ def test_a_claim_abandoned_by_a_crash_is_taken_over_and_old_answers_expire(
     headers["Content-Type"] = "application/json"
     store = world.served.services.idempotency
     principal = token_hash(world.center.token)
-    digest = request_digest("POST", "/teams", "", body)
+    digest = request_digest(world.center.token, "POST", "/teams", "", body)
     # a server claimed the key, then died before answering
     assert store.claim(principal, "crashed", "POST", "/teams", digest) is None
     r = world.http.post("/teams", content=body, headers=headers)
