@@ -40,6 +40,7 @@ from consumers.topics import outbound_topic
 from domain.application import CareCoordination
 from domain.quotas import Quota
 from eventstore.errors import DamagedEvent
+from eventstore.keys import KeyRing
 
 log = logging.getLogger(__name__)
 SEND_TIMEOUT = 120.0
@@ -186,6 +187,8 @@ class Relay:
             if exc.position is None or exc.position <= start + 1:
                 raise
             page = select(start=start + 1, limit=self.page, stop=exc.position - 1)
+        if page:
+            self._forget_erased_keys()
         decoded = self._decode(page)
         if not decoded:
             return 0
@@ -199,6 +202,15 @@ class Relay:
         self.published += len(decoded)
         self.sent += sent
         return len(decoded)
+
+    def _forget_erased_keys(self) -> None:
+        """Drop the data keys erased since the last page (by any process, ``jiayi patients
+        erase``) from the key ring's memory: an event of an erased patient still unpublished
+        then goes out with its personal text reading ``[erased]``, never with the text its
+        destroyed key would still have opened here."""
+        keyring: KeyRing | None = getattr(self.app.mapper, "keyring", None)
+        if keyring is not None:
+            keyring.refresh()
 
     def _decode(self, page: Sequence[Notification]) -> list[tuple[Notification, Any, UUID]]:
         """Each notification with its domain event and patient, up to a damaged event (which
@@ -266,7 +278,8 @@ class Relay:
                 break
             for n in page:
                 event = self.app.mapper.to_domain_event(n)
-                router.observe(type(event).__qualname__, event, n.id)
+                patient = self.keys.of(event, n.topic)
+                router.replay(type(event).__qualname__, event, n.id, patient)
             position = page[-1].id
         router.position = start
         self.router = router

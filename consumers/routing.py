@@ -25,9 +25,10 @@ organisations and teams): an event type absent from :data:`ROUTES` goes to no pa
 regional platform topic, when configured, receives every event unrouted.
 
 The fold lives in memory: on start (or when another relay published meanwhile) the relay folds
-the log from the beginning (or from where it was) up to its stored position; a page that fails
-is undone (:meth:`Router.begin`, :meth:`Router.rollback`) so the fold matches the stored
-position again without reading the log anew.
+the log from the beginning (or from where it was) up to its stored position, routing each event
+again without sending it (:meth:`Router.replay`), so who was ever sent an event about a patient
+survives a restart; a page that fails is undone (:meth:`Router.begin`, :meth:`Router.rollback`)
+so the fold matches the stored position again without reading the log anew.
 """
 
 from __future__ import annotations
@@ -207,6 +208,12 @@ class Router:
         known = self.received.get(patient, frozenset())
         if not sent <= known:
             self._set(self.received, patient, known | sent)
+
+    def replay(self, name: str, event: Any, position: int, patient: UUID) -> None:
+        """Fold an event published before (a relay starting, or following another): the
+        relations, and who was sent it (:attr:`received`, whom an erasure notice reaches)."""
+        for _ in self.route(name, event, position, patient):
+            pass
 
 
 def routing_document() -> dict[str, dict[str, Any]]:

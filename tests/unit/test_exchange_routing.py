@@ -11,7 +11,16 @@ from uuid import UUID, uuid4
 import yaml
 
 from consumers.deadletter import dead_letter_codes
-from consumers.routing import ROUTES, Cut, Router, apply_cut, route_of, routing_document
+from consumers.routing import (
+    ALL,
+    EVER,
+    ROUTES,
+    Cut,
+    Router,
+    apply_cut,
+    route_of,
+    routing_document,
+)
 from consumers.topics import inbound_pattern, inbound_topic, org_of_inbound
 from domain.common import Actor
 
@@ -73,6 +82,64 @@ def test_a_failed_page_is_undone() -> None:
     assert router.position == 1
     assert names(router, "Patient.Tagged", ev(P)) == [C1]
     assert names(router, "Referral.Accepted", ev(referral)) == [C1]  # no relation to H1 yet
+
+
+def test_the_erasure_notice_reaches_every_organisation_ever_sent_an_event_about_the_patient() -> (
+    None
+):
+    router = Router()
+    names(router, "Patient.Registered", ev(P, center_id=C1))
+    closed = uuid4()  # a referral to H1, closed long before the erasure
+    names(router, "Referral.Requested", ev(closed, hospital_id=H1, patient_id=P))
+    names(router, "Referral.Rejected", ev(closed))
+    asked = ev(P, center_id=C2, team_id=uuid4(), consent="c")
+    names(router, "Patient.TransferRequested", asked)  # asking gives C2 nothing yet
+    names(router, "Patient.Transferred", ev(P, center_id=C2))  # C1 is a previous home now
+    names(router, "Patient.Tagged", ev(P))
+    # H2 and a third center only ever heard of another patient
+    other, c3 = uuid4(), uuid4()
+    names(router, "Patient.Registered", ev(other, center_id=c3), patient=other)
+    names(router, "Referral.Requested", ev(uuid4(), hospital_id=H2, patient_id=other), other)
+
+    assert route_of("Patient.Erased") == {EVER: ALL}
+    erased = names(router, "Patient.Erased", ev(P))
+    assert sorted(erased) == sorted([C1, C2, H1])
+    assert sorted(names(router, "Patient.Erased", ev(other), other)) == sorted([c3, H2])
+
+
+def test_the_erasure_notice_reaches_the_hospital_of_a_booking() -> None:
+    router = Router()
+    names(router, "Patient.Registered", ev(P, center_id=C1))
+    quota = uuid4()
+    names(router, "Quota.Published", ev(quota, hospital_id=H2), patient=quota)
+    names(router, "Quota.Booked", ev(quota))
+    assert sorted(names(router, "Patient.Erased", ev(P))) == sorted([C1, H2])
+
+
+def test_a_patient_nobody_was_sent_anything_about_is_erased_without_a_notice() -> None:
+    router = Router()
+    names(router, "Patient.Registered", ev(P, center_id=C1))
+    stranger = uuid4()
+    assert names(router, "Patient.Erased", ev(stranger), stranger) == []
+
+
+def test_a_failed_page_forgets_the_recipients_it_added() -> None:
+    router = Router()
+    names(router, "Patient.Registered", ev(P, center_id=C1))
+    router.commit()
+    router.begin()
+    names(router, "Referral.Requested", ev(uuid4(), hospital_id=H1, patient_id=P))
+    names(router, "Patient.Transferred", ev(P, center_id=C2))
+    fresh = uuid4()
+    names(router, "Patient.Registered", ev(fresh, center_id=C2), patient=fresh)
+    router.rollback()
+    assert router.received == {P: frozenset({C1})}
+    assert names(router, "Patient.Erased", ev(P)) == [C1]
+    # a page that succeeds keeps them
+    router.begin()
+    names(router, "Referral.Requested", ev(uuid4(), hospital_id=H1, patient_id=P))
+    router.commit()
+    assert sorted(names(router, "Patient.Erased", ev(P))) == sorted([C1, H1])
 
 
 def test_free_text_of_others_and_withheld_fields_are_sent_empty() -> None:
