@@ -120,6 +120,19 @@ def _page(request: Request, found: Problem) -> Response | None:
     return None
 
 
+def answer(request: Request, found: Problem) -> Response:
+    """``found`` as the answer to ``request``: a page under the pages' prefix, else problem
+    JSON (with the problem's headers)."""
+    return _page(request, found) or problem(
+        found.status,
+        found.code,
+        found.detail,
+        headers=dict(found.headers),
+        instance=_instance(request, found.status),
+        field=found.field,
+    )
+
+
 class ApiProblem(Exception):
     """A problem the API itself raises (authentication, roles, read side)."""
 

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.idempotency import IdempotencyMiddleware
+from api.limits import BodyLimit, SecurityHeaders
 from api.routes import MODULES
 from api.services import Services
 from api.web import install as install_pages
@@ -87,6 +88,9 @@ def create_app(
     hide_query_strings()
     errors.install(api)
     api.add_middleware(IdempotencyMiddleware, store=services.idempotency)
+    # outermost (added last): bodies are limited before idempotency or authentication read them
+    api.add_middleware(BodyLimit, limit=services.settings.http_max_body)
+    api.add_middleware(SecurityHeaders)
     for module in MODULES:
         api.include_router(module.router)
     install_pages(api)

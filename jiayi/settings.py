@@ -197,6 +197,17 @@ class Settings(BaseSettings):
     #: Worker threads of a server process for the (synchronous) routes: requests beyond this
     #: many wait in line instead of competing for the same cores and aggregates.
     http_threads: Positive = 16
+    #: Largest request body (bytes) a server reads: a larger one is answered 413
+    #: ``body-too-large`` before it is read and before authentication (1 MiB).
+    http_max_body: Positive = 1024 * 1024
+    #: The pages' sign-in session: ended after this many seconds without a request, and this
+    #: many seconds after signing in whatever happens (server-side; the cookie holds only a
+    #: random session id).
+    ui_session_idle: Positive = 30 * 60
+    ui_session_lifetime: Positive = 12 * 60 * 60
+    #: ``/ready`` says ``views-stalled`` when the views have lacked an event recorded this
+    #: many seconds ago without moving meanwhile.
+    views_max_lag: Positive = 30
 
     # --- the Kafka exchange (off when kafka_bootstrap is unset) -------------------------------
     #: ``host:port[,host:port]`` of the Kafka brokers.

@@ -84,6 +84,17 @@ def sign_in(page: Any, world: PagesWorld, who: str) -> None:
     assert "/ui/sign-in" not in page.url
 
 
+def watched(context: Any, refused: list[str]) -> Any:
+    """A page of ``context`` whose Content-Security-Policy refusals are collected in
+    ``refused`` (the pages must work under their own policy)."""
+    page = context.new_page()
+    page.on(
+        "console",
+        lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    return page
+
+
 def step_kinds(page: Any, referral: object) -> list[str]:
     kinds: list[str] = page.locator(f"#r-{referral} ol.steps li").evaluate_all(
         "items => items.map(li => li.dataset.kind)"
@@ -95,7 +106,8 @@ def test_journey_and_hospital_acceptance(
     browser: Any, world: PagesWorld, settings: Settings
 ) -> None:
     store = "postgres" if settings.uses_postgres else "sqlite"
-    nurse = browser.new_context(viewport=LAPTOP, locale="zh-CN").new_page()
+    refused: list[str] = []
+    nurse = watched(browser.new_context(viewport=LAPTOP, locale="zh-CN"), refused)
     sign_in(nurse, world, "center")
 
     # Find the patient by part of her name, open her journey.
@@ -128,7 +140,7 @@ def test_journey_and_hospital_acceptance(
     shot(nurse, f"journey-before-{store}")
 
     # The hospital accepts the pending referral from its worklist (in English).
-    desk = browser.new_context(viewport=LAPTOP, locale="en-US").new_page()
+    desk = watched(browser.new_context(viewport=LAPTOP, locale="en-US"), refused)
     sign_in(desk, world, "hospital")
     assert "/ui/worklists/hospital" in desk.url
     row = desk.locator(f"tr[data-referral='{world.pending_referral}']")
@@ -152,8 +164,9 @@ def test_journey_and_hospital_acceptance(
     shot(nurse, f"journey-after-{store}")
 
     # The team's workload, as a coordinator sees it.
-    coordinator = browser.new_context(viewport=LAPTOP, locale="zh-CN").new_page()
+    coordinator = watched(browser.new_context(viewport=LAPTOP, locale="zh-CN"), refused)
     sign_in(coordinator, world, "coordinator")
     coordinator.goto(f"{world.url}/ui/teams/{world.team}")
     assert coordinator.locator("#chart-follow-ups .hrow").count() == 3  # team + two members
     shot(coordinator, f"team-workload-{store}")
+    assert refused == []  # nothing on the pages was blocked by their security policy

@@ -392,3 +392,46 @@ def test_auditors_see_who_read_a_patient_on_a_page(world: PagesWorld) -> None:
         assert "nurse-1" in report.text and "access-log" in report.text
         assert http.get("/ui/audit/access", params={"patient": "nope"}).status_code == 404
         assert http.get("/ui/audit/access").status_code == 200  # the form alone
+
+
+def _directives(policy: str) -> dict[str, str]:
+    parts = (d.strip().partition(" ") for d in policy.split(";") if d.strip())
+    return {name: value for name, _, value in parts}
+
+
+def test_pages_carry_the_browsers_protections_and_are_never_cached(world: PagesWorld) -> None:
+    """Every page (signed in or not, an error, a redirect) forbids framing, inline script and
+    other origins, sends no referrer, and is not stored by any cache: they show patients."""
+    with client(world) as anonymous:
+        answers = [anonymous.get("/ui/sign-in"), anonymous.get(f"/ui/patients/{world.patient}")]
+    with signed_in(world, "center") as http:
+        answers += [
+            http.get("/ui/patients"),
+            search(http, "王秀"),
+            http.get(f"/ui/patients/{world.patient}"),
+            http.get(f"/ui/patients/{world.other_patient}"),  # 404
+            http.get(f"/ui/teams/{world.team}"),
+            http.get("/ui/worklists/center"),
+        ]
+    assert {r.status_code for r in answers} == {200, 303, 404}
+    for r in answers:
+        where = (r.request.url.path, r.status_code)
+        policy = _directives(r.headers.get("content-security-policy", ""))
+        assert policy.get("default-src") == "'self'", where
+        assert policy.get("script-src") == "'self'", where  # no inline script, no eval
+        assert policy.get("frame-ancestors") == "'none'", where
+        assert policy.get("object-src") == "'none'" and policy.get("base-uri") == "'none'", where
+        assert r.headers.get("x-frame-options") == "DENY", where
+        assert r.headers.get("x-content-type-options") == "nosniff", where
+        assert r.headers.get("referrer-policy") == "no-referrer", where
+        assert r.headers.get("cache-control") == "no-store", where
+        # nothing on the page that the policy would block
+        assert not re.search(r"<script(?![^>]*\ssrc=)", r.text), where
+        assert not re.search(r"<[^>]*\son[a-z]+\s*=", r.text), where
+        assert not re.search(r"<style", r.text), where
+    # the API's answers about patients are not cached either
+    api = httpx.get(
+        f"{world.url}/patients/{world.patient}", headers=bearer(world.tokens["center"]), timeout=30
+    )
+    assert api.status_code == 200 and api.headers.get("cache-control") == "no-store"
+    assert api.headers.get("x-content-type-options") == "nosniff"
