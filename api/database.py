@@ -1,4 +1,5 @@
-"""The API's own small tables (tokens, idempotency) in the deployment's database.
+"""The API's own small tables (tokens, idempotency, the pages' sessions) in the deployment's
+database.
 
 They live next to the event store: the SQLite file of the embedded default, or the configured
 PostgreSQL schema. SQL is written with ``?`` placeholders and adapted for PostgreSQL.
@@ -37,6 +38,17 @@ TABLES = (
         PRIMARY KEY (principal, idem_key)
     )""",
     "CREATE INDEX IF NOT EXISTS api_idempotency_created ON api_idempotency (created_at)",
+    # the pages' sign-in sessions: only the SHA-256 of the cookie's random id is stored, with
+    # the hash of the API token it stands for (api.web.session)
+    """CREATE TABLE IF NOT EXISTS web_sessions (
+        session_hash TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        last_seen_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS web_sessions_token ON web_sessions (token_hash)",
+    "CREATE INDEX IF NOT EXISTS web_sessions_expires ON web_sessions (expires_at)",
 )
 
 

@@ -6,6 +6,7 @@ import threading
 
 from api.database import SideStore
 from api.idempotency import IdempotencyStore
+from api.sessions import SessionStore
 from api.tokens import TokenStore
 from audit.service import Verifications
 from domain.application import CareCoordination
@@ -29,6 +30,9 @@ class Services:
         self.store = SideStore(settings)
         self.tokens = TokenStore(self.store)
         self.idempotency = IdempotencyStore(self.store)
+        self.sessions = SessionStore(
+            self.store, settings.ui_session_idle, settings.ui_session_lifetime
+        )
         self.verifications = Verifications(settings)
         self._application = application
         self._owns_application = application is None

@@ -131,7 +131,11 @@ class TokenStore:
 
     def principal(self, token: str) -> Principal | None:
         """The caller ``token`` identifies, or None (unknown or revoked)."""
-        digest = token_hash(token)
+        return self.principal_by_hash(token_hash(token))
+
+    def principal_by_hash(self, digest: str) -> Principal | None:
+        """The caller the token with this SHA-256 identifies (a page's session keeps only the
+        hash), or None (unknown or revoked)."""
         now = time.monotonic()
         cached = self._cache.get(digest)
         if cached is not None and now - cached[0] < self.CACHE_SECONDS:
@@ -167,13 +171,19 @@ class TokenStore:
             return [TokenRecord(*row) for row in cur.fetchall()]
 
     def revoke(self, token_id: str) -> bool:
-        """Revoke by public token id; True if a live token was revoked."""
+        """Revoke by public token id; True if a live token was revoked. The pages' sessions
+        signed in with it end with it."""
         with self.store.cursor() as cur:
             cur.execute(
                 "UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
                 (datetime.now(UTC).isoformat(), token_id),
             )
             changed = cur.rowcount > 0
+            cur.execute(
+                "DELETE FROM web_sessions WHERE token_hash IN"
+                " (SELECT token_hash FROM api_tokens WHERE token_id = ?)",
+                (token_id,),
+            )
         with self._lock:
             self._cache.clear()
         return changed

@@ -242,7 +242,7 @@ def sign_in(ctx: Ctx = Anyone, fields: dict[str, str] = Form) -> Response:
 def sign_out(ctx: Ctx = Anyone, fields: dict[str, str] = Form) -> Response:
     check_csrf(ctx, fields)
     response = redirect("/ui/sign-in")
-    session.sign_out(response)
+    session.sign_out(ctx.request, response)
     return response
 
 
@@ -617,4 +617,7 @@ def on_sign_in_required(request: Request, exc: Exception) -> Response:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     if request.method != "GET":
         target = ""
-    return redirect("/ui/sign-in" + (f"?next={quote(target)}" if target else ""))
+    response = redirect("/ui/sign-in" + (f"?next={quote(target)}" if target else ""))
+    if request.cookies.get(session.SESSION):  # ended, or never a session: forget it
+        response.delete_cookie(session.SESSION, path=session.PATH)
+    return response

@@ -216,7 +216,8 @@ def test_search_terms_stay_out_of_urls_and_logs(world: HttpWorld) -> None:
         assert old.status_code == 405 and nid not in old.text
         # the page's search form posts too
         http = world.http
-        http.cookies.set("jiayi_session", token)
+        sign_in = http.get("/ui/sign-in").text.split('name="csrf" value="')[1].split('"')[0]
+        assert http.post("/ui/sign-in", data={"csrf": sign_in, "token": token}).status_code == 303
         page = http.get("/ui/patients")
         assert 'method="post" action="/ui/patients"' in page.text
         csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
