@@ -6,6 +6,7 @@ import threading
 
 from api.database import SideStore
 from api.idempotency import IdempotencyStore
+from api.readiness import ViewsWatch
 from api.sessions import SessionStore
 from api.tokens import TokenStore
 from audit.service import Verifications
@@ -34,6 +35,7 @@ class Services:
             self.store, settings.ui_session_idle, settings.ui_session_lifetime
         )
         self.verifications = Verifications(settings)
+        self.views_watch = ViewsWatch(settings.views_max_lag)
         self._application = application
         self._owns_application = application is None
         self._lock = threading.Lock()

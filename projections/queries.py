@@ -50,6 +50,20 @@ class Page:
     offset: int = 0
 
 
+@dataclass(frozen=True)
+class Following:
+    """Where the views stand against the log (readiness, ``/ready``)."""
+
+    #: The log position every view has processed up to.
+    position: int
+    #: The last position recorded in the log.
+    log_position: int
+    #: When the first event the views lack was recorded (None: they lack none).
+    waiting_since: datetime | None = None
+    #: The damaged event the views stopped before, if they did.
+    damaged: DamagedEvent | None = None
+
+
 class Queries(Protocol):
     def position(self) -> int:
         """The log position every view has processed up to."""
@@ -59,6 +73,9 @@ class Queries(Protocol):
 
     def stopped_at(self) -> DamagedEvent | None:
         """The damaged event the views stopped before, if they did (``/ready`` says so)."""
+
+    def following(self) -> Following:
+        """Where the views stand against the log, and since when they lack an event."""
 
     def wait_for(self, position: int, timeout: float = 5.0) -> bool:
         """Block until the views reach ``position`` (read-your-writes); False on timeout."""

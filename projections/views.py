@@ -26,7 +26,7 @@ from eventstore.personal import reveal
 from projections import kpis as formulas
 from projections.events import LogReader, moment_text, normalise_identifier
 from projections.location import Location
-from projections.queries import Page, Scope
+from projections.queries import Following, Page, Scope
 from projections.runner import rebuild, select
 from projections.scope import Access
 from projections.store import ViewStore
@@ -167,6 +167,18 @@ class ViewQueries:
         except DamagedEvent as exc:
             return exc
         return None
+
+    def following(self) -> Following:
+        """The views' position, the log's, and when the first event the views lack was
+        recorded (or the damaged event they stopped before). One row of the log read."""
+        position = self.position()
+        log_position = self.log_position()
+        try:
+            lacking = self.reader.decode(self.reader.page(position, 1))
+        except DamagedEvent as exc:
+            return Following(position, log_position, damaged=exc)
+        since = datetime.fromisoformat(lacking[0].timestamp) if lacking else None
+        return Following(position, log_position, waiting_since=since)
 
     def wait_for(self, position: int, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout
