@@ -7,7 +7,8 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from domain.contracts import PACKAGES
 from domain.followups import MEASUREMENTS, RiskLevel, VisitKind
@@ -16,6 +17,7 @@ from domain.patients import Tag
 from domain.quotas import HalfDay, QuotaKind
 from domain.referrals import RejectionReason, Urgency
 from domain.teams import Role as TeamRole
+from domain.text import unwanted_reason
 
 # Dates the domain can compute with (terms add years): keep them well inside date's range.
 Day = Annotated[date, Field(ge=date(1900, 1, 1), le=date(2200, 12, 31))]
@@ -30,10 +32,28 @@ Moment = Annotated[
         description="timezone-aware ISO 8601, 1900-01-01 .. 2200-01-01",
     ),
 ]
-Text = Annotated[str, Field(min_length=1, max_length=200)]
-LongText = Annotated[str, Field(max_length=4000)]
+
+
+def _clean(value: str) -> str:
+    """Refuse control characters (``domain.text``): a 422 naming the field and the character."""
+    reason = unwanted_reason(value)
+    if reason is not None:
+        raise PydanticCustomError("control_character", reason)
+    return value
+
+
+#: Every text the API takes (bodies, query and path parameters) is a ``CleanText`` or built on
+#: it: no control characters other than tab, line feed and carriage return, no lone
+#: surrogates. ``tests/unit/test_text_hygiene.py`` walks every route so no field escapes it.
+Clean = AfterValidator(_clean)
+CleanText = Annotated[str, Clean]
+Text = Annotated[str, Field(min_length=1, max_length=200), Clean]
+LongText = Annotated[str, Field(max_length=4000), Clean]
+NationalId = Annotated[str, Field(pattern=r"^\d{17}[\dX]$"), Clean]
 Package = Literal[PACKAGES]  # type: ignore[valid-type]
-Measurement = Annotated[str, Field(max_length=32, description="one of: " + ", ".join(MEASUREMENTS))]
+Measurement = Annotated[
+    str, Field(max_length=32, description="one of: " + ", ".join(MEASUREMENTS)), Clean
+]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 EXAMPLE_ID = "0b6f1c8e-5d2a-4c1e-9a37-2f5e8d9b4a10"
@@ -83,7 +103,7 @@ class SearchPatients(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"q": "秀英"}]})
 
-    q: str = Field(
+    q: CleanText = Field(
         min_length=2,
         max_length=100,
         description="an exact id or national id, or at least two characters of a name "
@@ -122,7 +142,7 @@ class RegisterOrganisation(Command):
 class AddDepartment(Command):
     model_config = _example(code="cardiology", name="心内科", referral_contact="李护士长")
 
-    code: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_\-]+$")]
+    code: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_\-]+$"), Clean]
     name: Text
     referral_contact: Text | None = None
 
@@ -176,8 +196,8 @@ class RegisterPatient(Command):
     name: Text
     sex: Literal["F", "M"]
     birth_date: Day
-    national_id: Annotated[str, Field(pattern=r"^\d{17}[\dX]$")]
-    phone: Annotated[str, Field(max_length=32)]
+    national_id: NationalId
+    phone: Annotated[str, Field(max_length=32), Clean]
     tags: list[Tag] = Field(default_factory=list, max_length=len(Tag))
     id: UUID | None = None
 
@@ -233,7 +253,7 @@ class RequestTransfer(Command):
         consent="转签同意书 2026-0042",
     )
 
-    national_id: Annotated[str, Field(pattern=r"^\d{17}[\dX]$")]
+    national_id: NationalId
     name: Text
     team_id: UUID = Field(description="the team of your center that will take the patient")
     consent: Text = Field(description="reference to the patient's recorded consent")
@@ -313,8 +333,8 @@ class Prescription(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     drug: Text
-    dose: Annotated[str, Field(max_length=200)] = ""
-    frequency: Annotated[str, Field(max_length=200)] = ""
+    dose: Annotated[str, Field(max_length=200), Clean] = ""
+    frequency: Annotated[str, Field(max_length=200), Clean] = ""
     days: Annotated[int, Field(ge=1, le=366)] | None = None
 
 
@@ -374,7 +394,7 @@ class ReturnPlan(Command):
         follow_up_due="2026-06-15",
     )
 
-    summary: Annotated[str, Field(min_length=1, max_length=4000)]
+    summary: Annotated[str, Field(min_length=1, max_length=4000), Clean]
     prescriptions: list[Prescription] = Field(default_factory=list, max_length=50)
     rehabilitation: LongText = ""
     follow_up_due: Day
@@ -396,7 +416,7 @@ class StartReturn(ReturnPlan):
         follow_up_due="2026-06-15",
     )
 
-    national_id: Annotated[str, Field(pattern=r"^\d{17}[\dX]$")]
+    national_id: NationalId
     name: Text
     department: Text
     id: UUID | None = None

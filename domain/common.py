@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
-from typing import Any, ClassVar
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 import orjson
@@ -81,6 +81,34 @@ class InvalidValue(DomainError):
     """A value is outside what the domain accepts."""
 
     code = "invalid-value"
+
+
+class StepBeforePredecessor(DomainError):
+    """A back-dated step cannot come before the step it follows."""
+
+    code = "step-before-predecessor"
+
+
+Moment = TypeVar("Moment", date, datetime)
+
+
+def ensure_not_before(when: Moment, previous: Moment, step: str, predecessor: str) -> None:
+    """``step`` (at ``when``) follows ``predecessor`` (at ``previous``): it is not dated
+    earlier. Checked by commands only, never when old events are folded. Moments are named in
+    UTC (a zone's offsets before 1900 are local mean time: +08:05:43 in Shanghai)."""
+    if when < previous:
+        raise StepBeforePredecessor(
+            f"the {step} ({_named(when)}) cannot come before the {predecessor} "
+            f"({_named(previous)}) it follows",
+            step=step,
+            predecessor=predecessor,
+        )
+
+
+def _named(moment: date) -> str:
+    if isinstance(moment, datetime) and moment.tzinfo is not None:
+        return moment.astimezone(UTC).isoformat()
+    return moment.isoformat()
 
 
 # --- transcodings -------------------------------------------------------------------------

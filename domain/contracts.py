@@ -8,7 +8,15 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.common import Actor, DomainError, InvalidValue, NotPermitted, add_years, term_end
+from domain.common import (
+    Actor,
+    DomainError,
+    InvalidValue,
+    NotPermitted,
+    add_years,
+    ensure_not_before,
+    term_end,
+)
 from domain.patients import TransferRequired
 
 FIRST_TERM_YEARS = 1
@@ -60,6 +68,9 @@ class Contract(Aggregate):
         self.household_id = household_id
         self.status = ContractStatus.ACTIVE
         self.renewals = 0
+        #: When the last step (signing, renewal, team change, end) happened: each step
+        #: follows the ones before it.
+        self.last_step_at = at
 
     @classmethod
     def sign(
@@ -105,6 +116,7 @@ class Contract(Aggregate):
             raise ContractNotActive(f"contract is {self.status} and ran until {self.end}")
         if years not in RENEWAL_YEARS:
             raise InvalidValue("a renewal runs 1 to 3 years", field="years")
+        self._ensure_after_last_step("renewal", at)
         new_end = add_years(self.end, years)
         self._renewed(years=years, end=new_end, actor=actor, at=at)
         return new_end
@@ -113,6 +125,7 @@ class Contract(Aggregate):
     def _renewed(self, years: int, end: date, actor: Actor, at: datetime) -> None:
         self.end = end
         self.renewals += 1
+        self.last_step_at = at
 
     def terminate(self, reason: str, actor: Actor, at: datetime) -> None:
         self._ensure_center(actor)
@@ -120,11 +133,13 @@ class Contract(Aggregate):
             raise ContractNotActive(f"contract is {self.status}")
         if not reason.strip():
             raise InvalidValue("termination needs a reason", field="reason")
+        self._ensure_after_last_step("termination", at)
         self._terminated(reason=reason.strip(), actor=actor, at=at)
 
     @event("Terminated")
     def _terminated(self, reason: str, actor: Actor, at: datetime) -> None:
         self.status = ContractStatus.TERMINATED
+        self.last_step_at = at
 
     def expire(self, on: date, actor: Actor, at: datetime) -> None:
         """Record expiry after the last day of the term."""
@@ -133,11 +148,13 @@ class Contract(Aggregate):
             raise ContractNotActive(f"contract is {self.status}")
         if on <= self.end:
             raise ContractNotDue(f"contract runs until {self.end}")
+        self._ensure_after_last_step("expiry", at)
         self._expired(on=on, actor=actor, at=at)
 
     @event("Expired")
     def _expired(self, on: date, actor: Actor, at: datetime) -> None:
         self.status = ContractStatus.EXPIRED
+        self.last_step_at = at
 
     def change_team(
         self,
@@ -161,6 +178,7 @@ class Contract(Aggregate):
                 "a team of another center takes the contract when that center requests the "
                 "patient's transfer and this one releases it"
             )
+        self._ensure_after_last_step("team change", at)
         self._team_changed(
             team_id=team_id,
             center_id=center_id,
@@ -182,6 +200,10 @@ class Contract(Aggregate):
     ) -> None:
         self.team_id = team_id
         self.center_id = center_id
+        self.last_step_at = at
+
+    def _ensure_after_last_step(self, step: str, at: datetime) -> None:
+        ensure_not_before(at, self.last_step_at, step, "contract's previous step")
 
     def _ensure_center(self, actor: Actor) -> None:
         if actor.org_id != self.center_id:

@@ -11,7 +11,15 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.common import Actor, DomainError, InvalidValue, NotPermitted, add_years, stable_id
+from domain.common import (
+    Actor,
+    DomainError,
+    InvalidValue,
+    NotPermitted,
+    add_years,
+    ensure_not_before,
+    stable_id,
+)
 from domain.patients import Tag
 
 
@@ -308,6 +316,9 @@ class FollowUps(Aggregate):
             if chosen is None or chosen["status"] != "open":
                 raise ObligationNotOpen("that follow-up obligation is not open")
             self._ensure_meets(chosen, kind, risk_level)
+            ensure_not_before(
+                on, chosen["window_start"], "visit", "start of the follow-up it meets"
+            )
             return chosen
         for o in self.open_obligations():
             if o["window_start"] <= on and self._meets(o, kind, risk_level):

@@ -18,6 +18,7 @@ from domain.common import (
     NotFound,
     NotPermitted,
     add_years,
+    ensure_not_before,
 )
 
 
@@ -150,6 +151,9 @@ class Patient(Aggregate):
         #: A pending move to another center: center_id, team_id, consent (and, once the
         #: current center released it, released=True until the move is recorded).
         self.transfer_request: dict[str, Any] | None = None
+        #: When the pending transfer was requested: releasing, declining or withdrawing it
+        #: comes after.
+        self.transfer_requested_at: datetime | None = None
 
     @classmethod
     def register(
@@ -312,12 +316,14 @@ class Patient(Aggregate):
         self, center_id: UUID, team_id: UUID, consent: str, actor: Actor, at: datetime
     ) -> None:
         self.transfer_request = {"center_id": center_id, "team_id": team_id, "consent": consent}
+        self.transfer_requested_at = at
 
     def release_transfer(self, actor: Actor, at: datetime) -> dict[str, Any]:
         """The current center lets the patient go to the requesting center; the request
         (center_id, team_id, consent) is returned: the contract and follow-ups move with it,
         then :meth:`transfer` records the move."""
         request = self._pending_for_current_center(actor)
+        self._ensure_after_request("release of the transfer", at)
         self._transfer_released(
             center_id=request["center_id"], team_id=request["team_id"], actor=actor, at=at
         )
@@ -335,6 +341,7 @@ class Patient(Aggregate):
         request = self._pending_for_current_center(actor)
         if not reason.strip():
             raise InvalidValue("declining a transfer needs a reason", field="reason")
+        self._ensure_after_request("decline of the transfer", at)
         self._transfer_declined(
             center_id=request["center_id"], reason=reason.strip(), actor=actor, at=at
         )
@@ -350,11 +357,16 @@ class Patient(Aggregate):
         request = self.transfer_request
         if request is None or request["center_id"] != actor.org_id:
             raise NotPermitted("only the requesting center withdraws its transfer request")
+        self._ensure_after_request("withdrawal of the transfer", at)
         self._transfer_withdrawn(center_id=request["center_id"], actor=actor, at=at)
 
     @event("TransferWithdrawn")
     def _transfer_withdrawn(self, center_id: UUID, actor: Actor, at: datetime) -> None:
         self.transfer_request = None
+
+    def _ensure_after_request(self, step: str, at: datetime) -> None:
+        if self.transfer_requested_at is not None:
+            ensure_not_before(at, self.transfer_requested_at, step, "transfer request")
 
     def _pending_for_current_center(self, actor: Actor) -> dict[str, Any]:
         self._ensure_center(actor)

@@ -9,7 +9,14 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.common import Actor, DomainError, InvalidValue, NotFound, NotPermitted
+from domain.common import (
+    Actor,
+    DomainError,
+    InvalidValue,
+    NotFound,
+    NotPermitted,
+    ensure_not_before,
+)
 
 
 class QuotaKind(StrEnum):
@@ -106,6 +113,8 @@ class Quota(Aggregate):
         self.release_at = release_at
         self.released = False
         self.bookings: dict[UUID, dict[str, Any]] = {}
+        #: When the quota was published: bookings and its release come after.
+        self.published_at = at
 
     @classmethod
     def publish(
@@ -208,6 +217,7 @@ class Quota(Aggregate):
             raise NotReservedForYou("the quota is reserved for another district")
         if self.released or max(at, recorded or at) >= self.release_at:
             raise QuotaReleased("unbooked slots have gone back to the hospital")
+        ensure_not_before(at, self.published_at, "booking", "quota's publication")
         if any(b["patient_id"] == patient_id for b in self.active_bookings.values()):
             raise AlreadyBooked("the patient already has a booking in this session")
         if booking_id in self.bookings:
@@ -240,6 +250,7 @@ class Quota(Aggregate):
             "center_id": actor.org_id,
             "cancelled": False,
             "attended": None,
+            "booked_at": at,
         }
 
     def cancel_booking(
@@ -258,6 +269,7 @@ class Quota(Aggregate):
             raise InvalidValue("the booking is already cancelled", field="booking_id")
         if max(at, recorded or at).date() >= self.session_date:
             raise SessionStarted("a booking is cancelled before the session day")
+        ensure_not_before(at, booking["booked_at"], "cancellation", "booking")
         self._booking_cancelled(booking_id=booking_id, reason=reason, actor=actor, at=at)
 
     @event("BookingCancelled")
@@ -272,6 +284,7 @@ class Quota(Aggregate):
             return 0
         if at < self.release_at:
             raise InvalidValue("the release cutoff has not been reached", field="at")
+        ensure_not_before(at, self.published_at, "release", "quota's publication")
         count = self.slots - len(self.active_bookings)
         self._released(unbooked=count, actor=actor, at=at)
         return count
@@ -293,6 +306,9 @@ class Quota(Aggregate):
             raise AttendanceAlreadyRecorded("attendance for this booking is already recorded")
         if at.date() < self.session_date:
             raise SessionNotYetHeld("attendance is recorded on or after the session day")
+        ensure_not_before(
+            at, booking["booked_at"], "attendance" if attended else "no-show", "booking"
+        )
         if attended:
             self._attended(booking_id=booking_id, actor=actor, at=at)
         else:

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.common import Actor, DomainError, InvalidValue, NotPermitted
+from domain.common import Actor, DomainError, InvalidValue, NotPermitted, ensure_not_before
 
 #: The family doctor follows up within two weeks of an upward referral (转诊后2周内主动随访).
 FOLLOW_UP_AFTER_REFERRAL = timedelta(days=14)
@@ -68,6 +68,19 @@ class NotTheSendingCenter(NotPermitted):
     """Only the sending community center (or its team) may take this step."""
 
     code = "not-the-sending-center"
+
+
+#: The step that puts a referral in each status: what a later step is not dated before.
+STEP_OF_STATUS = {
+    "requested": "request",
+    "accepted": "acceptance",
+    "rejected": "rejection",
+    "cancelled": "cancellation",
+    "arrived": "arrival",
+    "admitted": "admission",
+    "returned": "return to community",
+    "acknowledged": "acknowledgement",
+}
 
 
 class Referral(Aggregate):
@@ -134,6 +147,8 @@ class Referral(Aggregate):
         self.status = (
             ReferralStatus.RETURNED if direction == Direction.DOWN else ReferralStatus.REQUESTED
         )
+        #: When the step that set ``status`` happened.
+        self.status_at = at
 
     @classmethod
     def request(
@@ -231,11 +246,13 @@ class Referral(Aggregate):
         if self.status == ReferralStatus.ACCEPTED:
             raise ReferralStepOutOfOrder("the referral is already accepted")
         self._ensure_status(ReferralStatus.REQUESTED)
+        self._ensure_after_status("acceptance", at)
         self._accepted(note=note, actor=actor, at=at)
 
     @event("Accepted")
     def _accepted(self, note: str, actor: Actor, at: datetime) -> None:
         self.status = ReferralStatus.ACCEPTED
+        self.status_at = at
         self.decided_at = at
 
     def reject(self, reason_code: str, note: str, actor: Actor, at: datetime) -> None:
@@ -251,11 +268,13 @@ class Referral(Aggregate):
         self._ensure_status(ReferralStatus.REQUESTED)
         if reason_code not in set(RejectionReason):
             raise InvalidValue(f"unknown rejection reason {reason_code!r}", field="reason_code")
+        self._ensure_after_status("rejection", at)
         self._rejected(reason_code=reason_code, note=note, actor=actor, at=at)
 
     @event("Rejected")
     def _rejected(self, reason_code: str, note: str, actor: Actor, at: datetime) -> None:
         self.status = ReferralStatus.REJECTED
+        self.status_at = at
         self.decided_at = at
 
     # --- the sending center may cancel before arrival ---------------------------------------
@@ -264,31 +283,37 @@ class Referral(Aggregate):
         if actor.org_id != self.center_id and not team_speaks_for_actor:
             raise NotTheSendingCenter("only the sending center may cancel a referral")
         self._ensure_status(ReferralStatus.REQUESTED, ReferralStatus.ACCEPTED)
+        self._ensure_after_status("cancellation", at)
         self._cancelled(reason=reason, actor=actor, at=at)
 
     @event("Cancelled")
     def _cancelled(self, reason: str, actor: Actor, at: datetime) -> None:
         self.status = ReferralStatus.CANCELLED
+        self.status_at = at
 
     # --- at the hospital --------------------------------------------------------------------
 
     def arrive(self, actor: Actor, at: datetime) -> None:
         self._ensure_hospital(actor)
         self._ensure_status(ReferralStatus.ACCEPTED)
+        self._ensure_after_status("arrival", at)
         self._arrived(actor=actor, at=at)
 
     @event("PatientArrived")
     def _arrived(self, actor: Actor, at: datetime) -> None:
         self.status = ReferralStatus.ARRIVED
+        self.status_at = at
 
     def admit(self, ward: str, actor: Actor, at: datetime) -> None:
         self._ensure_hospital(actor)
         self._ensure_status(ReferralStatus.ARRIVED)
+        self._ensure_after_status("admission", at)
         self._admitted(ward=ward, actor=actor, at=at)
 
     @event("PatientAdmitted")
     def _admitted(self, ward: str, actor: Actor, at: datetime) -> None:
         self.status = ReferralStatus.ADMITTED
+        self.status_at = at
 
     def return_to_community(
         self,
@@ -302,6 +327,7 @@ class Referral(Aggregate):
         """Discharge with a return to community (下转): summary, continued prescriptions, plan."""
         self._ensure_hospital(actor)
         self._ensure_status(ReferralStatus.ARRIVED, ReferralStatus.ADMITTED)
+        self._ensure_after_status("return to community", at)
         _check_return(summary, prescriptions, follow_up_due, at)
         self._returned(
             summary=summary,
@@ -323,6 +349,7 @@ class Referral(Aggregate):
         at: datetime,
     ) -> None:
         self.status = ReferralStatus.RETURNED
+        self.status_at = at
         self.return_plan = {
             "summary": summary,
             "prescriptions": prescriptions,
@@ -339,11 +366,13 @@ class Referral(Aggregate):
         if actor.org_id != self.center_id and not team_speaks_for_actor:
             raise NotTheSendingCenter("only the patient's community center acknowledges a return")
         self._ensure_status(ReferralStatus.RETURNED)
+        self._ensure_after_status("acknowledgement", at)
         self._acknowledged(actor=actor, at=at)
 
     @event("ReturnAcknowledged")
     def _acknowledged(self, actor: Actor, at: datetime) -> None:
         self.status = ReferralStatus.ACKNOWLEDGED
+        self.status_at = at
 
     def record_follow_up(
         self,
@@ -370,6 +399,10 @@ class Referral(Aggregate):
     def _ensure_hospital(self, actor: Actor) -> None:
         if actor.org_id != self.hospital_id:
             raise NotAddressedToYou("the referral is addressed to another hospital")
+
+    def _ensure_after_status(self, step: str, at: datetime) -> None:
+        """A step is not dated before the step that put the referral in its status."""
+        ensure_not_before(at, self.status_at, step, STEP_OF_STATUS[self.status])
 
     def _ensure_status(self, *allowed: ReferralStatus) -> None:
         if self.status not in allowed:

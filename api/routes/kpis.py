@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import AsOfDep, CenterReader, QueriesDep
 from api.openapi import QUERY_ERRORS, example_response, visible
-from api.schemas import Day
+from api.schemas import CleanText, Day
 
 router = APIRouter(prefix="/kpis", tags=["kpis"])
 
@@ -30,7 +30,7 @@ def kpis(
     start: Annotated[Day, Query(description="first day of the period")],
     end: Annotated[Day, Query(description="last day of the period")],
     center_id: Annotated[UUID | None, Query()] = None,
-    district: Annotated[str | None, Query(max_length=100)] = None,
+    district: Annotated[CleanText | None, Query(max_length=100)] = None,
 ) -> dict[str, Any]:
     """KPI figures for a center or a district over a period, within what you may see."""
     return visible(

@@ -20,6 +20,7 @@ from api.openapi import COMMAND_ERRORS, QUERY_ERRORS, done, example_response, pa
 from api.schemas import (
     CENTER_ID,
     PATIENT_ID,
+    CleanText,
     CommandResult,
     DeclineTransfer,
     ErasePatient,
@@ -196,7 +197,7 @@ def timeline(
     since: Annotated[Moment | None, Query(description="entries at or after")] = None,
     until: Annotated[Moment | None, Query(description="entries before")] = None,
     kinds: Annotated[
-        list[Annotated[str, Query(max_length=64)]] | None,
+        list[Annotated[CleanText, Query(max_length=64)]] | None,
         Query(max_length=50, description="only these kinds (repeat the parameter)"),
     ] = None,
 ) -> ItemsPage:

@@ -17,7 +17,16 @@ from api.deps import (
     SettingsDep,
 )
 from api.openapi import COMMAND_ERRORS, QUERY_ERRORS, done, example_response, paged, visible
-from api.schemas import TEAM_ID, AddMember, CommandResult, Day, FormTeam, ItemsPage, RemoveMember
+from api.schemas import (
+    TEAM_ID,
+    AddMember,
+    CleanText,
+    CommandResult,
+    Day,
+    FormTeam,
+    ItemsPage,
+    RemoveMember,
+)
 
 router = APIRouter(prefix="/teams", tags=["teams"])
 
@@ -52,7 +61,7 @@ def add_member(
     "/{team_id}/members/{staff_id}/remove", response_model=CommandResult, responses=COMMAND_ERRORS
 )
 def remove_member(
-    team_id: UUID, staff_id: str, body: RemoveMember, who: CenterStaff, app: ApplicationDep
+    team_id: UUID, staff_id: CleanText, body: RemoveMember, who: CenterStaff, app: ApplicationDep
 ) -> CommandResult:
     """A member leaves the team."""
     return done(app.remove_team_member(team_id, staff_id=staff_id, actor=who.actor, at=body.at))

@@ -10,7 +10,7 @@ event 500 (``damaged-event``, no data).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -34,6 +34,7 @@ from audit import access
 from domain.application import Outcome
 from domain.common import DomainError, InvalidValue
 from domain.referrals import RejectionReason
+from domain.text import unwanted_reason
 from projections.queries import Page, Queries
 
 HERE = Path(__file__).parent
@@ -117,9 +118,28 @@ class Ctx:
 
 
 def context(request: Request) -> Ctx:
-    """The page's context, with whoever the sign-in cookie names (a FastAPI dependency: no
-    other parameters, or they would be read from the query string)."""
+    """The page's context, with whoever the sign-in cookie names."""
     return context_of(request, session.principal(request))
+
+
+def refuse_unwanted(values: Iterable[tuple[str, str]], where: str) -> None:
+    """Every text a page takes in (query, path, form) holds no control character
+    (``domain.text``): else a 422 page naming the field and the character."""
+    for name, value in values:
+        reason = unwanted_reason(name)
+        if reason is not None:
+            raise InvalidValue(f"a {where} field's name: {reason}", field=where)
+        reason = unwanted_reason(value)
+        if reason is not None:
+            raise InvalidValue(f"{where}.{name}: {reason}", field=f"{where}.{name}")
+
+
+def entered(request: Request) -> Ctx:
+    """Every page's dependency: its query and path parameters checked, then its context (no
+    other parameters, or they would be read from the query string)."""
+    refuse_unwanted(request.query_params.multi_items(), "query")
+    refuse_unwanted(((k, str(v)) for k, v in request.path_params.items()), "path")
+    return context(request)
 
 
 def context_of(request: Request, who: Principal | None) -> Ctx:
@@ -133,11 +153,10 @@ def context_of(request: Request, who: Principal | None) -> Ctx:
     return Ctx(request, lang, i18n.Labels(lang), who)
 
 
-def allowed(*roles: Role) -> Callable[[Request], Ctx]:
+def allowed(*roles: Role) -> Callable[..., Ctx]:
     """A page for signed-in people with one of ``roles`` (the API's roles for the same data)."""
 
-    def check(request: Request) -> Ctx:
-        ctx = context(request)
+    def check(ctx: Ctx = Depends(entered)) -> Ctx:
         if ctx.principal.role not in roles:
             raise PageError(403, "forbidden")
         return ctx
@@ -146,12 +165,14 @@ def allowed(*roles: Role) -> Callable[[Request], Ctx]:
 
 
 async def form(request: Request) -> dict[str, str]:
-    """A urlencoded form body (the pages post nothing else)."""
+    """A urlencoded form body (the pages post nothing else), its fields checked."""
     body = (await request.body()).decode("utf-8", "replace")
-    return dict(parse_qsl(body, keep_blank_values=True))
+    fields = parse_qsl(body, keep_blank_values=True)
+    refuse_unwanted(fields, "form")
+    return dict(fields)
 
 
-Anyone = Depends(context)
+Anyone = Depends(entered)
 Readers = Depends(allowed(*deps.READERS))
 CenterReaders = Depends(allowed(Role.CENTER_STAFF, Role.COORDINATOR, Role.AUDITOR))
 HospitalReaders = Depends(allowed(Role.HOSPITAL_STAFF, Role.COORDINATOR, Role.AUDITOR))

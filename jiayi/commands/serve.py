@@ -1,17 +1,26 @@
-"""``jiayi serve``: the HTTP API under uvicorn. On the embedded default with an empty store it
-builds the demo city first and prints how to get a token and where the docs are."""
+"""``jiayi serve``: the HTTP API under uvicorn. With an empty store it builds the demo city
+first (by default on the embedded default only; on PostgreSQL when ``--demo-patients N`` asks)
+and prints how to get a token and where the docs are."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from domain.application import CareCoordination
 from jiayi.bootstrap import Projections, build_application, build_projections
 from jiayi.settings import Settings
+
+if TYPE_CHECKING:
+    from jiayi.demo import DemoSummary
+
+#: Residents of the demo city built on an empty embedded store when no size is given.
+DEMO_PATIENTS = 2000
 
 
 def register(sub: Any) -> None:
@@ -21,9 +30,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--demo-patients",
         type=int,
-        default=2000,
-        help="on the embedded default, build a demo city of this size when the store is empty "
-        "(0: never)",
+        default=None,
+        help="build a demo city of this size when the store is empty (default: "
+        f"{DEMO_PATIENTS} on the embedded default; none on PostgreSQL unless given; 0: never)",
     )
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=run)
@@ -45,13 +54,7 @@ def run(args: argparse.Namespace) -> int:
     host = args.host or settings.http_host
     port = args.port or settings.http_port
     app = build_application(settings)
-    if not settings.uses_postgres and args.demo_patients > 0 and app.max_position() == 0:
-        from jiayi.demo import generate
-
-        print(f"empty store: building a demo city of {args.demo_patients} residents ...")
-        summary = generate(app, args.demo_patients, args.seed)
-        for line in summary.lines():
-            print("  " + line)
+    demo_if_empty(settings, app, args.demo_patients, args.seed)
     views = build_read_side(settings, app)
     seals = start_schedule(settings)
     _print_help(host, port)
@@ -77,6 +80,52 @@ def run(args: argparse.Namespace) -> int:
     finally:
         close()
     return 0
+
+
+@contextmanager
+def demo_lock(settings: Settings) -> Iterator[None]:
+    """One process at a time looks at the store and builds the demo city (PostgreSQL: an
+    advisory lock of the schema, so processes started together build it once; the embedded
+    store serves one process)."""
+    if not settings.uses_postgres:
+        yield
+        return
+    from projections.store import connect
+
+    key = f"jiayi-demo:{settings.postgres_schema or 'public'}"
+    with connect(settings.postgres_params()) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
+
+def demo_if_empty(
+    settings: Settings, app: CareCoordination, patients: int | None, seed: int
+) -> DemoSummary | None:
+    """Build a demo city of ``patients`` residents when the store holds no event yet.
+
+    ``None`` (not given) means :data:`DEMO_PATIENTS` on the embedded default and none on
+    PostgreSQL, which is a real deployment's store: there it is built only when asked, and an
+    empty store not asked for one says so."""
+    if patients is None and settings.uses_postgres:
+        if app.max_position() == 0:
+            print("empty store on PostgreSQL: no demo city (ask for one: --demo-patients N)")
+        return None
+    size = DEMO_PATIENTS if patients is None else patients
+    if size <= 0:
+        return None
+    with demo_lock(settings):
+        if app.max_position() != 0:
+            return None
+        from jiayi.demo import generate
+
+        print(f"empty store: building a demo city of {size} residents ...")
+        summary = generate(app, size, seed)
+    for line in summary.lines():
+        print("  " + line)
+    return summary
 
 
 def _program() -> str:

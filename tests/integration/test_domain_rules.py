@@ -117,7 +117,8 @@ def test_registered_poor_patients_get_the_green_channel(app: CareCoordination) -
 def test_every_event_records_who_acted_and_when(app: CareCoordination, clock: Clock) -> None:
     world = build_world(app)
     rid = world.referral()
-    back_dated = clock.now - timedelta(hours=5)
+    clock.advance(hours=10)
+    back_dated = clock.now - timedelta(hours=5)  # still after the request
     app.accept_referral(rid, actor=world.hospital_staff, at=back_dated)
     last = app.repository.get(rid)
     events = list(app.events.get(rid))

@@ -181,7 +181,7 @@ def test_the_sending_center_may_cancel_before_arrival() -> None:
     r.cancel("患者改约", GP, at(), team_speaks_for_actor=True)
     assert r.status == "cancelled"
     a = accepted()
-    a.cancel("患者改约", GP, at(), team_speaks_for_actor=True)
+    a.cancel("患者改约", GP, at(hour=12), team_speaks_for_actor=True)
     assert a.status == "cancelled"
 
 
