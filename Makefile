@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest services stop-services demo bench-replay bench-api bench-ingest bench-audit clean
+.PHONY: run test lint typecheck pytest services stop-services demo bench-replay bench-api bench-ingest bench-audit chaos clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -75,3 +75,10 @@ bench-ingest: $(STAMP)
 	JIAYI_KAFKA_PASSWORD=$${JIAYI_KAFKA_PASSWORD:-$$(cat "$${JIAYI_KAFKA_DIR:-var/kafka}/admin.password")} \
 	$(BIN)/python bench/ingest.py --messages $${MESSAGES:-200000} --patients $${PATIENTS:-20000} \
 	  --consumers $${CONSUMERS:-2} $(BENCH_ARGS)
+
+# Processes SIGKILLed and PostgreSQL and Kafka restarted under a steady load of API writes and
+# partner messages; prints, per fault, events lost and applied twice, 5xx answers and seconds to
+# recover. Starts a PostgreSQL (port 55532) and a Kafka broker (59492-59494) of its own under
+# var/chaos/ (it restarts them) and stops them at the end. CHAOS_ARGS: see bench/chaos.py --help.
+chaos: $(STAMP)
+	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)

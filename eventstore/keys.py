@@ -134,6 +134,11 @@ class KeyRing:
 
     @property
     def store(self) -> ViewStore:
+        """The ring's connection, opened again when the last one was lost (the database
+        restarted: the statement that met it failed and its caller retries; the next one must
+        not meet a closed connection for ever)."""
+        if self._store is not None and getattr(self._store.conn, "closed", False):
+            self._store = None
         if self._store is None:
             self._store = self.open_store()
         return self._store
