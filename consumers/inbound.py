@@ -48,7 +48,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
-from consumers.deadletter import DeadLetters, Failure
+from consumers.deadletter import DeadLetters, Failure, record_size
 from consumers.messages import MessageRejected, PartnerMessage, decode
 from consumers.topics import inbound_pattern, org_of_inbound
 from domain.application import Batch, CareCoordination
@@ -102,6 +102,31 @@ _NOT_FOUND_CLASS = f"{NotFound.__module__}.{NotFound.__qualname__}"
 #: A message touching an aggregate one of whose stored events is damaged.
 DAMAGED_AGGREGATE = "damaged-aggregate"
 _DAMAGED_CLASS = f"{DamagedEvent.__module__}.{DamagedEvent.__qualname__}"
+
+
+#: A message over the maximum size (:attr:`DeadLetters.max_message_bytes`).
+MESSAGE_TOO_LARGE = "message-too-large"
+#: Kafka keys: every inbound message is keyed by the patient id (one patient's messages then
+#: stay in one partition, in order).
+MISSING_KEY = "missing-key"
+KEY_MISMATCH = "key-mismatch"
+
+
+def _key_problem(key: bytes | None, message: PartnerMessage) -> MessageRejected | None:
+    """Why ``key`` is not the key ``message`` must carry (the patient id; the one its data
+    names, when it names one), or None. The key is never quoted (it may be anything)."""
+    if not key:
+        return MessageRejected(MISSING_KEY, "the message has no key; its key is the patient id")
+    try:
+        patient = UUID(key.decode("ascii"))
+    except ValueError:  # UnicodeDecodeError included
+        return MessageRejected(KEY_MISMATCH, "the key is not a patient id (a UUID)")
+    named = message.command.named_patient()
+    if named is not None and named != patient:
+        return MessageRejected(
+            KEY_MISMATCH, "the key is not the patient the data names (data/patient_id)"
+        )
+    return None
 
 
 def _failure(exc: Exception, key: MessageKey | None = None) -> Failure:
@@ -269,6 +294,15 @@ class InboundConsumer:
         raise IntegrityError(f"{tp}: kept conflicting")
 
     def _decode(self, record: ConsumerRecord, today: date) -> PartnerMessage | Failure:
+        size, limit = record_size(record), self.dead_letters.max_message_bytes
+        if size > limit:  # before anything of it is parsed
+            return _failure(
+                MessageRejected(
+                    MESSAGE_TOO_LARGE,
+                    f"the message is {size} bytes (key, value and headers); at most {limit} are"
+                    " accepted",
+                )
+            )
         try:
             message = decode(record.value, today)
         except MessageRejected as exc:
@@ -282,6 +316,9 @@ class InboundConsumer:
                     f"{message.source} is not the organisation of topic {record.topic}",
                 )
             )
+        wrong_key = _key_problem(record.key, message)
+        if wrong_key is not None:
+            return _failure(wrong_key)
         if message.sunset is not None:
             self._note_deprecated(message, message.sunset)
         return message

@@ -58,6 +58,13 @@ class Command:
         """Aggregates the command will load (read in bulk before a batch)."""
         return iter(())
 
+    def named_patient(self) -> UUID | None:
+        """The patient the message's data names (``patient_id``), which its key must be; None
+        for types naming a referral or a booking (their patient is found from the stored
+        aggregate, which the key is not checked against: that would tell a sender whether a
+        referral not its own exists)."""
+        return None
+
     def run(self, app: CareCoordination, actor: Actor, at: datetime | None) -> None:
         raise NotImplementedError
 
@@ -81,6 +88,9 @@ class RequestReferral(Command):
             self.hospital_id,
             FollowUps.id_for(self.patient_id),
         )
+
+    def named_patient(self) -> UUID | None:
+        return self.patient_id
 
     def run(self, app: CareCoordination, actor: Actor, at: datetime | None) -> None:
         app.request_referral(
@@ -189,6 +199,9 @@ class RecordFollowUp(Command):
 
     def touches(self) -> Iterator[UUID]:
         yield from (self.patient_id, FollowUps.id_for(self.patient_id))
+
+    def named_patient(self) -> UUID | None:
+        return self.patient_id
 
     def run(self, app: CareCoordination, actor: Actor, at: datetime | None) -> None:
         app.record_follow_up(
@@ -439,6 +452,49 @@ class PartnerMessage:
         return Actor(self.staff_id, self.org_id)
 
 
+#: Control characters refused in any text of a partner message (values and names): C0 but
+#: TAB, LF and CR (free text may have lines), DEL and C1. NUL cannot be stored by PostgreSQL in
+#: text; the others corrupt logs, CSV reports and pages and have no place in clinical text.
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+#: Where one may hide in a JSON document: escaped (``\u0000``-``\u001f``, ``\u007f``-
+#: ``\u009f``, ``\b``, ``\f``) or raw (DEL; C1 in UTF-8; raw C0 is no valid JSON). A message
+#: without any of these (nearly all) is not walked.
+_MAYBE_CONTROL = re.compile(
+    rb"\\u00(?:[01][0-9a-fA-F]|7[fF]|[89][0-9a-fA-F])|\\[bf]|\x7f|\xc2[\x80-\x9f]"
+)
+
+
+def control_character(value: Any, where: str = "") -> str | None:
+    """Where in ``value`` (a decoded JSON document) the first control character is and which
+    (``data/note: control character U+0000 at character 12``), or None."""
+    if isinstance(value, str):
+        found = CONTROL.search(value)
+        if found is None:
+            return None
+        what = f"control character U+{ord(found.group()):04X}"
+        return f"{where or '(root)'}: {what} at character {found.start()}"
+    if isinstance(value, dict):
+        items: Iterator[tuple[Any, Any]] = iter(value.items())
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for name, item in items:
+        in_name = CONTROL.search(name) if isinstance(name, str) else None
+        if in_name is not None:
+            what = f"control character U+{ord(in_name.group()):04X}"
+            return f"{where or '(root)'}: {what} in the name of a field"
+        hit = control_character(item, f"{where}/{name}" if where else str(name))
+        if hit is not None:
+            return hit
+    return None
+
+
+#: A schema violation's message longer than this says which rule it broke instead (the
+#: validator's message repeats the offending value, which may be long).
+_VIOLATION_TEXT = 200
+
+
 def decode(value: bytes | None, today: date) -> PartnerMessage:
     """Parse, validate and translate one message, or raise :class:`MessageRejected`. A previous
     version of a type is validated against its own schema and upcast to the current version's
@@ -449,6 +505,10 @@ def decode(value: bytes | None, today: date) -> PartnerMessage:
         raise MessageRejected("malformed-message", f"not JSON: {exc}") from None
     if not isinstance(envelope, dict):
         raise MessageRejected("malformed-message", "a CloudEvent is a JSON object")
+    if _MAYBE_CONTROL.search(value or b""):
+        where = control_character(envelope)
+        if where is not None:
+            raise MessageRejected("control-character", where)
     type = envelope.get("type")
     if not isinstance(type, str):
         raise MessageRejected("unknown-type", f"unknown message type {type!r}")
@@ -460,9 +520,16 @@ def decode(value: bytes | None, today: date) -> PartnerMessage:
         if error is None:  # only the compiled one objects (it also checks formats)
             where = "/".join(str(p) for p in exc.instance_path) or "(root)"
             what = exc.message
+            if len(what) > _VIOLATION_TEXT:
+                what = what[:_VIOLATION_TEXT] + "…"
         else:
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"
             what = error.message
+            if len(what) > _VIOLATION_TEXT:
+                rule = json.dumps(error.validator_value, ensure_ascii=False)
+                if len(rule) > 60:
+                    rule = rule[:60] + "…"
+                what = f"breaks {error.validator} {rule}"
         raise MessageRejected("schema-violation", f"{where}: {what}") from None
     source: str = envelope["source"]
     match = _SOURCE.match(source)

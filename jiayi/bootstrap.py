@@ -355,18 +355,20 @@ def create_topics(settings: Settings, names: Iterable[str]) -> set[str]:
     return found
 
 
-def build_producer(settings: Settings, client_id: str, role: KafkaRole = "relay") -> Any:
+def build_producer(
+    settings: Settings, client_id: str, role: KafkaRole = "relay", **extra: Any
+) -> Any:
     from kafka import KafkaProducer
 
-    return KafkaProducer(
-        **kafka_client_config(settings, role),
-        client_id=client_id,
-        acks="all",
-        linger_ms=5,
-        batch_size=256 * 1024,
-        delivery_timeout_ms=120_000,
-        reconnect_backoff_max_ms=2000,
-    )
+    config: dict[str, Any] = {
+        "acks": "all",
+        "linger_ms": 5,
+        "batch_size": 256 * 1024,
+        "delivery_timeout_ms": 120_000,
+        "reconnect_backoff_max_ms": 2000,
+        **extra,
+    }
+    return KafkaProducer(**kafka_client_config(settings, role), client_id=client_id, **config)
 
 
 def build_inbound_consumer(
@@ -374,7 +376,7 @@ def build_inbound_consumer(
 ) -> InboundConsumer:
     from kafka import KafkaConsumer
 
-    from consumers.deadletter import DeadLetters
+    from consumers.deadletter import DEAD_LETTER_OVERHEAD, DeadLetters
     from consumers.inbound import InboundConsumer
 
     consumer = KafkaConsumer(
@@ -397,7 +399,19 @@ def build_inbound_consumer(
         metadata_max_age_ms=30_000,
     )
     dead_letters = DeadLetters(
-        build_producer(settings, "jiayi-dead-letters", "consumer"), settings.dead_letter_topic
+        # a dead letter is at most the maximum message plus its headers; waiting for a topic's
+        # metadata is bounded too (DeadLetters retries, then stands a notice in)
+        lambda: build_producer(
+            settings,
+            "jiayi-dead-letters",
+            "consumer",
+            max_request_size=max(
+                1024 * 1024, settings.kafka_max_message_bytes + DEAD_LETTER_OVERHEAD
+            ),
+            max_block_ms=10_000,
+        ),
+        settings.dead_letter_topic,
+        settings.kafka_max_message_bytes,
     )
     return InboundConsumer(
         app or build_application(settings),

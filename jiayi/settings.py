@@ -230,6 +230,11 @@ class Settings(BaseSettings):
     #: Whether the consumer re-checks record CRCs (cheap: kafka-python uses the ``crc32c``
     #: package, a dependency; its pure-Python fallback took a quarter of the consumer's time).
     kafka_check_crcs: bool = True
+    #: The largest partner message ``jiayi consume`` accepts, in bytes (key, value and headers
+    #: together), checked before anything of it is parsed: a larger one is dead-lettered
+    #: (``message-too-large``) with the first 4 KiB of its value. At most 900 KiB, so that
+    #: a dead letter (the message plus its reason headers) fits the brokers' 1 MiB default.
+    kafka_max_message_bytes: Annotated[int, Field(ge=1024, le=900 * 1024)] = 256 * 1024
     #: How clients talk to the brokers. SASL_PLAINTEXT by default: every broker jiayi runs (the
     #: test broker of infra/kafka, the compose file's, which is SASL_SSL) authenticates, so an
     #: unauthenticated connection is something to ask for explicitly (PLAINTEXT), never a

@@ -80,7 +80,8 @@ def test_a_message_claiming_another_organisation_than_its_topics_is_dead_lettere
     forged = partner_event(ACCEPTED, h2, "forged-1", {"referral_id": str(referral)})
     genuine = partner_event(ACCEPTED, h2, "his-1", {"referral_id": str(referral)})
     bootstrap = settings.kafka_bootstrap or ""
-    produce(bootstrap, inbound_topic(settings.partner_topic_prefix, h3), [(b"k", forged)])
+    key = str(patient).encode()
+    produce(bootstrap, inbound_topic(settings.partner_topic_prefix, h3), [(key, forged)])
     drain(inbound, lambda: inbound.dead >= 1)
 
     assert inbound.applied == 0
@@ -93,7 +94,7 @@ def test_a_message_claiming_another_organisation_than_its_topics_is_dead_lettere
     )
 
     # the same message in H2's own topic applies
-    produce(bootstrap, inbound_topic(settings.partner_topic_prefix, h2), [(b"k", genuine)])
+    produce(bootstrap, inbound_topic(settings.partner_topic_prefix, h2), [(key, genuine)])
     drain(inbound, lambda: inbound.applied >= 1)
     assert app.load(Referral, referral).status == "accepted"
 
