@@ -30,6 +30,7 @@ from jsonschema.exceptions import best_match
 from domain.application import CareCoordination
 from domain.common import Actor, stable_id
 from domain.followups import FollowUps
+from domain.text import UNWANTED
 
 CONTENT_TYPE = "application/cloudevents+json"
 PARTNER_STAFF = "partner-system"
@@ -455,12 +456,14 @@ class PartnerMessage:
 #: Control characters refused in any text of a partner message (values and names): C0 but
 #: TAB, LF and CR (free text may have lines), DEL and C1. NUL cannot be stored by PostgreSQL in
 #: text; the others corrupt logs, CSV reports and pages and have no place in clinical text.
-CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+#: The characters no text may hold: one definition for every boundary (``domain.text``).
+CONTROL = UNWANTED
 #: Where one may hide in a JSON document: escaped (``\u0000``-``\u001f``, ``\u007f``-
 #: ``\u009f``, ``\b``, ``\f``) or raw (DEL; C1 in UTF-8; raw C0 is no valid JSON). A message
 #: without any of these (nearly all) is not walked.
 _MAYBE_CONTROL = re.compile(
     rb"\\u00(?:[01][0-9a-fA-F]|7[fF]|[89][0-9a-fA-F])|\\[bf]|\x7f|\xc2[\x80-\x9f]"
+    rb"|\\u[dD][89a-fA-F]"
 )
 
 
