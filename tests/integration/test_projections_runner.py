@@ -147,3 +147,28 @@ def test_a_moment_outside_the_utc_range_is_projected_and_the_runner_carries_on(
     assert [r["at"] for r in signed] == ["0001-01-01T00:00:00.000000+00:00"]
     assert store.one("SELECT 1 AS x FROM v_timeline WHERE kind = 'referral.requested'")
     assert store.one("SELECT status FROM v_contracts") == {"status": "active"}
+
+
+def test_a_page_loads_its_patients_keys_in_one_go(
+    history: CareCoordination, make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The blind index opens every registration's national id: the patients' keys of a page
+    are loaded together (one query a page, not one a patient, which made a rebuild of 1M
+    events spend most of its time in key queries)."""
+    from eventstore.keys import KeyRing
+
+    loads: list[int] = []
+    load = KeyRing._load
+
+    def counted(self: KeyRing, subjects: set[str]) -> None:
+        loads.append(len(subjects))
+        load(self, subjects)
+
+    monkeypatch.setattr(KeyRing, "_load", counted)
+    reader = LogReader(make_app())  # a new process: no key in memory yet
+    page = reader.page(0, history.max_position())
+    events = reader.decode(page)
+    registered = [e for e in events if e.name == "Patient.Registered"]
+    assert len(registered) >= 150
+    assert all(e.data["national_id_index"] for e in registered)
+    assert loads == [len(registered)]
