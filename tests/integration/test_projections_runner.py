@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from eventsourcing.persistence import Notification
@@ -172,3 +172,29 @@ def test_a_page_loads_its_patients_keys_in_one_go(
     assert len(registered) >= 150
     assert all(e.data["national_id_index"] for e in registered)
     assert loads == [len(registered)]
+
+
+def test_the_mapper_preloads_the_keys_of_stored_events_in_one_go(
+    history: CareCoordination, make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decoding many stored events (a batch's aggregates, a page) after ``preload`` queries no
+    key: the patients' keys, found in the tokens, came with one query."""
+    from eventstore.keys import KeyRing
+    from eventstore.mapper import PlacedMapper
+
+    loads: list[set[str]] = []
+    load = KeyRing._load
+
+    def counted(self: KeyRing, subjects: set[str]) -> None:
+        loads.append(set(subjects))
+        load(self, subjects)
+
+    monkeypatch.setattr(KeyRing, "_load", counted)
+    app = make_app()  # a new process: no key in memory yet
+    page = app.recorder.select_notifications(1, history.max_position())
+    mapper = cast(PlacedMapper, app.mapper)
+    mapper.preload(page)
+    events = [mapper.to_domain_event(n) for n in page]
+    patients = {e.originator_id.hex for e in events if type(e).__qualname__ == "Patient.Registered"}
+    assert len(patients) >= 150
+    assert loads == [patients]
