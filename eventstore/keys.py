@@ -315,7 +315,7 @@ class KeyRing:
         key = self._index_key
         if key is None:
             raise KeyRingError("the key ring is not open")
-        return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(key, text.encode(), "sha256").hex()[:32]
 
     # --- rotation -----------------------------------------------------------------------
 

@@ -72,8 +72,7 @@ def token_subject(match: re.Match[str]) -> UUID:
 def open_match(keyring: KeyRing, match: re.Match[str]) -> str | None:
     """The text a token holds; ``None`` when its patient's key is gone (or it is damaged)."""
     kind, raw = match.group(1), _raw(match.group(2))
-    subject = UUID(bytes=raw[:16])
-    aead = keyring.aead(subject)
+    aead = keyring.aead(raw[:16].hex())  # the patient as the key table names them
     if aead is None:
         return None
     try:
@@ -121,6 +120,18 @@ def stored_subjects(state: bytes, found: set[str]) -> None:
     if STORED_MARK in state:
         for m in STORED_SUBJECT.finditer(state):
             found.add(base64.urlsafe_b64decode(m.group(1))[:16].hex())
+
+
+def token_subjects(values: Iterable[Any]) -> set[str]:
+    """The patients (as the key table names them, hex) of the values that are one token each
+    (a sealed field's value), read from the token's first 24 characters."""
+    found: set[str] = set()
+    for value in values:
+        if type(value) is str and value.startswith(START):
+            match = TOKEN.fullmatch(value)
+            if match is not None:
+                found.add(_raw(match.group(2)[:24])[:16].hex())
+    return found
 
 
 def subjects_in(value: Any) -> set[UUID]:

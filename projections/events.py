@@ -25,7 +25,7 @@ from domain.personal import BLIND_INDEX_FIELDS
 from eventstore.errors import DamagedEvent
 from eventstore.keys import KeyRing
 from eventstore.mapper import PlacedMapper
-from eventstore.personal import ERASED, open_value, subjects_in
+from eventstore.personal import ERASED, open_value, token_subjects
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ class LogReader:
         if indexed:
             keyring = self.keyring
             if keyring is not None:  # the page's keys in one query, not one query a patient
-                keyring.load(subjects_in([d.get(f) for k, d in indexed for f in k.indexed]))
+                keyring.load(token_subjects(d.get(f) for k, d in indexed for f in k.indexed))
             for kind, data in indexed:
                 self.index(kind, data)
         return out
