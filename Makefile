@@ -23,12 +23,12 @@ demo: $(STAMP)
 # Benchmarks print figures and ratios; they are not tests. Each uses the private PostgreSQL.
 bench-replay: $(STAMP)
 	JIAYI_POSTGRES_URL=$${JIAYI_POSTGRES_URL:-$$(infra/postgres/ensure.sh)} \
-	$(BIN)/python bench/replay.py --events $${EVENTS:-1000000} --schema $${SCHEMA:-bench_replay_1m}
+	$(BIN)/python bench/replay.py --events $${EVENTS:-1000000} --schema $${SCHEMA:-bench_replay_1m_sealed}
 
 # `jiayi audit verify` over the bench-replay log (1M events), vs a raw read of the same rows.
 bench-audit: $(STAMP)
 	JIAYI_POSTGRES_URL=$${JIAYI_POSTGRES_URL:-$$(infra/postgres/ensure.sh)} \
-	$(BIN)/python bench/audit.py --events $${EVENTS:-1000000} --schema $${SCHEMA:-bench_replay_1m}
+	$(BIN)/python bench/audit.py --events $${EVENTS:-1000000} --schema $${SCHEMA:-bench_replay_1m_sealed}
 
 bench-api: $(STAMP)
 	JIAYI_POSTGRES_URL=$${JIAYI_POSTGRES_URL:-$$(infra/postgres/ensure.sh)} \

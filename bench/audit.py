@@ -1,6 +1,6 @@
 """Audit benchmark: `jiayi audit verify` over the replay benchmark's log (1M events) in PostgreSQL.
 
-    .venv/bin/python bench/audit.py --schema bench_replay_1m     # needs JIAYI_POSTGRES_URL
+    .venv/bin/python bench/audit.py --schema bench_replay_1m_sealed  # needs JIAYI_POSTGRES_URL
 
 The log is the one ``make bench-replay`` generates and keeps (generated here the same way when
 missing). A log recorded before the chain existed is chained once when the application opens
@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from masterkey import master_key_file
 
 from audit.seals import Sealer, create_key, open_store
 from audit.verify import PAGE, Source, verify
@@ -55,13 +57,16 @@ def raw_read(settings: Settings) -> tuple[int, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--schema", default="bench_replay_1m")
+    ap.add_argument("--schema", default="bench_replay_1m_sealed")
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     if not os.environ.get("JIAYI_POSTGRES_URL"):
         raise SystemExit("set JIAYI_POSTGRES_URL=postgresql://user@host:port/dbname")
-    settings = Settings(postgres_schema=args.schema)
+    key_file = master_key_file(args.schema, create=False)
+    if not key_file.exists():
+        raise SystemExit(f"no master key file {key_file}: run `make bench-replay` first")
+    settings = Settings(postgres_schema=args.schema, master_key_file=key_file)
     began = time.perf_counter()
     app = build_application(settings)  # chains a log recorded before the chain, once
     total = app.max_position()

@@ -55,6 +55,7 @@ from domain.application import Batch, CareCoordination
 from domain.common import DomainError, NotFound
 from domain.organisations import Organisation
 from eventstore.errors import DamagedEvent
+from eventstore.mapper import PlacedMapper
 from eventstore.recorders import MessageKey
 from runtime.pacing import CollectBetweenBatches
 
@@ -471,6 +472,7 @@ class InboundConsumer:
         wanted = ids - batch.aggregates.keys()
         damaged: dict[UUID, DamagedEvent] = {}
         stored = self.recorder.select_events_of(wanted, damaged)
+        cast(PlacedMapper, self.app.mapper).preload(stored)  # their patients' keys: one query
         batch.seed_absent(wanted - {s.originator_id for s in stored} - damaged.keys())
         for id, group in groupby(stored, key=lambda s: s.originator_id):
             aggregate: Aggregate | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from base64 import b64decode
+from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
@@ -27,7 +28,7 @@ from domain.patients import PatientErased
 from domain.personal import PERSONAL_FIELDS, SUBJECTS, NoSubject, subject_of
 from eventstore.errors import DamagedEvent
 from eventstore.keys import KeyRing
-from eventstore.personal import STORED_MARK, open_value, seal_tree
+from eventstore.personal import STORED_MARK, open_value, seal_tree, stored_subjects
 
 _MARK = b"J1"
 _PLACE = b"jiayi.event.v1\x00"
@@ -137,6 +138,21 @@ class PlacedMapper(Mapper[UUID]):
         for name in fields:
             if name in state:
                 state[name] = seal_tree(aead, subject, state[name])
+
+    def preload(self, stored_events: Iterable[StoredEvent]) -> None:
+        """Bring the keys of the patients whose tokens these stored events hold into the key
+        ring in one query, before they are decoded one by one (a batch's aggregates, a page):
+        otherwise each patient met for the first time costs its own query. Nothing when the
+        states are encrypted or compressed as a whole (keys are then loaded as met)."""
+        keyring = self.keyring
+        if keyring is None or self.cipher is not None or self.compressor is not None:
+            return
+        found: set[str] = set()
+        for stored in stored_events:
+            state = stored.state
+            stored_subjects(state if isinstance(state, bytes) else bytes(state), found)
+        if found:
+            keyring.load(found)
 
     def stored_state(self, originator_id: UUID, version: int, topic: str, plain: bytes) -> bytes:
         """The transcoder's bytes as stored at that place (compressed, encrypted)."""

@@ -36,6 +36,9 @@ _AAD = b"jiayi.pii.v1\x00"
 TOKEN = re.compile("\x1e([sd])([A-Za-z0-9_-]{59,})\x1f")
 #: How a token starts in the stored JSON (orjson writes U+001E escaped).
 STORED_MARK = b"\\u001e"
+#: A token in the stored JSON up to its first 24 base64 characters (18 bytes: the patient's
+#: id, then the nonce's first two).
+STORED_SUBJECT = re.compile(rb"\\u001e[sd]([A-Za-z0-9_-]{24})")
 
 
 def seal(aead: AESGCM, subject: UUID, kind: str, text: str) -> str:
@@ -117,6 +120,26 @@ def _strings(value: Any, found: list[str]) -> None:
     elif kind is list or kind is tuple:
         for v in value:
             _strings(v, found)
+
+
+def stored_subjects(state: bytes, found: set[str]) -> None:
+    """Add to ``found`` the patients (as key-table subjects, hex) whose tokens a stored JSON
+    state holds, without decoding it."""
+    if STORED_MARK in state:
+        for m in STORED_SUBJECT.finditer(state):
+            found.add(base64.urlsafe_b64decode(m.group(1))[:16].hex())
+
+
+def token_subjects(values: Iterable[Any]) -> set[str]:
+    """The patients (as the key table names them, hex) of the values that are one token each
+    (a sealed field's value), read from the token's first 24 characters."""
+    found: set[str] = set()
+    for value in values:
+        if type(value) is str and value.startswith(START):
+            match = TOKEN.fullmatch(value)
+            if match is not None:
+                found.add(_raw(match.group(2)[:24])[:16].hex())
+    return found
 
 
 def subjects_in(value: Any) -> set[UUID]:

@@ -25,7 +25,7 @@ from domain.personal import BLIND_INDEX_FIELDS
 from eventstore.errors import DamagedEvent
 from eventstore.keys import KeyRing
 from eventstore.mapper import PlacedMapper
-from eventstore.personal import ERASED, open_value
+from eventstore.personal import ERASED, open_value, token_subjects
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +245,7 @@ class LogReader:
         kinds = self.kinds
         out: list[Ev] = []
         append = out.append
+        indexed: list[tuple[EventKind, dict[str, Any]]] = []
         for n in notifications:
             state = n.state
             oid = n.originator_id
@@ -271,7 +272,7 @@ class LogReader:
                 if stored_version < kind.class_version:
                     data = _decode(self.upcast(kind, state, stored_version, n))
             if kind.indexed:
-                self.index(kind, data)
+                indexed.append((kind, data))
             append(
                 Ev(
                     n.id,
@@ -282,6 +283,12 @@ class LogReader:
                     kind.event_type,
                 )
             )
+        if indexed:
+            keyring = self.keyring
+            if keyring is not None:  # the page's keys in one query, not one query a patient
+                keyring.load(token_subjects(d.get(f) for k, d in indexed for f in k.indexed))
+            for kind, data in indexed:
+                self.index(kind, data)
         return out
 
     def index(self, kind: EventKind, data: dict[str, Any]) -> None:

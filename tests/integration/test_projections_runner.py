@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from eventsourcing.persistence import Notification
@@ -147,3 +147,54 @@ def test_a_moment_outside_the_utc_range_is_projected_and_the_runner_carries_on(
     assert [r["at"] for r in signed] == ["0001-01-01T00:00:00.000000+00:00"]
     assert store.one("SELECT 1 AS x FROM v_timeline WHERE kind = 'referral.requested'")
     assert store.one("SELECT status FROM v_contracts") == {"status": "active"}
+
+
+def test_a_page_loads_its_patients_keys_in_one_go(
+    history: CareCoordination, make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The blind index opens every registration's national id: the patients' keys of a page
+    are loaded together (one query a page, not one a patient, which made a rebuild of 1M
+    events spend most of its time in key queries)."""
+    from eventstore.keys import KeyRing
+
+    loads: list[int] = []
+    load = KeyRing._load
+
+    def counted(self: KeyRing, subjects: set[str]) -> None:
+        loads.append(len(subjects))
+        load(self, subjects)
+
+    monkeypatch.setattr(KeyRing, "_load", counted)
+    reader = LogReader(make_app())  # a new process: no key in memory yet
+    page = reader.page(0, history.max_position())
+    events = reader.decode(page)
+    registered = [e for e in events if e.name == "Patient.Registered"]
+    assert len(registered) >= 150
+    assert all(e.data["national_id_index"] for e in registered)
+    assert loads == [len(registered)]
+
+
+def test_the_mapper_preloads_the_keys_of_stored_events_in_one_go(
+    history: CareCoordination, make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decoding many stored events (a batch's aggregates, a page) after ``preload`` queries no
+    key: the patients' keys, found in the tokens, came with one query."""
+    from eventstore.keys import KeyRing
+    from eventstore.mapper import PlacedMapper
+
+    loads: list[set[str]] = []
+    load = KeyRing._load
+
+    def counted(self: KeyRing, subjects: set[str]) -> None:
+        loads.append(set(subjects))
+        load(self, subjects)
+
+    monkeypatch.setattr(KeyRing, "_load", counted)
+    app = make_app()  # a new process: no key in memory yet
+    page = app.recorder.select_notifications(1, history.max_position())
+    mapper = cast(PlacedMapper, app.mapper)
+    mapper.preload(page)
+    events = [mapper.to_domain_event(n) for n in page]
+    patients = {e.originator_id.hex for e in events if type(e).__qualname__ == "Patient.Registered"}
+    assert len(patients) >= 150
+    assert loads == [patients]
