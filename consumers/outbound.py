@@ -212,10 +212,17 @@ class Relay:
         if keyring is not None:
             keyring.refresh()
 
+    def _preload(self, page: Sequence[Notification]) -> None:
+        """The keys of the page's patients in one query (each new patient would cost one)."""
+        preload = getattr(self.app.mapper, "preload", None)
+        if preload is not None:
+            preload(page)
+
     def _decode(self, page: Sequence[Notification]) -> list[tuple[Notification, Any, UUID]]:
         """Each notification with its domain event and patient, up to a damaged event (which
         raises when it is the first)."""
         out: list[tuple[Notification, Any, UUID]] = []
+        self._preload(page)
         for n in page:
             try:
                 event = self.app.mapper.to_domain_event(n)
@@ -276,6 +283,7 @@ class Relay:
             )
             if not page:
                 break
+            self._preload(page)
             for n in page:
                 event = self.app.mapper.to_domain_event(n)
                 patient = self.keys.of(event, n.topic)
