@@ -92,7 +92,8 @@ NOT_PERSONAL: dict[str, str] = {
     "Referral.PatientAdmitted.ward": "a hospital's ward",
 }
 
-#: Personal fields the views find a patient by, through a keyed hash (blind index).
+#: The personal field a patient is found by, through a keyed hash (blind index) kept beside
+#: the patient's key (``eventstore.keys``): one per patient.
 BLIND_INDEXED: dict[type[Aggregate], dict[str, tuple[str, ...]]] = {
     Patient: {"Registered": ("national_id",)},
 }
@@ -143,6 +144,23 @@ def subject_of(aggregate: Aggregate | None, event: DomainEvent) -> UUID:
     found = getattr(event, "patient_id", None) or getattr(aggregate, "patient_id", None)
     if not isinstance(found, UUID):
         raise NoSubject(f"whose personal data {type(event).__qualname__} holds is not known")
+    return found
+
+
+def normalise_identifier(text: str) -> str:
+    """A resident id number as it is indexed and looked up: trimmed, ``x`` as ``X``."""
+    return text.strip().upper()
+
+
+def found_by(events: Iterable[Any]) -> dict[UUID, str]:
+    """The identifier each patient registered by these events is found by (their resident id
+    number): kept as a blind index beside the patient's key, never in the views."""
+    found: dict[UUID, str] = {}
+    for e in events:
+        for name in BLIND_INDEX_FIELDS.get(type(e), ()):
+            value = getattr(e, name, None)
+            if isinstance(value, str) and value.strip():
+                found[e.originator_id] = value
     return found
 
 

@@ -177,9 +177,11 @@ class UnitOfWork(Application[UUID]):
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env=dict(env or {}))
         self._local = threading.local()
-        #: Called with the patients whose personal data the events about to be stored hold
-        #: (the deployment gives each a data key there, in one go: ``eventstore.keys``).
-        self.before_record: Callable[[set[UUID]], None] | None = None
+        #: Called with the patients whose personal data the events about to be stored hold,
+        #: and the identifier each patient registered by them is found by (the deployment
+        #: gives each a data key there, in one go, and keeps the identifier's blind index
+        #: beside it: ``eventstore.keys``).
+        self.before_record: Callable[[set[UUID], dict[UUID, str]], None] | None = None
         #: Called by :meth:`close` (what the deployment attached: the key ring's connection).
         self.on_close: list[Callable[[], None]] = []
 
@@ -195,7 +197,7 @@ class UnitOfWork(Application[UUID]):
         if not found:
             return super()._record(processing_event)
         if self.before_record is not None:
-            self.before_record(set(found.values()))
+            self.before_record(set(found.values()), personal.found_by(processing_event.events))
         token = personal.SUBJECTS.set(found)
         try:
             return super()._record(processing_event)

@@ -25,7 +25,7 @@ import hmac
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from uuid import UUID
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from domain.personal import normalise_identifier
 from projections.store import ViewStore
 
 KEYS = "personal_keys"
@@ -154,8 +155,9 @@ class KeyRing:
         serial = "BIGSERIAL" if s.postgres else "INTEGER"
         s.execute(
             f"CREATE TABLE IF NOT EXISTS {KEYS} (subject TEXT PRIMARY KEY, master_id TEXT NOT NULL, "
-            "wrapped TEXT, created_at TEXT NOT NULL, erased_at TEXT)"
+            "wrapped TEXT, created_at TEXT NOT NULL, erased_at TEXT, found_by TEXT)"
         )
+        s.execute(f"CREATE INDEX IF NOT EXISTS {KEYS}_found_by_ix ON {KEYS} (found_by)")
         s.execute(
             f"CREATE TABLE IF NOT EXISTS {ERASURES} (seq {serial} PRIMARY KEY, "
             "subject TEXT NOT NULL, at TEXT NOT NULL)"
@@ -187,13 +189,16 @@ class KeyRing:
         self.create_tables()
         return self.store.one(f"SELECT 1 AS x FROM {KEYS} LIMIT 1") is not None
 
-    def _insert(self, keys: dict[str, bytes]) -> None:
+    def _insert(self, keys: dict[str, bytes], found_by: Mapping[str, str] | None = None) -> None:
         now = self.clock().isoformat()
-        rows = [(s, self.master.id, self.master.wrap(s, k), now) for s, k in keys.items()]
-        conflict = "ON CONFLICT (subject) DO NOTHING"
+        found_by = found_by or {}
+        rows = [
+            (s, self.master.id, self.master.wrap(s, k), now, found_by.get(s))
+            for s, k in keys.items()
+        ]
         self.store.executemany(
-            f"INSERT INTO {KEYS} (subject, master_id, wrapped, created_at) VALUES (?, ?, ?, ?) "
-            + conflict,
+            f"INSERT INTO {KEYS} (subject, master_id, wrapped, created_at, found_by) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (subject) DO NOTHING",
             rows,
         )
 
@@ -213,17 +218,38 @@ class KeyRing:
 
     # --- data keys ----------------------------------------------------------------------
 
-    def ensure(self, subjects: Iterable[UUID | str]) -> None:
-        """Every subject has a data key (or is erased) when this returns."""
+    def ensure(
+        self, subjects: Iterable[UUID | str], found_by: Mapping[UUID, str] | None = None
+    ) -> None:
+        """Every subject has a data key (or is erased) when this returns; ``found_by`` gives
+        some of them the identifier they are found by (a resident id number), kept as its
+        blind index beside their key (and gone with it)."""
+        indexes = {subject_key(s): self.blind_index(v) for s, v in (found_by or {}).items()}
         with self.lock:
             wanted = self._uncached(subjects)
-            if not wanted:
-                return
-            self._load(wanted)
-            missing = {s for s in wanted if s not in self._cache}
-            if missing:
-                self._insert({s: os.urandom(32) for s in missing})
-                self._load(missing)
+            missing: set[str] = set()
+            if wanted:
+                self._load(wanted)
+                missing = {s for s in wanted if s not in self._cache}
+                if missing:
+                    self._insert({s: os.urandom(32) for s in missing}, indexes)
+                    self._load(missing)
+            known = [(i, s) for s, i in indexes.items() if s not in missing]
+            if known:  # a key made earlier (an event stored before this identifier)
+                self.store.executemany(
+                    f"UPDATE {KEYS} SET found_by = ? WHERE subject = ? AND wrapped IS NOT NULL",
+                    known,
+                )
+
+    def find(self, identifier: str) -> list[str]:
+        """The subjects (hex) found by ``identifier`` (not erased)."""
+        with self.lock:
+            rows = self.store.rows(
+                f"SELECT subject FROM {KEYS} WHERE found_by = ? AND wrapped IS NOT NULL "
+                "ORDER BY subject",
+                (self.blind_index(identifier),),
+            )
+        return [r["subject"] for r in rows]
 
     def aead(self, subject: UUID | str) -> AESGCM | None:
         """The subject's cipher; ``None`` when erased or never given a key."""
@@ -296,8 +322,8 @@ class KeyRing:
                     )
                 else:
                     s.execute(
-                        f"UPDATE {KEYS} SET wrapped = NULL, erased_at = COALESCE(erased_at, ?) "
-                        "WHERE subject = ?",
+                        f"UPDATE {KEYS} SET wrapped = NULL, found_by = NULL, "
+                        "erased_at = COALESCE(erased_at, ?) WHERE subject = ?",
                         (now, key),
                     )
                 s.execute(f"INSERT INTO {ERASURES} (subject, at) VALUES (?, ?)", (key, now))
@@ -313,11 +339,13 @@ class KeyRing:
 
     # --- the blind index ----------------------------------------------------------------
 
-    def blind_index(self, text: str) -> str:
-        """The keyed hash a national id is found by (32 hex characters)."""
+    def blind_index(self, identifier: str) -> str:
+        """The keyed hash an identifier (a resident id number, normalised) is found by: 32 hex
+        characters."""
         key = self._index_key
         if key is None:
             raise KeyRingError("the key ring is not open")
+        text = normalise_identifier(identifier)
         return hmac.digest(key, text.encode(), "sha256").hex()[:32]
 
     # --- rotation -----------------------------------------------------------------------

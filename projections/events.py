@@ -25,7 +25,7 @@ from domain.personal import BLIND_INDEX_FIELDS
 from eventstore.errors import DamagedEvent
 from eventstore.keys import KeyRing
 from eventstore.mapper import PlacedMapper
-from eventstore.personal import ERASED, open_value, token_subjects
+from eventstore.personal import START
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +121,6 @@ def _decode(state: bytes) -> dict[str, Any]:
         if kind is dict or kind is list:
             data[key] = _plain(value)
     return data
-
-
-def normalise_identifier(text: str) -> str:
-    """A resident id number as it is indexed and looked up: trimmed, ``x`` as ``X``."""
-    return text.strip().upper()
 
 
 def event_class(aggregate: type[Aggregate], name: str) -> type[DomainEvent]:
@@ -283,26 +278,25 @@ class LogReader:
                     kind.event_type,
                 )
             )
-        if indexed:
-            keyring = self.keyring
-            if keyring is not None:  # the page's keys in one query, not one query a patient
-                keyring.load(token_subjects(d.get(f) for k, d in indexed for f in k.indexed))
-            for kind, data in indexed:
-                self.index(kind, data)
+        for kind, data in indexed:
+            self.index(kind, data)
         return out
 
     def index(self, kind: EventKind, data: dict[str, Any]) -> None:
-        """Add the blind index of each indexed field (its token opened in memory, never
-        kept): ``<field>_index``, ``None`` once the patient is erased."""
+        """``<field>_index`` for each indexed field of an event stored before personal data
+        was sealed (its value in plain text): its blind index, so such patients are found as
+        they always were. A sealed value is not opened here: its blind index was kept beside
+        the patient's key when it was stored (``eventstore.keys``), and goes with it."""
         keyring = self.keyring
         for name in kind.indexed:
             value = data.get(name)
-            if keyring is not None and isinstance(value, str):
-                value = open_value(keyring, value)
             data[f"{name}_index"] = (
-                None
-                if keyring is None or not isinstance(value, str) or value in ("", ERASED)
-                else keyring.blind_index(normalise_identifier(value))
+                keyring.blind_index(value)
+                if keyring is not None
+                and isinstance(value, str)
+                and value
+                and not value.startswith(START)
+                else None
             )
 
     def upcast(

@@ -22,9 +22,10 @@ from audit import access
 from audit.access import AccessLog, reads
 from domain.common import add_years
 from eventstore.errors import DamagedEvent
+from eventstore.keys import KEYS
 from eventstore.personal import reveal
 from projections import kpis as formulas
-from projections.events import LogReader, moment_text, normalise_identifier
+from projections.events import LogReader, moment_text
 from projections.location import Location
 from projections.queries import Following, Page, Scope
 from projections.runner import rebuild, select
@@ -278,13 +279,12 @@ class ViewQueries:
         if not by_name and not exact_id:
             return []
         visible, params = Access(scope).registry("p.id")
-        keyring = self.reader.keyring
-        index = keyring.blind_index(normalise_identifier(text)) if keyring else text
         columns = "p.id, p.name, p.sex, p.birth_date, p.district, p.center_id, p.contract_id"
+        by_number, number_params = self._found_by(text)
         exact = self.store.rows(
-            f"SELECT {columns} FROM v_patients p WHERE (p.id = ? OR p.national_id_index = ?) "
+            f"SELECT {columns} FROM v_patients p WHERE (p.id = ? OR {by_number}) "
             f"AND p.erased_at IS NULL AND {visible}",
-            [exact_id, index, *params],
+            [exact_id, *number_params, *params],
         )
         found = {r["id"]: r for r in exact}
         if by_name:
@@ -784,14 +784,27 @@ class ViewQueries:
 
     # --- internal: no scope -----------------------------------------------------------------
 
+    def _found_by(self, number: str) -> tuple[str, list[Any]]:
+        """SQL (alias ``p`` for ``v_patients``) matching patients by a resident id number,
+        through its blind index: kept beside each patient's key (``personal_keys``, in the
+        live store) or, for patients registered before personal data was sealed, in the view."""
+        keyring = self.reader.keyring
+        if keyring is None:
+            return "p.national_id_index = ?", [number]
+        index = keyring.blind_index(number)
+        return (
+            f"(p.national_id_index = ? OR p.id IN (SELECT subject FROM {KEYS} "
+            "WHERE found_by = ? AND wrapped IS NOT NULL))",
+            [index, index],
+        )
+
     def patient_id_by_national_id(self, national_id: str) -> UUID | None:
         """Internal and unscoped (a hospital's return names the patient by national id; the
         domain then checks the name): never answer a reader with it."""
-        keyring = self.reader.keyring
-        index = keyring.blind_index(normalise_identifier(national_id)) if keyring else national_id
+        by_number, number_params = self._found_by(national_id)
         row = self.store.one(
-            "SELECT id FROM v_patients WHERE national_id_index = ? AND erased_at IS NULL "
-            "ORDER BY id LIMIT 1",
-            (index,),
+            f"SELECT p.id FROM v_patients p WHERE {by_number} AND p.erased_at IS NULL "
+            "ORDER BY p.id LIMIT 1",
+            number_params,
         )
         return None if row is None else UUID(row["id"])
