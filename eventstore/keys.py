@@ -157,6 +157,10 @@ class KeyRing:
             f"CREATE TABLE IF NOT EXISTS {KEYS} (subject TEXT PRIMARY KEY, master_id TEXT NOT NULL, "
             "wrapped TEXT, created_at TEXT NOT NULL, erased_at TEXT, found_by TEXT)"
         )
+        try:  # a table made before the blind index was kept here
+            s.execute(f"SELECT found_by FROM {KEYS} LIMIT 0")
+        except Exception:
+            s.execute(f"ALTER TABLE {KEYS} ADD COLUMN found_by TEXT")
         s.execute(f"CREATE INDEX IF NOT EXISTS {KEYS}_found_by_ix ON {KEYS} (found_by)")
         s.execute(
             f"CREATE TABLE IF NOT EXISTS {ERASURES} (seq {serial} PRIMARY KEY, "
