@@ -63,6 +63,10 @@ class ReplaysBusy(Exception):
         self.retry_after = retry_after
 
 
+class Missing(Exception):
+    """A store the catalogue lists as built is not there (deleted by hand)."""
+
+
 @dataclass(frozen=True)
 class Budget:
     """How many replay stores may exist and how big, and how many are built at once."""
@@ -407,6 +411,16 @@ class Replays:
         place = self._acquire(moment)
         try:
             store = self._handle(place)
+        except Missing:  # listed, but deleted by hand: built again
+            self._release(moment, place)
+            self.catalogue.fail(moment, place)
+            self._drop([place])
+            place = self._acquire(moment)
+            try:
+                store = self._handle(place)
+            except BaseException:
+                self._release(moment, place)
+                raise
         except BaseException:
             self._release(moment, place)
             raise
@@ -534,6 +548,13 @@ class Replays:
                 return store
         try:
             opened = self.location.replay(place).open()
+            try:
+                complete = bool(opened.positions())
+            except Exception:
+                complete = False
+            if not complete:
+                _close(opened)
+                raise Missing(place)
         except BaseException:
             with self._lock:
                 self._reading[place] -= 1

@@ -9,6 +9,8 @@ holds the workers an ordinary read needs (excess ones answered 503 ``as-of-busy`
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -271,3 +273,57 @@ def test_a_few_replays_stay_open_and_one_asked_again_is_reopened_not_replayed(
         assert len(q.replays._open) == 2
     finally:
         q.close()
+
+
+def test_a_server_builds_in_a_child_process_and_jiayi_replay_reuses_its_store(
+    settings: Settings, world: World
+) -> None:
+    """The server's replay is built by a child process (the serving one keeps its
+    interpreter for live reads); ``jiayi replay`` finds it in the catalogue and reuses it."""
+    from jiayi.replay_worker import settings_env
+
+    app = world.app
+    referral = world.referral()
+    (moment,) = past_moments(1)
+    app.accept_referral(referral, actor=world.hospital_staff)
+    views = build_projections(settings, app)
+    try:
+        assert views.queries.wait_for(app.max_position())
+        assert status_as_of(views.queries, referral, moment) == "requested"
+        (built,) = replay_stores(settings)
+        done = subprocess.run(
+            [sys.executable, "-m", "jiayi.cli", "replay", "--as-of", moment.isoformat()],
+            env=settings_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        assert built in done.stdout
+        assert replay_stores(settings) == [built]
+    finally:
+        views.close()
+
+
+def test_a_replay_deleted_by_hand_is_built_again(settings: Settings, world: World) -> None:
+    app = world.app
+    referral = world.referral()
+    (moment,) = past_moments(1)
+    go = threading.Event()
+    go.set()
+    reader = SlowReader(LogReader(app), go)
+    location = view_location(settings)
+    first = ViewQueries(location, reader)  # type: ignore[arg-type]
+    try:
+        assert status_as_of(first, referral, moment) == "requested"
+        (built,) = replay_stores(settings)
+        first.replays.catalogue.drop([built])  # as an operator would, by hand
+        second = ViewQueries(location, reader)  # type: ignore[arg-type]
+        try:
+            assert status_as_of(second, referral, moment) == "requested"
+        finally:
+            second.close()
+        assert reader.passes == 2
+        assert len(replay_stores(settings)) == 1
+    finally:
+        first.close()
