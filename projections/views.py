@@ -112,6 +112,7 @@ def replayed(method: F) -> F:
             finally:
                 self._held.store = outer
 
+    held.__replayed__ = True  # type: ignore[attr-defined]
     return held  # type: ignore[return-value]
 
 
