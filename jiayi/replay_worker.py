@@ -4,7 +4,8 @@ A replay is a whole rebuild of the views: CPU-bound Python for seconds, minutes 
 events. Inside the serving process it would hold the interpreter's lock against every live
 read (each read waits for it at every step: measured 1.6 s instead of 5 ms with builds
 running), and its memory would stay with the server. So ``jiayi serve`` builds each replay in
-a child process (:class:`ProcessBuilder`, at a lower CPU priority, killed with its parent) and
+a child process (:class:`ProcessBuilder`, on CPU time nothing else wants, killed with its
+parent) and
 its request thread only waits for it; :mod:`projections.replays` decides when and how many.
 
 The child gets the parent's settings as ``JIAYI_*`` variables, the moment and the store's
@@ -34,8 +35,8 @@ from projections.location import Location
 
 #: Exit statuses of the child.
 DAMAGED, UNAVAILABLE = 3, 4
-#: The child runs at this CPU priority (``nice``): live reads come first.
-NICENESS = 10
+#: The child's CPU priority (``nice``) where ``SCHED_IDLE`` is not available.
+NICENESS = 19
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -107,6 +108,16 @@ class ProcessBuilder:
                 child.kill()
 
 
+def _background() -> None:
+    """This process runs only on CPU time nothing else wants (Linux ``SCHED_IDLE``), else at
+    the lowest priority: the server's live reads come first."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        with contextlib.suppress(OSError):
+            os.nice(NICENESS)
+
+
 def _die_with_parent() -> None:
     """Linux: this process is killed when the thread that started it ends (its server died),
     instead of building on for nobody."""
@@ -118,8 +129,7 @@ def _die_with_parent() -> None:
 
 def main(argv: list[str]) -> int:
     moment, name = argv
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)
+    _background()
     _die_with_parent()
     import psycopg
 
