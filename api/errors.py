@@ -7,6 +7,8 @@
   does not leak
 - no or unknown token -> 401; a role the endpoint does not allow -> 403
 - the database unreachable -> 503 with ``Retry-After``
+- too many as-of replays waiting to be built (``ReplaysBusy``) -> 503 ``as-of-busy`` with
+  ``Retry-After``
 - a stored event not as recorded (``DamagedEvent``) -> 500 ``damaged-event`` with a fixed
   detail (no id, no content); the log names the event's position, aggregate, version, topic
 
@@ -38,6 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.common import DomainError, InvalidValue
 from eventstore.errors import DamagedEvent
+from projections.replays import ReplaysBusy
 
 log = logging.getLogger("jiayi.api")
 
@@ -278,6 +281,19 @@ async def on_damaged(request: Request, exc: DamagedEvent) -> Response:
     return _page(request, found) or problem(found.status, found.code, found.detail)
 
 
+def busy_problem(exc: ReplaysBusy) -> Problem:
+    """Too many views as of other moments being built in this process: try again later."""
+    return Problem(503, "as-of-busy", str(exc), headers={"Retry-After": str(exc.retry_after)})
+
+
+async def on_busy(request: Request, exc: ReplaysBusy) -> Response:
+    found = busy_problem(exc)
+    page = _page(request, found)
+    if page is not None:
+        return page
+    return problem(found.status, found.code, found.detail, headers=dict(found.headers))
+
+
 async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return problem(500, "internal-error", "an unexpected error occurred")
@@ -289,6 +305,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiProblem, on_api_problem)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, on_http)  # type: ignore[arg-type]
     app.add_exception_handler(DamagedEvent, on_damaged)  # type: ignore[arg-type]
+    app.add_exception_handler(ReplaysBusy, on_busy)  # type: ignore[arg-type]
     for exc_type in UNAVAILABLE:
         app.add_exception_handler(exc_type, on_unavailable)
     app.add_exception_handler(Exception, on_unexpected)

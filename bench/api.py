@@ -9,24 +9,35 @@
    same at a fixed offered rate (``--rate``, open loop), where latency includes queueing. The stores
    are read as they are: no events are written into them (the views are caught up first when
    they are behind, and one auditor token is issued).
+3. Timelines on the large store at the same fixed rate while ``--replays`` (20) auditors ask
+   for the views as of as many distinct moments (each a whole rebuild of the views, built by
+   the server in a child process, at most ``JIAYI_ASOF_BUILDS`` at once; a request refused
+   with 503 ``as-of-busy`` is asked again after its Retry-After): prints the p99 against the
+   target (25 ms) and the ratio, the p99 at the same rate without them, and the as-of answers.
+   The replay stores it made are deleted afterwards.
 
     JIAYI_POSTGRES_URL=postgresql://... python bench/api.py \\
         --large bench_replay_1m --small bench_api_100k [--seconds 15] [--no-race]
 
-Build a store with `JIAYI_POSTGRES_SCHEMA=<schema> jiayi demo --patients N --today 2026-05-30`
-(about 5 events per resident) and its views with `jiayi projections rebuild`.
+PostgreSQL needs a master key file (``JIAYI_MASTER_KEY_FILE``): unless one is set, the bench
+uses ``var/bench/master.key`` (created if missing); build its stores with the same key:
+`JIAYI_MASTER_KEY_FILE=var/bench/master.key JIAYI_POSTGRES_SCHEMA=<schema> jiayi demo
+--patients N --today 2026-05-30` (about 5 events per resident) and their views with
+`jiayi projections rebuild`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from api.database import SideStore
 from api.main import create_app
 from api.tokens import Role, TokenStore
+from eventstore.keys import MasterKey
 from jiayi.bootstrap import build_application, build_projections, view_location
 from jiayi.settings import Settings
 from projections.events import LogReader
@@ -46,6 +58,10 @@ from tests.e2e.server import Served, bearer, free_port
 from tests.world import build_world
 
 PATIENT_REGISTERED = "domain.patients:Patient.Registered"
+#: The bench's master key file on PostgreSQL when JIAYI_MASTER_KEY_FILE is not set.
+BENCH_MASTER_KEY = Path(__file__).resolve().parents[1] / "var" / "bench" / "master.key"
+#: Timeline p99 at the fixed rate while as-of replays are built (issue 15).
+REPLAYS_P99_TARGET = 0.025
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -164,11 +180,23 @@ class Store:
             finally:
                 projections.close()
             self.patients = self._sample(app, sample)
+            self.moments = self._moments(reader, 20)
         finally:
             app.close()
         side = SideStore(self.settings)
         self.token = TokenStore(side).issue("bench", Role.AUDITOR)[0]
         side.close()
+
+    def _moments(self, reader: LogReader, n: int) -> list[str]:
+        """``n`` distinct moments spread along the log (when its events were recorded)."""
+        found: list[str] = []
+        for k in range(1, n + 1):
+            events = reader.decode(reader.page(k * self.events // (n + 1), 1))
+            moment = datetime.fromisoformat(events[0].timestamp)
+            while moment.isoformat() in found:
+                moment += timedelta(microseconds=1)
+            found.append(moment.isoformat())
+        return found
 
     def _sample(self, app: object, n: int) -> list[str]:
         """Patients registered all along the log, not only at its start."""
@@ -296,6 +324,98 @@ def timelines(store: Store, clients: int, seconds: float, rate: float | None = N
     return p99
 
 
+async def _with_replays(
+    url: str, store: Store, clients: int, seconds: float, rate: float, moments: list[str]
+) -> tuple[dict, Counter[int]]:
+    """:func:`_paced` while one auditor per moment asks for a timeline as of it (asking again
+    after the Retry-After of a 503) until the measurement ends."""
+    headers = bearer(store.token)
+    answers: Counter[int] = Counter()
+    over = asyncio.Event()
+    limits = httpx.Limits(max_connections=len(moments), max_keepalive_connections=len(moments))
+    async with httpx.AsyncClient(base_url=url, timeout=None, limits=limits) as auditors:
+
+        async def as_of(k: int, moment: str) -> None:
+            pid = store.patients[k % len(store.patients)]
+            while not over.is_set():
+                r = await auditors.get(
+                    f"/patients/{pid}/timeline", params={"as_of": moment}, headers=headers
+                )
+                answers[r.status_code] += 1
+                if r.status_code != 503:
+                    return
+                pause = float(r.headers.get("retry-after", "5"))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(over.wait(), pause)
+
+        asking = [asyncio.create_task(as_of(k, m)) for k, m in enumerate(moments)]
+        await asyncio.sleep(1.0)  # the first builds are running, the others waiting or refused
+        result = await _paced(url, store, clients, seconds, rate)
+        over.set()
+        for task in asking:
+            task.cancel()
+        await asyncio.gather(*asking, return_exceptions=True)
+    return result, answers
+
+
+def timelines_with_replays(
+    store: Store, clients: int, seconds: float, rate: float, replays: int, p99_alone: float
+) -> float:
+    moments = store.moments[:replays]
+    try:
+        with Server(store) as server:
+            result, answers = asyncio.run(
+                _with_replays(server.url, store, clients, seconds, rate, moments)
+            )
+    finally:
+        _drop_replays(store.settings)
+    lat = result["latencies"]
+    p99 = percentile(lat, 0.99)
+    print(
+        f"timelines on {store.schema} ({store.events:,} events): {rate:g} requests/s offered "
+        f"while {len(moments)} distinct as-of requests run, {len(lat):,} requests, "
+        f"{result['failures']} not 200"
+    )
+    print(
+        f"  p50 {ms(percentile(lat, 0.5))}, p99 {ms(p99)}; target {ms(REPLAYS_P99_TARGET)}: "
+        f"ratio {p99 / REPLAYS_P99_TARGET:.2f}; vs {ms(p99_alone)} without them: "
+        f"ratio {p99 / p99_alone:.2f}"
+    )
+    shown = ", ".join(f"{n} x {status}" for status, n in sorted(answers.items()))
+    print(f"  as-of answers meanwhile: {shown or 'none'} (503: as-of-busy, asked again)")
+    return p99
+
+
+def _drop_replays(settings: Settings) -> None:
+    """The replay stores the bench made, and their catalogue rows (the store as it was)."""
+    import psycopg
+    from psycopg import sql
+
+    from projections.replays import CATALOGUE
+
+    prefix = view_location(settings).replay_prefix()
+    with psycopg.connect(settings.postgres_dsn(), autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s)", (prefix,)
+        ).fetchall()
+        for (name,) in found:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DELETE FROM {}.{}").format(
+                sql.Identifier(settings.postgres_schema or "public"), sql.Identifier(CATALOGUE)
+            )
+        )
+
+
+def bench_master_key() -> None:
+    """PostgreSQL needs a master key file: the bench's own unless one is set."""
+    if not os.environ.get("JIAYI_POSTGRES_URL") or os.environ.get("JIAYI_MASTER_KEY_FILE"):
+        return
+    if not BENCH_MASTER_KEY.exists():
+        MasterKey.create(BENCH_MASTER_KEY)
+    os.environ["JIAYI_MASTER_KEY_FILE"] = str(BENCH_MASTER_KEY)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=500)
@@ -311,7 +431,14 @@ def main() -> int:
         default=100,
         help="also measure open loop at this many requests/s (0: closed loop only)",
     )
+    parser.add_argument(
+        "--replays",
+        type=int,
+        default=20,
+        help="distinct as-of moments asked for during a last run at --rate (0: skip it)",
+    )
     args = parser.parse_args()
+    bench_master_key()
     if not args.no_race:
         booking_race(args.requests, args.slots, args.clients)
     if not (args.large and args.small):
@@ -327,6 +454,10 @@ def main() -> int:
             f"p99 {ms(p99_large)} on {large.events:,} events vs {ms(p99_small)} on "
             f"{small.events:,} ({large.events / small.events:.1f}x): "
             f"ratio {p99_large / p99_small:.2f}"
+        )
+    if args.rate and args.replays:
+        timelines_with_replays(
+            large, args.clients, args.seconds, args.rate, args.replays, p99_alone=p99_large
         )
     return 0
 

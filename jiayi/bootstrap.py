@@ -19,9 +19,11 @@ from domain.common import Actor
 from domain.patients import PatientErased
 from eventstore.keys import KeyRing, KeyRingError, MasterKey
 from eventstore.mapper import PlacedMapper
+from jiayi.replay_worker import ProcessBuilder
 from jiayi.settings import Settings
 from projections.events import LogReader
 from projections.location import Location
+from projections.replays import Budget
 from projections.runner import RebuildSummary, Runner, RunnerThread, rebuild
 from projections.views import ViewQueries
 
@@ -196,6 +198,16 @@ def view_location(settings: Settings) -> Location:
     return Location(sqlite_path=settings.sqlite_path, replay_dir=settings.data_dir / "asof")
 
 
+def replay_budget(settings: Settings) -> Budget:
+    """How many views as of a moment are kept and built at once (``JIAYI_ASOF_*``)."""
+    return Budget(
+        max_stores=settings.asof_max_stores,
+        max_bytes=settings.asof_max_bytes,
+        builds=settings.asof_builds,
+        queue=settings.asof_queue,
+    )
+
+
 @dataclass
 class Projections:
     """The views of one deployment: the queries (recording reads in the access log), and
@@ -226,7 +238,12 @@ def build_projections(
     runner = RunnerThread(location.open, reader, poll=poll).start() if run else None
     # every read of a patient's data through these queries is recorded (audit.access)
     queries = ViewQueries(
-        location, reader, timezone=settings.zone(), access_log=AccessLog(location.open)
+        location,
+        reader,
+        timezone=settings.zone(),
+        access_log=AccessLog(location.open),
+        budget=replay_budget(settings),
+        builder=ProcessBuilder(settings),  # replays are built out of the serving process
     )
     return Projections(location, reader, queries, runner)
 

@@ -209,6 +209,18 @@ class Settings(BaseSettings):
     #: many seconds ago without moving meanwhile.
     views_max_lag: Positive = 30
 
+    # --- views as of a moment (see projections/replays.py) ------------------------------------
+    #: Replay stores kept, all processes together (the least recently used are deleted).
+    asof_max_stores: Positive = 32
+    #: Bytes the replay stores may hold together (SQLite files, PostgreSQL tables + indexes).
+    asof_max_bytes: Positive = 512 * 1024 * 1024
+    #: Replays one process builds at once (each a whole rebuild up to the moment).
+    asof_builds: Positive = 1
+    #: Requests of one process waiting for a replay beyond those being built; more are
+    #: answered 503 ``as-of-busy`` with Retry-After (they would hold the workers live reads
+    #: need).
+    asof_queue: Annotated[int, Field(ge=0)] = 4
+
     # --- the Kafka exchange (off when kafka_bootstrap is unset) -------------------------------
     #: ``host:port[,host:port]`` of the Kafka brokers.
     kafka_bootstrap: str | None = None

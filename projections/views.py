@@ -9,13 +9,14 @@ it returns about each patient are recorded in the read access log against the sc
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from audit import access
@@ -28,7 +29,8 @@ from projections import kpis as formulas
 from projections.events import LogReader, moment_text
 from projections.location import Location
 from projections.queries import Following, Page, Scope
-from projections.runner import rebuild, select
+from projections.replays import Budget, Builder, Replays, in_process
+from projections.runner import select
 from projections.scope import Access
 from projections.store import ViewStore
 
@@ -39,6 +41,8 @@ ID_COLUMNS = {
 
 
 log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: Search by name needs at least this many characters (an id or national id is exact).
 MIN_NAME_TERM = 2
@@ -91,14 +95,35 @@ def placeholders(values: list[Any]) -> str:
     return ", ".join("?" for _ in values) or "NULL"
 
 
-class ViewQueries:
-    """Reads the live views, or views replayed as of a moment (built on first use, cached).
+def replayed(method: F) -> F:
+    """Declares a query method taking ``as_of``: given a moment, the call holds that moment's
+    replay (built first when needed, :meth:`Replays.use`) and ``_db(as_of)`` is it."""
+    signature = inspect.signature(method)
 
-    At most ``keep_replays`` replays are kept open, the least recently used going first: each
-    holds a connection (and, on SQLite, a file's caches), and every distinct moment an auditor
-    asks about makes one. One let go is closed ``grace`` seconds later (a query may still be
-    reading it); its views stay where they are, shared with other processes (another API
-    instance, ``jiayi replay``), and are reopened, not replayed again, when asked for again.
+    @functools.wraps(method)
+    def held(self: ViewQueries, *args: Any, **kwargs: Any) -> Any:
+        as_of = signature.bind(self, *args, **kwargs).arguments.get("as_of")
+        if as_of is None:
+            return method(self, *args, **kwargs)
+        with self.replays.use(moment_text(as_of)) as store:
+            outer = getattr(self._held, "store", None)
+            self._held.store = store
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self._held.store = outer
+
+    held.__replayed__ = True  # type: ignore[attr-defined]
+    return held  # type: ignore[return-value]
+
+
+class ViewQueries:
+    """Reads the live views, or views replayed as of a moment (:mod:`projections.replays`:
+    built on first use by ``builder``, shared with other processes, kept within ``budget``).
+
+    A query taking ``as_of`` is declared :func:`replayed`: for its duration it holds the
+    moment's store, which no process deletes meanwhile; up to ``keep_replays`` stores'
+    connections stay open for the next query.
 
     With an ``access_log``, every read of a patient's data is recorded there (queued; its
     writer thread writes it); :meth:`close` writes what is still queued.
@@ -110,8 +135,9 @@ class ViewQueries:
         reader: LogReader,
         timezone: tzinfo = UTC,
         keep_replays: int = 8,
-        grace: float = 60.0,
         access_log: AccessLog | None = None,
+        budget: Budget | None = None,
+        builder: Builder | None = None,
     ) -> None:
         self.location = location
         self.access_log = access_log
@@ -119,12 +145,10 @@ class ViewQueries:
         #: "Today" for lists that take none is a day of this zone (the deployment's).
         self.timezone = timezone
         self.store = location.open()
-        self.keep_replays = keep_replays
-        self.grace = grace
-        self._as_of: OrderedDict[str, ViewStore] = OrderedDict()
-        #: Replays let go: (when, store), closed once ``grace`` has passed.
-        self._retired: list[tuple[float, ViewStore]] = []
-        self._lock = threading.Lock()
+        self.replays = Replays(
+            location, builder or in_process(reader), budget or Budget(), keep_open=keep_replays
+        )
+        self._held = threading.local()
 
     def reveal(self, found: Any) -> Any:
         """``found`` with its tokens opened (personal data is stored encrypted per patient,
@@ -136,10 +160,7 @@ class ViewQueries:
         if self.access_log is not None:
             self.access_log.close()
         self.store.close()
-        for s in self._as_of.values():
-            s.close()
-        for _, s in self._retired:
-            s.close()
+        self.replays.close()
 
     # --- positions ----------------------------------------------------------------------
 
@@ -190,49 +211,18 @@ class ViewQueries:
         return True
 
     def _db(self, as_of: datetime | None) -> ViewStore:
+        """The live views, or the replay the running :func:`replayed` query holds."""
         if as_of is None:
             return self.store
-        moment = moment_text(as_of)
-        with self._lock:
-            self._close_retired()
-            found = self._as_of.get(moment)
-            if found is None:
-                found = self.replay(moment)
-                self._as_of[moment] = found
-                while len(self._as_of) > self.keep_replays:
-                    _, store = self._as_of.popitem(last=False)
-                    self._retired.append((time.monotonic(), store))
-            self._as_of.move_to_end(moment)
-            return found
-
-    def _close_retired(self) -> None:
-        now, kept = time.monotonic(), []
-        for retired_at, store in self._retired:
-            if now - retired_at < self.grace:
-                kept.append((retired_at, store))
-                continue
-            try:
-                store.close()
-            except Exception:  # already gone (database restarted): nothing left to free
-                log.debug("closing a replay's store failed", exc_info=True)
-        self._retired = kept
-
-    def replay(self, moment: str, progress: Callable[[int], None] | None = None) -> ViewStore:
-        """The views as of ``moment``: reused when already replayed, else rebuilt."""
-        store = self.location.as_of(moment).open()
-        try:
-            store.ensure_tracking()
-            if set(store.positions()) < {p.name for p in select()}:
-                # not pacing the collector: this may run in a request thread of the API
-                rebuild(store, self.reader, progress=progress, as_of=moment, pace_gc=False)
-        except BaseException:  # a damaged event, the database away: nothing is kept open
-            store.close()
-            raise
-        return store
+        held: ViewStore | None = getattr(self._held, "store", None)
+        if held is None:
+            raise RuntimeError("a query reading views as of a moment must be @replayed")
+        return held
 
     # --- patients -----------------------------------------------------------------------
 
     @reads("registry", subject="patient_id", key="id")
+    @replayed
     def patient(
         self, scope: Scope, patient_id: UUID, as_of: datetime | None = None
     ) -> dict[str, Any] | None:
@@ -311,6 +301,7 @@ class ViewQueries:
         return _outs(ordered[page.offset : page.offset + page.limit])
 
     @reads("timeline", subject="patient_id")
+    @replayed
     def timeline(
         self,
         scope: Scope,
@@ -358,6 +349,7 @@ class ViewQueries:
     # --- referrals and quotas -----------------------------------------------------------
 
     @reads("referral")
+    @replayed
     def referral(
         self, scope: Scope, referral_id: UUID, as_of: datetime | None = None
     ) -> dict[str, Any] | None:
@@ -420,6 +412,7 @@ class ViewQueries:
         return db.one(f"SELECT * FROM v_teams t WHERE t.id = ? AND {visible}", [team_hex, *params])
 
     @reads(None)  # counts per team and member: no patient
+    @replayed
     def team_workload(
         self, scope: Scope, team_id: UUID, today: date, as_of: datetime | None = None
     ) -> dict[str, Any] | None:
@@ -633,6 +626,7 @@ class ViewQueries:
     # --- KPIs ---------------------------------------------------------------------------
 
     @reads(None)  # figures over centers and districts: no patient
+    @replayed
     def kpis(
         self,
         scope: Scope,

@@ -1,4 +1,8 @@
-"""``jiayi replay --as-of <moment>``: the views as they stood then, in a separate store."""
+"""``jiayi replay --as-of <moment>``: the views as they stood then, in a separate store.
+
+It shares the replay stores with the servers (``projections.replays``): a moment already
+replayed is reused, one being built elsewhere is waited for, and the budget
+(``JIAYI_ASOF_MAX_STORES``, ``JIAYI_ASOF_MAX_BYTES``) holds afterwards."""
 
 from __future__ import annotations
 
@@ -9,11 +13,11 @@ from typing import Any
 from tqdm import tqdm
 
 from eventstore.errors import DamagedEvent
-from jiayi.bootstrap import build_application, view_location
+from jiayi.bootstrap import build_application, replay_budget, view_location
 from jiayi.commands.projections import damaged
 from jiayi.settings import Settings
 from projections.events import LogReader, moment_text
-from projections.views import ViewQueries
+from projections.replays import Replays, in_process
 
 
 def register(sub: Any) -> None:
@@ -34,19 +38,23 @@ def run(args: argparse.Namespace) -> int:
     app = build_application(settings)
     reader = LogReader(app)
     location = view_location(settings)
-    queries = ViewQueries(location, reader, timezone=settings.zone())
     moment = moment_text(args.as_of)
     try:
-        try:
-            with tqdm(total=reader.max_position(), unit="event", disable=None) as bar:
-                store = queries.replay(moment, progress=bar.update)
-        except DamagedEvent as exc:
-            return damaged("replay", exc, "nothing was replayed")
-        target = location.as_of(moment)
-        where = target.schema if target.postgres_params else target.sqlite_path
-        print(f"views as of {moment} are in {where} (position {min(store.positions().values())})")
-        store.close()
+        with tqdm(total=reader.max_position(), unit="event", disable=None) as bar:
+            replays = Replays(
+                location, in_process(reader, progress=bar.update), replay_budget(settings)
+            )
+            try:
+                with replays.use(moment) as store:
+                    position = min(store.positions().values())
+                    entry = replays.catalogue.entries(moment=moment)[0]
+            finally:
+                replays.close()
+    except DamagedEvent as exc:
+        return damaged("replay", exc, "nothing was replayed")
     finally:
-        queries.close()
         app.close()
+    where = location.replay(entry.place)
+    place = where.schema if where.postgres_params else where.sqlite_path
+    print(f"views as of {moment} are in {place} (position {position})")
     return 0

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 import pytest
 
-import projections.views
 from domain.application import CareCoordination
 from domain.patients import Patient
 from jiayi.bootstrap import Projections, build_projections
 from jiayi.settings import Settings
 from projections.kpis import percentile
 from projections.queries import Page, Scope
-from projections.views import ViewQueries
 from tests.conftest import Clock
 from tests.world import World, build_world
 
@@ -94,54 +91,6 @@ def test_as_of_replay_shows_a_referral_still_pending(
     assert live is not None and live["status"] == "accepted"
     assert past is not None and past["status"] == "requested"
     assert q.hospital_worklist(EVERYTHING, world.hospital, Page()) == []
-
-
-def test_as_of_replays_are_kept_open_up_to_a_limit_and_reopened_when_asked_again(
-    settings: Settings, world: World, clock: Clock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Every distinct moment an auditor asks about makes a whole set of views with a
-    connection of its own: only the most recently used few stay open; one let go is closed
-    (after a grace period) and reopened, not replayed again, if asked for again."""
-    app = world.app
-    referral = world.referral()
-    moments = []
-    for _ in range(3):
-        clock.advance(hours=1)
-        moments.append(datetime.now(UTC))
-    app.accept_referral(referral, actor=world.hospital_staff)
-    views = build_projections(settings, app, poll=0.02)
-    q = views.queries
-    assert isinstance(q, ViewQueries)
-    q.keep_replays, q.grace = 2, 0.0
-    replays: list[str] = []
-    real_rebuild = projections.views.rebuild
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        replays.append(kwargs["as_of"])
-        return real_rebuild(*args, **kwargs)
-
-    monkeypatch.setattr(projections.views, "rebuild", counting)
-    try:
-        assert q.wait_for(app.max_position())
-
-        def status(moment: datetime) -> str:
-            found = q.referral(EVERYTHING, referral, as_of=moment)
-            assert found is not None
-            return str(found["status"])
-
-        assert [status(m) for m in moments] == ["requested"] * 3
-        assert len(replays) == 3
-        first = q._retired[0][1]
-        assert status(moments[2]) == "requested"  # a later query closes what was let go
-        assert q._retired == []
-        with pytest.raises(Exception):  # noqa: B017 - sqlite3 or psycopg: closed either way
-            first.one("SELECT 1 AS x")
-        assert status(moments[0]) == "requested"  # asked again: reopened, not replayed
-        assert len(replays) == 3
-        assert len(q._as_of) == 2
-        assert status(datetime.now(UTC)) == "accepted"
-    finally:
-        views.close()
 
 
 def test_kpi_formulas_on_a_hand_made_history(
