@@ -59,3 +59,9 @@ def test_every_jiayi_service_gets_the_master_key_as_a_secret_and_no_variable_is_
         env = service["environment"]
         assert env["JIAYI_MASTER_KEY_FILE"] == "/run/secrets/master_key", name
         assert not [k for k, v in env.items() if k.startswith("JIAYI_") and ":-}" in str(v)], name
+
+
+def test_the_views_are_followed_by_one_service_not_by_every_api_replica() -> None:
+    services = yaml.safe_load((ROOT / "infra/compose.yaml").read_text())["services"]
+    assert services["api"]["environment"]["JIAYI_PROJECTIONS_IN_PROCESS"] == "false"
+    assert services["projections"]["command"] == ["jiayi", "projections", "run"]
