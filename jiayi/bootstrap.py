@@ -104,12 +104,20 @@ def ddl_lock(settings: Settings) -> Iterator[None]:
     replicas, consumers, the relay) all create the same tables: PostgreSQL's ``IF NOT EXISTS``
     does not make concurrent ``CREATE`` statements safe (they fail with "tuple concurrently
     updated" or a unique violation in the catalog), so they take turns."""
+    with schema_lock(settings, "jiayi-ddl"):
+        yield
+
+
+@contextmanager
+def schema_lock(settings: Settings, name: str) -> Iterator[None]:
+    """Hold the PostgreSQL advisory lock ``name`` of the deployment's schema (on its own
+    connection) for the block; nothing on the embedded store, which serves one process."""
     if not settings.uses_postgres:
         yield
         return
     from projections.store import connect
 
-    key = f"jiayi-ddl:{settings.postgres_schema or 'public'}"
+    key = f"{name}:{settings.postgres_schema or 'public'}"
     with connect(settings.postgres_params()) as conn:
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
         try:

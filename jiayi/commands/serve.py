@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from domain.application import CareCoordination
-from jiayi.bootstrap import Projections, build_application, build_projections
+from jiayi.bootstrap import Projections, build_application, build_projections, schema_lock
 from jiayi.settings import Settings
 
 if TYPE_CHECKING:
@@ -87,18 +87,8 @@ def demo_lock(settings: Settings) -> Iterator[None]:
     """One process at a time looks at the store and builds the demo city (PostgreSQL: an
     advisory lock of the schema, so processes started together build it once; the embedded
     store serves one process)."""
-    if not settings.uses_postgres:
+    with schema_lock(settings, "jiayi-demo"):
         yield
-        return
-    from projections.store import connect
-
-    key = f"jiayi-demo:{settings.postgres_schema or 'public'}"
-    with connect(settings.postgres_params()) as conn:
-        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
-        try:
-            yield
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
 
 
 def demo_if_empty(
