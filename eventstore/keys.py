@@ -213,6 +213,13 @@ class KeyRing:
         self._check_master(row["master_id"])
         return self.master.unwrap(subject, row["wrapped"])
 
+    def _check_current_master(self) -> None:
+        """New keys are wrapped by the store's current master key only (after a rotation, a
+        process still holding the old one must not make keys nobody will be able to open)."""
+        row = self.store.one(f"SELECT master_id FROM {KEYS} WHERE subject = ?", (INDEX_SUBJECT,))
+        if row is not None:
+            self._check_master(row["master_id"])
+
     def _check_master(self, master_id: str) -> None:
         if master_id != self.master.id:
             raise KeyRingError(
@@ -236,6 +243,7 @@ class KeyRing:
                 self._load(wanted)
                 missing = {s for s in wanted if s not in self._cache}
                 if missing:
+                    self._check_current_master()
                     self._insert({s: os.urandom(32) for s in missing}, indexes)
                     self._load(missing)
             known = [(i, s) for s, i in indexes.items() if s not in missing]
@@ -317,6 +325,8 @@ class KeyRing:
         with self.lock:
             s = self.store
             with s.transaction():
+                if s.postgres:  # erasures numbered in commit order: refresh() misses none
+                    s.execute(f"LOCK TABLE {ERASURES} IN EXCLUSIVE MODE")
                 found = s.one(f"SELECT wrapped FROM {KEYS} WHERE subject = ?", (key,))
                 if found is None:
                     s.execute(
@@ -361,6 +371,8 @@ class KeyRing:
             s = self.store
             count = 0
             with s.transaction():
+                if s.postgres:  # erasures and new keys wait: none is lost or brought back
+                    s.execute(f"LOCK TABLE {KEYS} IN SHARE ROW EXCLUSIVE MODE")
                 rows = s.rows(f"SELECT subject, master_id, wrapped FROM {KEYS}")
                 updates: list[tuple[Any, ...]] = []
                 for row in rows:

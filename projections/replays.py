@@ -550,7 +550,10 @@ class Replays:
             opened = self.location.replay(place).open()
             try:
                 complete = bool(opened.positions())
-            except Exception:
+            except Exception as exc:
+                if not _absent(exc):  # a passing error (the connection): not a missing store
+                    _close(opened)
+                    raise
                 complete = False
             if not complete:
                 _close(opened)
@@ -596,3 +599,15 @@ def in_process(reader: Any, progress: Callable[[int], None] | None = None) -> Bu
             store.close()
 
     return build
+
+
+def _absent(exc: BaseException) -> bool:
+    """Whether reading a replay store's positions failed because its tables are not there
+    (deleted by hand), rather than for a passing reason (a lost connection)."""
+    import sqlite3
+
+    from psycopg import errors
+
+    if isinstance(exc, errors.UndefinedTable | errors.InvalidSchemaName):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc)

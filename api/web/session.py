@@ -72,7 +72,9 @@ def csrf_token(request: Request) -> str:
 
 def csrf_ok(request: Request, submitted: str) -> bool:
     binding = _binding(request, mint=False)
-    return bool(binding) and hmac.compare_digest(_token(binding), submitted or "")
+    return bool(binding) and hmac.compare_digest(
+        _token(binding).encode(), (submitted or "").encode()
+    )
 
 
 def _secure(request: Request) -> bool:

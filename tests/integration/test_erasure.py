@@ -188,6 +188,7 @@ def test_rotating_the_master_key_rewraps_every_key_and_touches_no_event(
     events = [
         (n.id, bytes(n.state)) for n in app.recorder.select_notifications(start=1, limit=10_000)
     ]
+    stale = build_application(settings)  # another process, still holding the old key
     new_file = tmp_path / "rotated.key"
     rotated = keyring_of(app).rotate(MasterKey.create(new_file))
     assert rotated >= 2  # the patient's key and the blind index's
@@ -195,6 +196,20 @@ def test_rotating_the_master_key_rewraps_every_key_and_touches_no_event(
         (n.id, bytes(n.state)) for n in app.recorder.select_notifications(start=1, limit=10_000)
     ]
     assert after == events
+    # the process left with the old key makes no key nobody could open: it is told to restart
+    try:
+        with pytest.raises(KeyRingError, match="restart it with the rotated key file"):
+            stale.register_patient(
+                "新病人",
+                sex="M",
+                birth_date=BORN,
+                national_id=national_id(BORN, 990),
+                phone="13900000000",
+                center_id=world.center,
+                actor=world.center_admin,
+            )
+    finally:
+        stale.close()
     # the old key file no longer opens the store, and says why; the new one does
     with pytest.raises(KeyRingError, match=r"wrapped by master key .*: the wrong key file"):
         build_application(settings)
