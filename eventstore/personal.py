@@ -19,7 +19,7 @@ import base64
 import binascii
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 from uuid import UUID
@@ -68,10 +68,6 @@ _PADDING = (b"", b"===", b"==", b"=")
 
 def _raw(body: str) -> bytes:
     return binascii.a2b_base64(body.encode().translate(_URLSAFE) + _PADDING[len(body) % 4])
-
-
-def token_subject(match: re.Match[str]) -> UUID:
-    return UUID(bytes=_raw(match.group(2))[:16])
 
 
 def _open(keyring: KeyRing, kind: str, raw: bytes) -> str | None:
@@ -130,25 +126,6 @@ def stored_subjects(state: bytes, found: set[str]) -> None:
             found.add(base64.urlsafe_b64decode(m.group(1))[:16].hex())
 
 
-def token_subjects(values: Iterable[Any]) -> set[str]:
-    """The patients (as the key table names them, hex) of the values that are one token each
-    (a sealed field's value), read from the token's first 24 characters."""
-    found: set[str] = set()
-    for value in values:
-        if type(value) is str and value.startswith(START):
-            match = TOKEN.fullmatch(value)
-            if match is not None:
-                found.add(_raw(match.group(2)[:24])[:16].hex())
-    return found
-
-
-def subjects_in(value: Any) -> set[UUID]:
-    """The patients whose tokens ``value`` (rows, a page, an entry) holds."""
-    texts: list[str] = []
-    _strings(value, texts)
-    return {token_subject(m) for t in texts for m in TOKEN.finditer(t)}
-
-
 def reveal(keyring: KeyRing, value: Any) -> Any:
     """``value`` (a query's answer: rows, mappings, lists) with every token opened as text,
     also inside longer texts; erased ones read :data:`ERASED`. Keys erased meanwhile (by any
@@ -186,14 +163,3 @@ def _replace(value: Any, sub: Callable[[str], str]) -> Any:
     if kind is tuple:
         return tuple(_replace(v, sub) for v in value)
     return value
-
-
-def reveal_text(keyring: KeyRing, value: str | None) -> str | None:
-    """One view value opened (``None`` stays ``None``): a name to match a search term."""
-    if value is None or START not in value:
-        return value
-    return str(reveal(keyring, value))
-
-
-def contains_token(values: Iterable[Any]) -> bool:
-    return any(isinstance(v, str) and START in v for v in values)
