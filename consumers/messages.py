@@ -469,27 +469,27 @@ _MAYBE_CONTROL = re.compile(
 
 def control_character(value: Any, where: str = "") -> str | None:
     """Where in ``value`` (a decoded JSON document) the first control character is and which
-    (``data/note: control character U+0000 at character 12``), or None."""
-    if isinstance(value, str):
-        found = CONTROL.search(value)
-        if found is None:
-            return None
-        what = f"control character U+{ord(found.group()):04X}"
-        return f"{where or '(root)'}: {what} at character {found.start()}"
-    if isinstance(value, dict):
-        items: Iterator[tuple[Any, Any]] = iter(value.items())
-    elif isinstance(value, list):
-        items = enumerate(value)
-    else:
-        return None
-    for name, item in items:
-        in_name = CONTROL.search(name) if isinstance(name, str) else None
-        if in_name is not None:
-            what = f"control character U+{ord(in_name.group()):04X}"
-            return f"{where or '(root)'}: {what} in the name of a field"
-        hit = control_character(item, f"{where}/{name}" if where else str(name))
-        if hit is not None:
-            return hit
+    (``data/note: control character U+0000 at character 12``), or None. Walked with a stack
+    of its own, not by recursion: a hostile document nested a thousand deep is answered too."""
+    # (where the parent is, the field's name or None at the top, the value): in document order
+    stack: list[tuple[str, Any, Any]] = [(where, None, value)]
+    while stack:
+        parent, name, item = stack.pop()
+        if name is not None:
+            in_name = CONTROL.search(name) if isinstance(name, str) else None
+            if in_name is not None:
+                what = f"control character U+{ord(in_name.group()):04X}"
+                return f"{parent or '(root)'}: {what} in the name of a field"
+        at = parent if name is None else (f"{parent}/{name}" if parent else str(name))
+        if isinstance(item, str):
+            found = CONTROL.search(item)
+            if found is not None:
+                what = f"control character U+{ord(found.group()):04X}"
+                return f"{at or '(root)'}: {what} at character {found.start()}"
+        elif isinstance(item, dict):
+            stack.extend((at, k, v) for k, v in reversed(list(item.items())))
+        elif isinstance(item, list):
+            stack.extend((at, i, v) for i, v in reversed(list(enumerate(item))))
     return None
 
 

@@ -88,6 +88,17 @@ def test_a_control_character_anywhere_is_refused_naming_its_field(text: str, whe
     assert (refused.value.code, refused.value.message) == ("control-character", where)
 
 
+def test_a_document_nested_a_thousand_deep_is_refused_not_a_crash() -> None:
+    """A hostile partner nests arrays as deep as the JSON parser allows around a NUL: the
+    message is dead-lettered like any other (a recursive walk hit Python's recursion limit,
+    and the consumer went back to the same message for ever)."""
+    text = '{"data": {"note": ' + "[" * 1000 + '"\\u0000"' + "]" * 1000 + "}}"
+    with pytest.raises(MessageRejected) as refused:
+        decode(text.encode(), date(2026, 6, 1))
+    assert refused.value.code == "control-character"
+    assert refused.value.message.startswith("data/note/0/0/0/")
+
+
 def test_lines_and_tabs_are_text() -> None:
     assert control_character({"note": "a\nb\tc\r\n", "x": ["\\u0000 literally"]}) is None
 
