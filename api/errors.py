@@ -38,6 +38,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.fields import request_field
 from domain.common import DomainError, InvalidValue
 from eventstore.errors import DamagedEvent
 from projections.replays import ReplaysBusy
@@ -217,6 +218,9 @@ async def on_domain(request: Request, exc: DomainError) -> Response:
     page = _page(request, found)
     if page is not None:
         return page
+    if found.field is not None:
+        # the domain's name for the value, as this request names it (body.on, query.start)
+        found = dataclasses.replace(found, field=request_field(request, found.field))
     return problem(
         found.status,
         found.code,

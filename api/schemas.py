@@ -4,7 +4,7 @@ types (dates, UUIDs, enum values); the domain's rules still decide."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
@@ -242,6 +242,9 @@ class RecordFollowUp(Command):
     obligation_id: UUID | None = None
     id: UUID | None = None
 
+    #: the domain's name for a value -> this request's field (api/fields.py)
+    DOMAIN_FIELDS: ClassVar[dict[str, str]] = {"visit_id": "id"}
+
 
 class RequestTransfer(Command):
     """The resident is named as they came to the new center: resident id number and name."""
@@ -461,6 +464,8 @@ class BookSlot(Command):
     patient_id: UUID
     referral_id: UUID | None = None
     id: UUID | None = None
+
+    DOMAIN_FIELDS: ClassVar[dict[str, str]] = {"booking_id": "id"}
 
 
 class CancelBooking(Command):

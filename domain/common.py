@@ -78,9 +78,15 @@ class NotPermitted(DomainError):
 
 
 class InvalidValue(DomainError):
-    """A value is outside what the domain accepts."""
+    """A value is outside what the domain accepts; ``field`` names the value at fault, by the
+    name the requests use for it (the API answers with the request's own field: api/fields.py).
+    """
 
     code = "invalid-value"
+
+    def __init__(self, message: str, *, field: str, **details: Any) -> None:
+        super().__init__(message, field=field, **details)
+        self.field = field
 
 
 class StepBeforePredecessor(DomainError):
@@ -143,7 +149,7 @@ class ActorAsDict(Transcoding):
 def utc(moment: datetime) -> datetime:
     """Reject naive datetimes: every moment in the log is timezone-aware."""
     if moment.tzinfo is None:
-        raise InvalidValue("a moment must carry a timezone", value=str(moment))
+        raise InvalidValue("a moment must carry a timezone", field="at", value=str(moment))
     return moment
 
 

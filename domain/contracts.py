@@ -36,6 +36,13 @@ class ContractNotActive(DomainError):
     code = "contract-not-active"
 
 
+class RenewalTooLong(InvalidValue):
+    """A renewal never carries a contract's end more than 3 years past the renewal's day
+    (renewals run 1-3 years; two renewals in a row cannot add up to more)."""
+
+    code = "renewal-too-long"
+
+
 class ContractNotDue(DomainError):
     """A contract expires only after its last day."""
 
@@ -109,7 +116,9 @@ class Contract(Aggregate):
     def renew(self, years: int, actor: Actor, at: datetime) -> date:
         """Extend by 1-3 years from the current end; returns the new last day.
 
-        A contract whose last day has passed is over: it is not renewed but signed anew.
+        The new last day is at most 3 years after the day of the renewal (``at``), so a
+        renewal made early, or on top of another renewal, is shorter or refused. A contract
+        whose last day has passed is over: it is not renewed but signed anew.
         """
         self._ensure_center(actor)
         if self.status != ContractStatus.ACTIVE or at.date() > self.end:
@@ -118,6 +127,15 @@ class Contract(Aggregate):
             raise InvalidValue("a renewal runs 1 to 3 years", field="years")
         self._ensure_after_last_step("renewal", at)
         new_end = add_years(self.end, years)
+        latest = add_years(at.date(), max(RENEWAL_YEARS))
+        if new_end > latest:
+            raise RenewalTooLong(
+                f"a {years}-year renewal would end the contract on {new_end}, more than "
+                f"{max(RENEWAL_YEARS)} years after today ({at.date()}); the latest end is {latest}",
+                field="years",
+                end=new_end.isoformat(),
+                latest_end=latest.isoformat(),
+            )
         self._renewed(years=years, end=new_end, actor=actor, at=at)
         return new_end
 

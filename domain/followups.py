@@ -285,7 +285,7 @@ class FollowUps(Aggregate):
         if risk_level is not None and risk_level not in RISK_LEVELS:
             raise InvalidValue("risk level is 0 to 5", field="risk_level")
         if on > at.date():
-            raise InvalidValue("a visit cannot be recorded before it happens", field="date")
+            raise InvalidValue("a visit cannot be recorded before it happens", field="on")
         if visit_id in self.visits:
             raise InvalidValue("visit id already used", field="visit_id")
         for name, value in measurements.items():

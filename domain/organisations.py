@@ -76,8 +76,10 @@ class Organisation(Aggregate):
     ) -> Organisation:
         if kind not in set(OrgKind):
             raise InvalidValue(f"unknown organisation kind {kind!r}", field="kind")
-        if not name.strip() or not district.strip():
-            raise InvalidValue("an organisation needs a name and a district")
+        if not name.strip():
+            raise InvalidValue("an organisation needs a name", field="name")
+        if not district.strip():
+            raise InvalidValue("an organisation needs a district", field="district")
         if kind == OrgKind.HOSPITAL and level not in (2, 3):
             raise InvalidValue("a hospital is 2nd or 3rd level", field="level")
         return cls(
@@ -134,8 +136,13 @@ class Organisation(Aggregate):
         self._ensure_own(actor)
         if not self.is_center:
             raise NotACommunityCenter("only community centers record residents")
-        if total < 0 or key_population < 0 or key_population > total:
-            raise InvalidValue("resident counts must satisfy 0 <= key population <= total")
+        if total < 0:
+            raise InvalidValue("the number of residents is at least 0", field="total")
+        if not 0 <= key_population <= total:
+            raise InvalidValue(
+                f"the key population ({key_population}) is between 0 and the total ({total})",
+                field="key_population",
+            )
         self._residents_recorded(
             total=total, key_population=key_population, as_of=as_of, actor=actor, at=at
         )

@@ -42,6 +42,27 @@ class DerivedTag(StrEnum):
     CHILD_0_6 = "child_0_6"
 
 
+def age_on(born: date | None, day: date) -> int:
+    """Completed years on ``day`` of someone born on ``born`` (born on 29 February: birthdays
+    on the 28th in other years); -1 when the birth date is unknown (erased)."""
+    if born is None:
+        return -1
+    years = day.year - born.year
+    return years - 1 if day < add_years(born, years) else years
+
+
+def derived_key_populations(born: date | None, on: date) -> set[str]:
+    """The key populations a birth date puts someone in on a day: 65 and over, children 0-6.
+    Nothing records them: they change with the calendar (a 65th birthday), not with events."""
+    age = age_on(born, on)
+    found: set[str] = set()
+    if age >= 65:
+        found.add(DerivedTag.AGED_65_PLUS)
+    if 0 <= age <= 6:
+        found.add(DerivedTag.CHILD_0_6)
+    return found
+
+
 CHRONIC_TAGS = frozenset(
     {Tag.HYPERTENSION, Tag.TYPE2_DIABETES, Tag.TUBERCULOSIS, Tag.SEVERE_MENTAL_DISORDER}
 )
@@ -246,21 +267,11 @@ class Patient(Aggregate):
     def age_on(self, day: date) -> int:
         """Completed years on ``day`` (someone born on 29 February has birthdays on the 28th);
         -1 once erased (no birth date)."""
-        born = self.birth_date
-        if born is None:
-            return -1
-        years = day.year - born.year
-        return years - 1 if day < add_years(born, years) else years
+        return age_on(self.birth_date, day)
 
     def key_populations(self, on: date) -> set[str]:
         """Recorded tags plus those derived from the birth date on ``on``."""
-        found = set(self.tags)
-        age = self.age_on(on)
-        if age >= 65:
-            found.add(DerivedTag.AGED_65_PLUS)
-        if 0 <= age <= 6:
-            found.add(DerivedTag.CHILD_0_6)
-        return found
+        return set(self.tags) | derived_key_populations(self.birth_date, on)
 
     # --- residence ----------------------------------------------------------------------
 

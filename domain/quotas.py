@@ -144,7 +144,9 @@ class Quota(Aggregate):
             raise InvalidValue("a quota has at least one slot", field="slots")
         if (reserved_for_center is None) == (reserved_for_district is None):
             raise InvalidValue(
-                "a quota is reserved for one community center or one district", field="reserved_for"
+                "a quota is reserved for one community center (reserved_for_center) or one "
+                "district (reserved_for_district)",
+                field="reserved_for_center",
             )
         if kind == QuotaKind.EXPERT:
             if half_day not in set(HalfDay):

@@ -174,8 +174,10 @@ class Referral(Aggregate):
             raise NotPermitted("only the patient's contracted team or its center may refer")
         if urgency not in set(Urgency):
             raise InvalidValue(f"unknown urgency {urgency!r}", field="urgency")
-        if not reason.strip() or not diagnosis.strip():
-            raise InvalidValue("a referral needs a reason and a diagnosis")
+        if not reason.strip():
+            raise InvalidValue("a referral needs a reason", field="reason")
+        if not diagnosis.strip():
+            raise InvalidValue("a referral needs a diagnosis", field="diagnosis")
         return cls(
             id=id,
             patient_id=patient_id,

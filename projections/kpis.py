@@ -10,7 +10,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
+
+from domain.common import InvalidValue
+
+
+def ensure_period(start: date, end: date) -> None:
+    """A period ``[start, end]`` holds at least one day: its last day is not before its first
+    (an inverted period would answer every rate with nothing to count)."""
+    if end < start:
+        raise InvalidValue(
+            f"the period's last day ({end}) is before its first ({start})", field="end"
+        )
 
 
 def rate(numerator: int, denominator: int) -> float | None:

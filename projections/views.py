@@ -22,6 +22,7 @@ from uuid import UUID
 from audit import access
 from audit.access import AccessLog, reads
 from domain.common import add_years
+from domain.patients import derived_key_populations
 from eventstore.errors import DamagedEvent
 from eventstore.keys import KEYS
 from eventstore.personal import reveal
@@ -144,6 +145,8 @@ class ViewQueries:
         self.reader = reader
         #: "Today" for lists that take none is a day of this zone (the deployment's).
         self.timezone = timezone
+        #: The current moment: what "today" is in this zone (tests move it).
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self.store = location.open()
         self.replays = Replays(
             location, builder or in_process(reader), budget or Budget(), keep_open=keep_replays
@@ -233,7 +236,7 @@ class ViewQueries:
         )
         if p is None:
             return None
-        p["tags"] = p["tags"].split(",") if p["tags"] else []
+        self._key_populations(p, as_of)
         p["moved_away"] = bool(p["moved_away"])
         del p["national_id_index"]  # a keyed hash: for finding, never for showing
         p["erased"] = p.pop("erased_at") is not None
@@ -250,6 +253,21 @@ class ViewQueries:
         assert out is not None
         out["contract"] = contract
         return out
+
+    def _key_populations(self, p: dict[str, Any], as_of: datetime | None) -> None:
+        """The patient's key populations: ``tags`` as recorded, ``derived_tags`` from the birth
+        date on the deployment's day (or the as-of moment's day): nothing records those, they
+        change with the calendar; ``key_populations`` both together."""
+        recorded = p["tags"].split(",") if p["tags"] else []
+        day = (as_of or self.clock()).astimezone(self.timezone).date()
+        try:
+            born: date | None = date.fromisoformat(str(self.reveal(p["birth_date"])))
+        except ValueError:  # erased
+            born = None
+        derived = sorted(derived_key_populations(born, day))
+        p["tags"] = recorded
+        p["derived_tags"] = derived
+        p["key_populations"] = sorted({*recorded, *derived})
 
     @reads("search", key="id")
     def search_patients(self, scope: Scope, text: str, page: Page) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from api.deps import AsOfDep, CenterReader, QueriesDep
 from api.openapi import QUERY_ERRORS, example_response, visible
 from api.schemas import CleanText, Day
+from projections.kpis import ensure_period
 
 router = APIRouter(prefix="/kpis", tags=["kpis"])
 
@@ -32,7 +33,9 @@ def kpis(
     center_id: Annotated[UUID | None, Query()] = None,
     district: Annotated[CleanText | None, Query(max_length=100)] = None,
 ) -> dict[str, Any]:
-    """KPI figures for a center or a district over a period, within what you may see."""
+    """KPI figures for a center or a district over a period (both days included), within what
+    you may see. A period whose last day is before its first is refused (422, naming ``end``)."""
+    ensure_period(start, end)
     return visible(
         queries.kpis(who.scope, start, end, center_id=center_id, district=district, as_of=as_of)
     )

@@ -153,6 +153,8 @@ PATIENT_EXAMPLE = {
     "center_id": CENTER_ID,
     "district": "鼓楼区",
     "tags": ["hypertension"],
+    "derived_tags": ["aged_65_plus"],
+    "key_populations": ["aged_65_plus", "hypertension"],
     "contract": None,
 }
 
@@ -164,7 +166,16 @@ PATIENT_EXAMPLE = {
         **QUERY_ERRORS,
         **example_response(
             {
-                "items": [{**PATIENT_EXAMPLE, "contract_id": None}],
+                "items": [
+                    {
+                        **{
+                            k: v
+                            for k, v in PATIENT_EXAMPLE.items()
+                            if k not in ("tags", "derived_tags", "key_populations", "contract")
+                        },
+                        "contract_id": None,
+                    }
+                ],
                 "limit": 50,
                 "offset": 0,
                 "next_offset": None,
@@ -183,7 +194,9 @@ def search_patients(
 
 @router.get("/{patient_id}", responses={**QUERY_ERRORS, **example_response(PATIENT_EXAMPLE)})
 def patient(patient_id: UUID, who: Reader, as_of: AsOfDep, queries: QueriesDep) -> dict[str, Any]:
-    """One registry entry with the current contract."""
+    """One registry entry with the current contract, and its key populations: ``tags`` as
+    recorded, ``derived_tags`` from the birth date on today's date (aged 65+, children 0-6;
+    on the as-of day with ``as_of``), ``key_populations`` both together."""
     return visible(queries.patient(who.scope, patient_id, as_of=as_of))
 
 

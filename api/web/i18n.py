@@ -198,6 +198,9 @@ LABELS: dict[str, tuple[str, str]] = {
     "tag_type2_diabetes": ("type 2 diabetes", "2型糖尿病"),
     "tag_tuberculosis": ("tuberculosis", "结核病"),
     "tag_severe_mental_disorder": ("severe mental disorder", "严重精神障碍"),
+    "tag_aged_65_plus": ("aged 65+", "65岁及以上老年人"),
+    "tag_child_0_6": ("child 0-6", "0-6岁儿童"),
+    "derived_tag": ("from the birth date (not recorded)", "按出生日期推算（非登记）"),
     # follow-up obligations
     "reason_type2_diabetes": ("type 2 diabetes (quarterly)", "2型糖尿病（季度随访）"),
     "reason_severe_mental_disorder": ("severe mental disorder", "严重精神障碍随访"),

@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 
 from domain.common import Actor, InvalidValue, NotPermitted, stable_id
-from domain.contracts import Contract, ContractNotActive, ContractNotDue
+from domain.contracts import Contract, ContractNotActive, ContractNotDue, RenewalTooLong
 from domain.patients import TransferRequired
 from tests.unit.story import (
     CENTER,
@@ -99,7 +99,7 @@ def test_household_members_contracts_carry_the_household() -> None:
 )
 def test_a_renewal_runs_one_to_three_years_from_the_current_end(years: int, new_end: date) -> None:
     c = contract()
-    assert c.renew(years, GP, at(date(2027, 2, 1))) == new_end
+    assert c.renew(years, GP, at(date(2027, 2, 28))) == new_end  # on the term's last day
     assert (c.end, c.renewals) == (new_end, 1)
     assert recorded(c) == ["Signed", "Renewed"]
 
@@ -108,6 +108,27 @@ def test_a_renewal_runs_one_to_three_years_from_the_current_end(years: int, new_
 def test_a_renewal_of_other_lengths_is_refused(years: int) -> None:
     with pytest.raises(InvalidValue):
         contract().renew(years, GP, at(date(2027, 2, 1)))
+
+
+def test_renewals_never_carry_the_end_more_than_three_years_past_the_renewal_day() -> None:
+    """The finding: a 3-year renewal, then a 1-year renewal 40 days into the new term, moved
+    the end four years out, sidestepping the refusal of a 4-year renewal."""
+    c = contract()  # 2026-03-01 .. 2027-02-28
+    assert c.renew(3, GP, at(date(2027, 2, 28))) == date(2030, 2, 28)
+    with pytest.raises(RenewalTooLong) as refused:
+        c.renew(1, GP, at(date(2027, 4, 9)))
+    assert refused.value.field == "years"
+    assert "2031-02-28" in refused.value.message and "2030-04-09" in refused.value.message
+    assert (c.end, c.renewals) == (date(2030, 2, 28), 1)
+    # a year before the end, one more year is within three years of that day
+    assert c.renew(1, GP, at(date(2029, 2, 28))) == date(2031, 2, 28)
+
+
+def test_an_early_renewal_ends_within_three_years_of_its_day() -> None:
+    c = contract()  # ends 2027-02-28
+    with pytest.raises(RenewalTooLong):
+        c.renew(3, GP, at(date(2027, 2, 1)))  # would end 2030-02-28, after 2030-02-01
+    assert c.renew(2, GP, at(date(2027, 2, 1))) == date(2029, 2, 28)
 
 
 def test_a_contract_past_its_last_day_is_signed_anew_not_renewed() -> None:
