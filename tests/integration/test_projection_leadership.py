@@ -2,7 +2,7 @@
 
 Two ``jiayi projections run`` processes on the same store (SQLite: a lock file beside it;
 PostgreSQL: an advisory lock): one leads and folds the log, the other stands by and touches
-nothing; the leader is SIGKILLed, the standby takes over within a bound, the views catch up
+nothing (with the leader frozen by SIGSTOP, the views do not move); the leader is SIGKILLed, the standby takes over within a bound, the views catch up
 and equal a rebuild from the log (nothing applied twice, nothing lost).
 """
 
@@ -120,14 +120,19 @@ def test_one_runner_leads_the_other_stands_by_and_takes_over_when_it_is_killed(
         wait_for(lambda: view_position(settings) == app.max_position(), 60, "the views")
         more_patients(world, 300, 3)
         wait_for(lambda: view_position(settings) == app.max_position(), 60, "the views again")
-        time.sleep(1.5)  # the standby had more than one look at the lock meanwhile
+        # the leader frozen (its lock still held): nobody else moves the views
+        first.process.send_signal(signal.SIGSTOP)
+        frozen_at = view_position(settings)
+        more_patients(world, 400, 4)
+        time.sleep(2.5)  # the standby had more than one look at the lock meanwhile
+        assert view_position(settings) == frozen_at < app.max_position(), "the standby worked"
         assert not second.said("leader of"), "the standby led while the leader lived"
-        assert first.process.poll() is None and second.process.poll() is None
+        assert second.process.poll() is None
 
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(10)
         killed = time.monotonic()
-        more_patients(world, 400, 4)
+        more_patients(world, 500, 2)
         wait_for(lambda: second.said("leader of projections"), TAKEOVER, "the standby to lead")
         wait_for(
             lambda: view_position(settings) == app.max_position(),
@@ -185,11 +190,11 @@ def test_a_runner_whose_lock_connection_drops_stops_at_once_and_the_standby_take
         assert isinstance(lock, PostgresLeadership) and lock.conn is not None
         with psycopg.connect(settings.postgres_dsn(), autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (lock.conn.info.backend_pid,))
-        more_patients(world, 500, 3)  # work for whoever leads now
+        more_patients(world, 700, 3)  # work for whoever leads now
         wait_for(lambda: duties[1].held is True, 20, "the standby to take over")
         applied = runners[0].batches
         wait_for(lambda: view_position(settings) == app.max_position(), 30, "the views again")
-        more_patients(world, 600, 2)
+        more_patients(world, 800, 2)
         wait_for(lambda: view_position(settings) == app.max_position(), 30, "and again")
         assert runners[0].batches == applied, "the runner that lost its lock kept working"
         assert duties[0].held is False
