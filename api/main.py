@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from api import errors
 from api.idempotency import IdempotencyMiddleware
 from api.limits import BodyLimit, SecurityHeaders
+from api.requestid import JiayiAPI
 from api.routes import MODULES
 from api.services import Services
 from api.web import install as install_pages
@@ -78,7 +79,8 @@ def create_app(
             if on_stop is not None:
                 on_stop()
 
-    api = FastAPI(
+    # every answer carries X-Request-ID; the id is in every log line and event it causes
+    api = JiayiAPI(
         title="jiayi (家医) care coordination API",
         version="0.1.0",
         description=DESCRIPTION,

@@ -19,6 +19,7 @@ from uuid import UUID
 from api.database import SideStore
 from domain.common import Actor, stable_id
 from projections.queries import Reader, Scope
+from runtime.logs import current_request_id
 
 
 class Role(StrEnum):
@@ -45,9 +46,10 @@ class Principal:
 
     @property
     def actor(self) -> Actor:
-        """Who every write records. Roles without an organisation act for a stable pseudo-org."""
+        """Who every write records, with the request being handled (``api.requestid``).
+        Roles without an organisation act for a stable pseudo-org."""
         org = self.org_id or stable_id("role", self.role, self.district or "")
-        return Actor(self.staff_id, org)
+        return Actor(self.staff_id, org, request_id=current_request_id())
 
     @property
     def reader(self) -> Reader:

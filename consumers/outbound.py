@@ -33,7 +33,6 @@ from uuid import UUID
 from eventsourcing.persistence import Notification, Tracking
 from kafka import KafkaProducer
 
-from consumers.leadership import Leadership
 from consumers.messages import CONTENT_TYPE, domain_event
 from consumers.routing import Router, apply_cut
 from consumers.topics import outbound_topic
@@ -41,6 +40,7 @@ from domain.application import CareCoordination
 from domain.quotas import Quota
 from eventstore.errors import DamagedEvent
 from eventstore.keys import KeyRing
+from runtime.leadership import Leadership
 
 log = logging.getLogger(__name__)
 SEND_TIMEOUT = 120.0
@@ -116,7 +116,7 @@ class Relay:
         self.damaged_retry = damaged_retry
         #: (the position it stopped before, the damaged event met there); None: not stopped.
         self.stopped: tuple[int, DamagedEvent] | None = None
-        #: Held while this relay publishes (see :mod:`consumers.leadership`); None: always.
+        #: Held while this relay publishes (see :mod:`runtime.leadership`); None: always.
         self.leadership = leadership
         self.recorder: TrackingRecorder = app.recorder  # type: ignore[assignment]
         self.producers = producers
@@ -318,19 +318,13 @@ class Relay:
     ) -> None:
         """Publish until ``stop`` is set, while holding the leadership; stand by otherwise."""
         backoff = 0.5
-        standing_by = False
         try:
             while not stop.is_set():
+                # a change of leadership is logged by the duty (runtime.leadership.Duty)
                 if self.leadership is not None and not self.leadership.hold():
-                    if not standing_by:
-                        log.info("relay: another instance publishes %s*; standing by", self.prefix)
-                        standing_by = True
                     self.drop_producer()
                     stop.wait(standby_poll)
                     continue
-                if standing_by:
-                    log.info("relay: leading for %s* from %d", self.prefix, self.position())
-                    standing_by = False
                 try:
                     sent = self.publish_once()
                     backoff = 0.5

@@ -26,10 +26,13 @@ ADMINISTRATION = uuid.uuid5(NAMESPACE, "role/administrator/")
 
 @dataclass(frozen=True)
 class Actor:
-    """Who took a step: a person (staff id) acting for an organisation."""
+    """Who took a step: a person (staff id) acting for an organisation; ``request_id``: the
+    HTTP request that asked for it (X-Request-ID), when one did (None: a partner's message, a
+    command, events stored before issue 17)."""
 
     staff_id: str
     org_id: UUID
+    request_id: str | None = None
 
 
 def add_years(day: date, years: int) -> date:
@@ -140,10 +143,16 @@ class ActorAsDict(Transcoding):
     name = "actor"
 
     def encode(self, obj: Actor) -> dict[str, str]:
-        return {"staff_id": obj.staff_id, "org_id": obj.org_id.hex}
+        if obj.request_id is None:  # stored as before the request id existed
+            return {"staff_id": obj.staff_id, "org_id": obj.org_id.hex}
+        return {"staff_id": obj.staff_id, "org_id": obj.org_id.hex, "request_id": obj.request_id}
 
     def decode(self, data: dict[str, str]) -> Actor:
-        return Actor(staff_id=data["staff_id"], org_id=UUID(data["org_id"]))
+        return Actor(
+            staff_id=data["staff_id"],
+            org_id=UUID(data["org_id"]),
+            request_id=data.get("request_id"),
+        )
 
 
 def utc(moment: datetime) -> datetime:

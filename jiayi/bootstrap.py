@@ -26,10 +26,10 @@ from projections.location import Location
 from projections.replays import Budget
 from projections.runner import RebuildSummary, Runner, RunnerThread, rebuild
 from projections.views import ViewQueries
+from runtime.leadership import Duty, FileLeadership, PostgresLeadership, lock_file_name
 
 if TYPE_CHECKING:
     from consumers.inbound import InboundConsumer
-    from consumers.leadership import Leadership
     from consumers.outbound import Relay
 
 
@@ -243,7 +243,10 @@ def build_projections(
         Runner(store, reader)  # creates missing tables and tracking rows before readers arrive
         ensure_access_log(store)
         store.close()
-    runner = RunnerThread(location.open, reader, poll=poll).start() if run else None
+    runner = None
+    if run:  # one runner per event store works: this one stands by while another leads
+        duty = build_duty(settings, PROJECTIONS_DUTY)
+        runner = RunnerThread(location.open, reader, poll=poll, leadership=duty).start()
     # every read of a patient's data through these queries is recorded (audit.access)
     queries = ViewQueries(
         location,
@@ -460,12 +463,22 @@ def build_relay(settings: Settings, app: CareCoordination | None = None) -> Rela
     )
 
 
-def build_relay_leadership(settings: Settings) -> Leadership:
-    """The lock one relay per event store and partner topic prefix holds while it publishes."""
-    from consumers.leadership import FileLeadership, PostgresLeadership
+def build_relay_leadership(settings: Settings) -> Duty:
+    """The duty one relay per event store and partner topic prefix holds while it publishes."""
+    return build_duty(settings, f"kafka-relay:{settings.partner_topic_prefix}")
 
-    prefix = settings.partner_topic_prefix
+
+#: The duty of following the log into the views (``jiayi projections run``, or the runner
+#: inside ``jiayi serve``): one runner per event store works, others stand by.
+PROJECTIONS_DUTY = "projections"
+
+
+def build_duty(
+    settings: Settings, duty: str, on_change: Callable[[bool], None] | None = None
+) -> Duty:
+    """The lock of a single-writer ``duty`` of this deployment (:mod:`runtime.leadership`):
+    an advisory lock keyed by ``<schema>:<duty>`` on PostgreSQL, a file beside SQLite."""
     if settings.uses_postgres:
-        name = f"{settings.postgres_schema or 'public'}:kafka-relay:{prefix}"
-        return PostgresLeadership(settings.postgres_dsn(), name)
-    return FileLeadership(settings.data_dir / f"kafka-relay.{prefix}lock")
+        name = f"{settings.postgres_schema or 'public'}:{duty}"
+        return Duty(duty, PostgresLeadership(settings.postgres_dsn(), name), on_change)
+    return Duty(duty, FileLeadership(settings.data_dir / lock_file_name(duty)), on_change)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
 from eventstore.keys import KeyRingError
 from jiayi.settings import InvalidSettings, Settings
+from runtime import logs
 
 #: Modules under ``jiayi.commands`` with ``register(subparsers)``; each sets ``func``.
 COMMANDS = (
@@ -28,6 +30,9 @@ COMMANDS = (
     "patients",
     "keys",
 )
+#: Long-running processes log at INFO (leadership, failures, requests); the others only what
+#: needs attention.
+LONG_RUNNING = ("serve", "consume", "publish", "projections")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.lines:
             print(f"jiayi {args.command}: invalid setting {line}", file=sys.stderr)
         return 2
+    # the one logging setup of every command (JIAYI_LOG_FORMAT)
+    level = logging.INFO if args.command in LONG_RUNNING else logging.WARNING
+    logs.configure(args.settings.log_format, level)
     try:
         result = args.func(args)
     except KeyRingError as exc:  # a missing, unreadable or wrong master key file

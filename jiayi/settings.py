@@ -193,6 +193,9 @@ class Settings(BaseSettings):
     #: Language of the web pages (``zh`` or ``en``) when neither ``?lang=``, the cookie nor the
     #: browser's Accept-Language chooses one.
     ui_language: Literal["zh", "en"] = "zh"
+    #: How every process logs (``runtime.logs``): plain text lines, or one JSON object per line
+    #: (time in UTC, level, logger, message, request id and other context fields).
+    log_format: Literal["text", "json"] = "text"
     http_port: Port = 8000
     #: Worker threads of a server process for the (synchronous) routes: requests beyond this
     #: many wait in line instead of competing for the same cores and aggregates.

@@ -34,6 +34,7 @@ from projections.events import Ev, LogReader
 from projections.relations import RelationsProjection
 from projections.store import ViewStore
 from projections.timeline import TimelineProjection
+from runtime.leadership import Leadership
 from runtime.pacing import CollectBetweenBatches
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,10 @@ APPEND_FLUSH = 50_000
 
 class PositionMoved(Exception):
     """Another writer moved a view's position meanwhile: this batch was not applied."""
+
+
+class NotLeader(Exception):
+    """This runner no longer holds the projections duty: the batch was not applied."""
 
 
 def select(names: Sequence[str] | None = None) -> list[Projection]:
@@ -116,6 +121,8 @@ class Runner:
         self.reader = reader
         self.projections = list(projections or select())
         self.rows = {p.name: Rows(store, p.table_map()) for p in self.projections}
+        #: Asked just before each batch is written: False stops it (:class:`NotLeader`).
+        self.guard: Callable[[], bool] | None = None
         setup(store, self.projections)
 
     def positions(self) -> dict[str, int]:
@@ -142,6 +149,8 @@ class Runner:
                 for ev in events:
                     if ev.position > done:
                         p.apply(ev, rows)
+            if self.guard is not None and not self.guard():
+                raise NotLeader("the projections duty went to another runner")
             with self.store.transaction():
                 for p in self.projections:
                     if positions[p.name] >= last:
@@ -268,6 +277,11 @@ class RunnerThread:
     the thread forgets its cache, reconnects and carries on from the stored positions. At a
     damaged event it stops (the views stay just before it), keeps it in :attr:`damaged`, logs
     it and looks again every ``damaged_retry`` seconds, going on once the row is repaired.
+
+    With ``leadership`` (the projections duty, :mod:`runtime.leadership`) it works only while
+    it holds it: it checks before writing each batch (and every ``recheck`` seconds when idle)
+    and stops at once when the lock is gone; otherwise it stands by, looking every
+    ``standby_poll`` seconds. A stop lets the duty go.
     """
 
     def __init__(
@@ -277,11 +291,20 @@ class RunnerThread:
         poll: float = 0.05,
         name: str = "projections-runner",
         damaged_retry: float = DAMAGED_RETRY,
+        leadership: Leadership | None = None,
+        standby_poll: float = 1.0,
+        recheck: float = 1.0,
     ) -> None:
         self.open_store = open_store
         self.reader = reader
         self.poll = poll
         self.damaged_retry = damaged_retry
+        self.leadership = leadership
+        self.standby_poll = standby_poll
+        self.recheck = recheck
+        self._checked = 0.0
+        #: Batches this thread applied (0 for a runner that only stood by).
+        self.batches = 0
         self.stopping = threading.Event()
         self.nudged = threading.Event()
         self.failures = 0
@@ -302,19 +325,49 @@ class RunnerThread:
         self.nudged.set()
         self.thread.join(timeout)
 
+    def _leads(self) -> bool:
+        """Whether this thread holds the duty (always, without one); asks the lock."""
+        if self.leadership is None:
+            return True
+        self._checked = time.monotonic()
+        return self.leadership.hold()
+
+    def _still_leads(self) -> bool:
+        """As :meth:`_leads`, asking the lock at most every ``recheck`` seconds."""
+        if self.leadership is None or time.monotonic() - self._checked < self.recheck:
+            return True
+        return self._leads()
+
     def _loop(self) -> None:
+        try:
+            self._follow()
+        finally:
+            if self.leadership is not None:
+                self.leadership.release()
+
+    def _follow(self) -> None:
         backoff = 0.1
         while not self.stopping.is_set():
+            if not self._leads():  # standing by (the duty logs the change)
+                self.stopping.wait(self.standby_poll)
+                continue
             store: ViewStore | None = None
             try:
                 store = self.open_store()
                 runner = Runner(store, self.reader)
+                runner.guard = self._leads
                 while not self.stopping.is_set():
+                    if not self._still_leads():
+                        raise NotLeader("the projections duty is gone")
                     if runner.run_once() == 0:
                         self.nudged.wait(self.poll)
                         self.nudged.clear()
+                    else:
+                        self.batches += 1
                     backoff = 0.1
                     self.damaged = None
+            except NotLeader:  # stopped at once; a standby may take over before it looks again
+                self.stopping.wait(self.standby_poll)
             except DamagedEvent as exc:
                 self.damaged = exc
                 log.error(

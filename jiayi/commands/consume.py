@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import threading
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from audit.seals import start_schedule
 from jiayi.bootstrap import build_inbound_consumer, ensure_topics
 from jiayi.settings import Settings
+from runtime.logs import announce
 
 
 def register(sub: Any) -> None:
@@ -29,19 +29,17 @@ def stop_on_signals() -> threading.Event:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings: Settings = args.settings
     ensure_topics(settings)
     inbound = build_inbound_consumer(settings)
     stop = stop_on_signals()
     seals = start_schedule(settings)
-    print(
+    announce(
         f"consuming {settings.partner_topic_prefix}<organisation>.in"
-        f" as group {settings.consumer_group}",
-        flush=True,
+        f" as group {settings.consumer_group}"
     )
     inbound.run(stop, idle_exit=args.idle_exit)
-    print(f"applied {inbound.applied}, dead-lettered {inbound.dead}", flush=True)
+    announce(f"applied {inbound.applied}, dead-lettered {inbound.dead}")
     inbound.consumer.close()
     if seals is not None:
         seals.stop()

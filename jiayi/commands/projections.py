@@ -14,10 +14,17 @@ from typing import Any
 from tqdm import tqdm
 
 from eventstore.errors import DamagedEvent
-from jiayi.bootstrap import build_application, rebuild_views, view_location
+from jiayi.bootstrap import (
+    PROJECTIONS_DUTY,
+    build_application,
+    build_duty,
+    rebuild_views,
+    view_location,
+)
 from jiayi.settings import Settings
 from projections.events import LogReader
 from projections.runner import PROJECTIONS, Runner, RunnerThread
+from runtime.logs import announce
 
 
 def register(sub: Any) -> None:
@@ -84,18 +91,21 @@ def run_catch_up(args: argparse.Namespace) -> int:
 
 
 def run_follow(args: argparse.Namespace) -> int:
-    """The projection runner as its own process; restarts itself after failures."""
+    """The projection runner as its own process; restarts itself after failures. One runner
+    per event store works (the projections duty); another stands by and takes over."""
     import signal
     import threading
 
     settings: Settings = args.settings
     app = build_application(settings)
     location = view_location(settings)
-    runner = RunnerThread(location.open, LogReader(app), poll=args.poll).start()
+    duty = build_duty(settings, PROJECTIONS_DUTY)
+    runner = RunnerThread(location.open, LogReader(app), poll=args.poll, leadership=duty)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
-    print("following the log; SIGTERM or Ctrl-C stops")
+    runner.start()
+    announce("following the log (one runner leads, others stand by); SIGTERM or Ctrl-C stops")
     done.wait()
     runner.stop()
     app.close()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from typing import Any
 
 from audit.seals import start_schedule
 from jiayi.bootstrap import build_relay, ensure_topics
 from jiayi.commands.consume import stop_on_signals
 from jiayi.settings import Settings
+from runtime.logs import announce
 
 
 def register(sub: Any) -> None:
@@ -20,20 +20,18 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings: Settings = args.settings
     ensure_topics(settings)
     relay = build_relay(settings)
     stop = stop_on_signals()
     seals = start_schedule(settings, to_kafka=True)
-    print(
+    announce(
         f"publishing to {settings.partner_topic_prefix}<organisation>.out"
         + (f" and {settings.platform_topic}" if settings.platform_topic else "")
-        + f" from position {relay.position()}",
-        flush=True,
+        + f" from position {relay.position()}"
     )
     relay.run(stop)
-    print(f"published {relay.published}", flush=True)
+    announce(f"published {relay.published}")
     if seals is not None:
         seals.stop()
     relay.app.close()

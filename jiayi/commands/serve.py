@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from domain.application import CareCoordination
 from jiayi.bootstrap import Projections, build_application, build_projections, schema_lock
 from jiayi.settings import Settings
+from runtime.logs import announce
 
 if TYPE_CHECKING:
     from jiayi.demo import DemoSummary
@@ -76,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
             create_app(settings, app=app, queries=views.queries, on_stop=close),
             host=host,
             port=port,
+            # logging as runtime.logs set it up; one line per request from api.requestid
+            log_config=None,
+            access_log=False,
         )
     finally:
         close()
@@ -101,7 +105,7 @@ def demo_if_empty(
     empty store not asked for one says so."""
     if patients is None and settings.uses_postgres:
         if app.max_position() == 0:
-            print("empty store on PostgreSQL: no demo city (ask for one: --demo-patients N)")
+            announce("empty store on PostgreSQL: no demo city (ask for one: --demo-patients N)")
         return None
     size = DEMO_PATIENTS if patients is None else patients
     if size <= 0:
@@ -111,10 +115,9 @@ def demo_if_empty(
             return None
         from jiayi.demo import generate
 
-        print(f"empty store: building a demo city of {size} residents ...")
+        announce(f"empty store: building a demo city of {size} residents ...")
         summary = generate(app, size, seed)
-    for line in summary.lines():
-        print("  " + line)
+    announce("\n".join("  " + line for line in summary.lines()))
     return summary
 
 
@@ -132,7 +135,7 @@ def _program() -> str:
 def _print_help(host: str, port: int) -> None:
     base = f"http://{host}:{port}"
     jiayi = _program()
-    print(
+    announce(
         "\n".join(
             [
                 f"jiayi API on {base}",
@@ -153,9 +156,10 @@ def _print_organisations(app: CareCoordination, limit: int = 6) -> None:
     """A few organisation ids to issue center or hospital staff tokens for."""
     topic = "domain.organisations:Organisation.Registered"
     found = app.recorder.select_notifications(start=1, limit=limit, topics=[topic])
-    if found:
-        print("  organisations (for --org):")
+    lines = ["  organisations (for --org):"] if found else []
     for notification in found:
         event = app.mapper.to_domain_event(notification)
         kind = getattr(event, "kind", "?")
-        print(f"    {event.originator_id}  {kind:<16} {getattr(event, 'name', '')}")
+        lines.append(f"    {event.originator_id}  {kind:<16} {getattr(event, 'name', '')}")
+    if lines:
+        announce("\n".join(lines))

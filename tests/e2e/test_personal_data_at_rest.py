@@ -576,8 +576,8 @@ def test_no_personal_data_in_plain_text_anywhere_after_a_demo_and_a_journey(
         assert any(p.startswith("file asof/") for p in seen.leaks), "and in the replay's"
     for path in sorted(logs.iterdir()):
         findings.scan(f"log {path.name}", path.read_bytes())
-    access = (logs / "serve.stdout").read_text()
-    assert "/patients/search" in access, "uvicorn's access log (stdout) was captured"
+    access = (logs / "serve.stderr").read_text()
+    assert "/patients/search" in access, "the access log (api.requestid, stderr) was captured"
 
     leaks = {where: sorted(kinds) for where, kinds in findings.leaks.items()}
     assert not leaks, f"personal data in plain text (where: kinds of value): {leaks}"

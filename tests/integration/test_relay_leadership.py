@@ -9,9 +9,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from consumers.leadership import FileLeadership, PostgresLeadership
 from jiayi.bootstrap import build_application, build_relay, ensure_topics
 from jiayi.settings import Settings
+from runtime.leadership import FileLeadership, PostgresLeadership
 from tests.kafka_helpers import as_json, exchange_settings, read_all
 from tests.world import build_world
 
