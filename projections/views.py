@@ -378,7 +378,9 @@ class ViewQueries:
         now = moment_text(as_of or datetime.now(UTC))
         r = db.one(
             f"SELECT r.*, CASE WHEN {OVERDUE_DECISION.format(r='r')} THEN 1 ELSE 0 END "
-            f"AS decision_overdue FROM v_referrals r WHERE r.id = ? AND {visible}",
+            "AS decision_overdue, (SELECT name FROM v_orgs WHERE id = r.center_id) AS center_name, "
+            "(SELECT name FROM v_orgs WHERE id = r.hospital_id) AS hospital_name "
+            f"FROM v_referrals r WHERE r.id = ? AND {visible}",
             [now, referral_id.hex, *params],
         )
         if r is None:
