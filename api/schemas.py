@@ -341,23 +341,85 @@ class Prescription(BaseModel):
     days: Annotated[int, Field(ge=1, le=366)] | None = None
 
 
+class Diagnosis(BaseModel):
+    """One diagnosis of the two-way referral form: its ICD-10 code and its text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: Annotated[
+        str,
+        Field(
+            pattern=r"^\s*[A-Za-z][0-9]{2}(\.[0-9A-Za-z]{1,4})?\s*$",
+            max_length=16,
+            description="ICD-10: a letter, two digits, optionally a dot and 1-4 letters or "
+            "digits (E11.9, I10, E11.65); stored upper case",
+        ),
+        Clean,
+    ]
+    text: Text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "text": self.text}
+
+
+Diagnoses = Annotated[list[Diagnosis], Field(max_length=20)]
+Phone = Annotated[
+    str,
+    Field(
+        max_length=40,
+        description="5-20 digits with spaces, dashes, brackets or a leading + (025-83262000)",
+    ),
+    Clean,
+]
+
+
 class RequestReferral(Command):
+    """The two-way referral form up (转出单)."""
+
     model_config = _example(
         patient_id=PATIENT_ID,
         hospital_id=HOSPITAL_ID,
         department="cardiology",
         reason="血压控制不佳，疑继发性高血压",
-        diagnosis="I10",
+        diagnoses=[
+            {"code": "I10", "text": "原发性高血压"},
+            {"code": "E11.9", "text": "2型糖尿病"},
+        ],
+        past_history="高血压10年，糖尿病5年",
+        treatment="氨氯地平5mg qd，二甲双胍0.5g bid",
+        referring_doctor="李医生",
+        doctor_phone="025-83262000",
         urgency="routine",
     )
 
     patient_id: UUID
     hospital_id: UUID
     department: Text
-    reason: Text
-    diagnosis: Text
+    reason: Annotated[
+        str,
+        Field(
+            min_length=1, max_length=4000, description="主要现病史 and why the patient is referred"
+        ),
+        Clean,
+    ]
+    diagnoses: Diagnoses = Field(
+        default_factory=list, description="初步印象: at least one, unless `diagnosis` is given"
+    )
+    diagnosis: Text | None = Field(
+        default=None,
+        json_schema_extra={"deprecated": True},
+        description="deprecated (before the form): a free-text diagnosis, recorded without a "
+        "code; send `diagnoses`",
+    )
+    past_history: LongText = Field(default="", description="主要既往史")
+    treatment: LongText = Field(default="", description="治疗经过")
+    referring_doctor: Annotated[str, Field(max_length=100), Clean] = ""
+    doctor_phone: Phone = ""
     urgency: Urgency = Urgency.ROUTINE
     id: UUID | None = None
+
+    def diagnosis_dicts(self) -> list[dict[str, Any]]:
+        return [d.as_dict() for d in self.diagnoses]
 
 
 class Accept(Command):
@@ -395,15 +457,39 @@ class ReturnPlan(Command):
         prescriptions=[{"drug": "氨氯地平", "dose": "5mg", "frequency": "qd", "days": 30}],
         rehabilitation="低盐饮食，每日监测血压",
         follow_up_due="2026-06-15",
+        diagnoses=[{"code": "I10", "text": "原发性高血压"}],
+        inpatient_number="ZY2026-001234",
+        key_results="24h动态血压均值 132/84 mmHg",
+        next_plan="继续降压治疗，4周后复诊",
     )
 
-    summary: Annotated[str, Field(min_length=1, max_length=4000), Clean]
+    summary: Annotated[
+        str, Field(min_length=1, max_length=4000, description="治疗经过 (discharge summary)"), Clean
+    ]
     prescriptions: list[Prescription] = Field(default_factory=list, max_length=50)
-    rehabilitation: LongText = ""
+    rehabilitation: LongText = Field(default="", description="康复建议")
     follow_up_due: Day
+    diagnoses: Diagnoses = Field(default_factory=list, description="诊断结果")
+    inpatient_number: Annotated[str, Field(max_length=64), Clean] = Field(
+        default="", description="住院病案号"
+    )
+    key_results: LongText = Field(default="", description="主要检查结果")
+    next_plan: LongText = Field(default="", description="下一步治疗方案")
 
     def prescription_dicts(self) -> list[dict[str, Any]]:
         return [p.model_dump(exclude_none=True) for p in self.prescriptions]
+
+    def diagnosis_dicts(self) -> list[dict[str, Any]]:
+        return [d.as_dict() for d in self.diagnoses]
+
+    def form(self) -> dict[str, Any]:
+        """The return form's fields besides summary, prescriptions and rehabilitation."""
+        return {
+            "diagnoses": self.diagnosis_dicts(),
+            "inpatient_number": self.inpatient_number,
+            "key_results": self.key_results,
+            "next_plan": self.next_plan,
+        }
 
 
 class StartReturn(ReturnPlan):

@@ -72,14 +72,21 @@ class Command:
 
 @dataclass(frozen=True)
 class RequestReferral(Command):
-    type = "cn.jiayi.partner.referral.requested.v1"
+    """The referral up with its form (转出单); ``diagnoses``: (code or None, text) pairs (None
+    only from version 1, whose free-text diagnosis carried no code)."""
+
+    type = "cn.jiayi.partner.referral.requested.v2"
     referral_id: UUID
     patient_id: UUID
     hospital_id: UUID
     department: str
     reason: str
-    diagnosis: str
+    diagnoses: tuple[tuple[str | None, str], ...]
     urgency: str
+    past_history: str = ""
+    treatment: str = ""
+    referring_doctor: str = ""
+    doctor_phone: str = ""
 
     def touches(self) -> Iterator[UUID]:
         # the new referral's id too: the prefetch then knows whether it is taken
@@ -99,7 +106,11 @@ class RequestReferral(Command):
             hospital_id=self.hospital_id,
             department=self.department,
             reason=self.reason,
-            diagnosis=self.diagnosis,
+            diagnoses=[{"code": code, "text": text} for code, text in self.diagnoses],
+            past_history=self.past_history,
+            treatment=self.treatment,
+            referring_doctor=self.referring_doctor,
+            doctor_phone=self.doctor_phone,
             urgency=self.urgency,
             actor=actor,
             id=self.referral_id,
@@ -146,11 +157,17 @@ class RecordArrival(ReferralStep):
 
 @dataclass(frozen=True)
 class ReturnToCommunity(ReferralStep):
-    type = "cn.jiayi.partner.patient.discharged.v1"
+    """The return with its form (回转单)."""
+
+    type = "cn.jiayi.partner.patient.discharged.v2"
     summary: str = ""
     prescriptions: tuple[dict[str, Any], ...] = ()
     rehabilitation: str = ""
     follow_up_due: date = date.min
+    diagnoses: tuple[tuple[str | None, str], ...] = ()
+    inpatient_number: str = ""
+    key_results: str = ""
+    next_plan: str = ""
 
     def run(self, app: CareCoordination, actor: Actor, at: datetime | None) -> None:
         app.return_to_community(
@@ -161,6 +178,10 @@ class ReturnToCommunity(ReferralStep):
             follow_up_due=self.follow_up_due,
             actor=actor,
             at=at,
+            diagnoses=[{"code": code, "text": text} for code, text in self.diagnoses],
+            inpatient_number=self.inpatient_number,
+            key_results=self.key_results,
+            next_plan=self.next_plan,
         )
 
 
@@ -219,16 +240,55 @@ class RecordFollowUp(Command):
         )
 
 
+def _diagnoses(found: list[dict[str, Any]]) -> tuple[tuple[str | None, str], ...]:
+    return tuple((d.get("code"), d["text"]) for d in found)
+
+
 def _referral(d: dict[str, Any], source: str, id: str) -> RequestReferral:
+    """referral.requested v2 (current)."""
     return RequestReferral(
         referral_id=stable_id(source, id),  # a re-published request names the same referral
         patient_id=UUID(d["patient_id"]),
         hospital_id=UUID(d["hospital_id"]),
         department=d["department"],
         reason=d["reason"],
-        diagnosis=d["diagnosis"],
+        diagnoses=_diagnoses(d["diagnoses"]),
         urgency=d["urgency"],
+        past_history=d.get("past_history", ""),
+        treatment=d.get("treatment", ""),
+        referring_doctor=d.get("referring_doctor", ""),
+        doctor_phone=d.get("doctor_phone", ""),
     )
+
+
+def referral_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """The data of referral.requested v1 as v2: its free-text diagnosis as one diagnosis with
+    no code (as the domain reads referrals recorded before the form), the form's other fields
+    empty."""
+    out = {k: v for k, v in data.items() if k != "diagnosis"}
+    out["diagnoses"] = [{"code": None, "text": data["diagnosis"]}]
+    return out
+
+
+def _discharged(d: dict[str, Any], source: str, id: str) -> ReturnToCommunity:
+    """patient.discharged v2 (current)."""
+    return ReturnToCommunity(
+        UUID(d["referral_id"]),
+        summary=d["summary"],
+        prescriptions=tuple(d["prescriptions"]),
+        rehabilitation=d.get("rehabilitation", ""),
+        follow_up_due=date.fromisoformat(d["follow_up_due"]),
+        diagnoses=_diagnoses(d.get("diagnoses", [])),
+        inpatient_number=d.get("inpatient_number", ""),
+        key_results=d.get("key_results", ""),
+        next_plan=d.get("next_plan", ""),
+    )
+
+
+def discharged_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """The data of patient.discharged v1 as v2: no diagnoses, the return form's new fields
+    empty (what the domain reads for returns recorded before the form)."""
+    return {**data, "diagnoses": []}
 
 
 #: Measurements of followup.recorded v2 -> (the domain's name, conversions to its unit).
@@ -332,6 +392,9 @@ class InboundType:
 #: followup.recorded v1: accepted for six months after v2 was published (2026-11-30), that is
 #: until 2027-05-31; refused from this day.
 FOLLOWUP_V1_SUNSET = date(2027, 6, 1)
+#: referral.requested v1 and patient.discharged v1 (before the two-way referral form): likewise
+#: accepted for six months after their v2 (2026-11-30), until 2027-05-31.
+REFERRAL_FORM_V1_SUNSET = date(2027, 6, 1)
 
 
 def _inbound(command: type[Command], translate: Translate, **previous: Deprecated) -> InboundType:
@@ -343,7 +406,11 @@ def _inbound(command: type[Command], translate: Translate, **previous: Deprecate
 INBOUND = {
     t.name: t
     for t in (
-        _inbound(RequestReferral, _referral),
+        _inbound(
+            RequestReferral,
+            _referral,
+            v1=Deprecated(REFERRAL_FORM_V1_SUNSET, referral_v1_to_v2),
+        ),
         _inbound(
             AcceptReferral,
             lambda d, s, i: AcceptReferral(UUID(d["referral_id"]), note=d.get("note", "")),
@@ -357,13 +424,8 @@ INBOUND = {
         _inbound(RecordArrival, lambda d, s, i: RecordArrival(UUID(d["referral_id"]))),
         _inbound(
             ReturnToCommunity,
-            lambda d, s, i: ReturnToCommunity(
-                UUID(d["referral_id"]),
-                summary=d["summary"],
-                prescriptions=tuple(d["prescriptions"]),
-                rehabilitation=d.get("rehabilitation", ""),
-                follow_up_due=date.fromisoformat(d["follow_up_due"]),
-            ),
+            _discharged,
+            v1=Deprecated(REFERRAL_FORM_V1_SUNSET, discharged_v1_to_v2),
         ),
         _inbound(
             RecordAttendance,

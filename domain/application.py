@@ -8,7 +8,7 @@ so two ids cannot be swapped by position.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, cast
@@ -614,12 +614,19 @@ class CareCoordination(UnitOfWork):
         hospital_id: UUID,
         department: str,
         reason: str,
-        diagnosis: str,
         urgency: str,
         actor: Actor,
+        diagnosis: str = "",
         id: UUID | None = None,
         at: datetime | None = None,
+        diagnoses: Sequence[Mapping[str, Any]] = (),
+        past_history: str = "",
+        treatment: str = "",
+        referring_doctor: str = "",
+        doctor_phone: str = "",
     ) -> Outcome:
+        """The two-way referral form up (转出单); ``diagnosis`` (free text, no code) is what
+        requests carried before the form."""
         when = self.when(at)
         patient = self.load(Patient, patient_id)
         contract = self.load(Contract, patient.contract_id) if patient.contract_id else None
@@ -640,11 +647,17 @@ class CareCoordination(UnitOfWork):
             department=department,
             reason=reason,
             diagnosis=diagnosis,
+            diagnoses=diagnoses,
+            past_history=past_history,
+            treatment=treatment,
+            referring_doctor=referring_doctor,
+            doctor_phone=doctor_phone,
             urgency=urgency,
             registered_poor=Tag.REGISTERED_POOR in patient.tags,
             actor=actor,
             at=when,
             team_speaks_for_actor=team.speaks_for(actor),
+            zone=self.timezone,
         )
         followups = self._owe_follow_up(
             patient,
@@ -720,11 +733,25 @@ class CareCoordination(UnitOfWork):
         follow_up_due: date,
         actor: Actor,
         at: datetime | None = None,
+        diagnoses: Sequence[Mapping[str, Any]] = (),
+        inpatient_number: str = "",
+        key_results: str = "",
+        next_plan: str = "",
     ) -> Outcome:
+        """Discharge back to the community with the return form (回转单)."""
         when = self.when(at)
         referral = self.load(Referral, referral_id)
         referral.return_to_community(
-            summary, prescriptions, rehabilitation, follow_up_due, actor, when
+            summary,
+            prescriptions,
+            rehabilitation,
+            follow_up_due,
+            actor,
+            when,
+            diagnoses=diagnoses,
+            inpatient_number=inpatient_number,
+            key_results=key_results,
+            next_plan=next_plan,
         )
         patient = self.load(Patient, referral.patient_id)
         followups = self._owe_follow_up(
@@ -753,6 +780,10 @@ class CareCoordination(UnitOfWork):
         actor: Actor,
         id: UUID | None = None,
         at: datetime | None = None,
+        diagnoses: Sequence[Mapping[str, Any]] = (),
+        inpatient_number: str = "",
+        key_results: str = "",
+        next_plan: str = "",
     ) -> Outcome:
         """A hospital returns a patient it treated without an upward referral. It names the
         patient as the encounter did (resident id number and name); a patient they do not
@@ -776,6 +807,10 @@ class CareCoordination(UnitOfWork):
             follow_up_due=follow_up_due,
             actor=actor,
             at=when,
+            diagnoses=diagnoses,
+            inpatient_number=inpatient_number,
+            key_results=key_results,
+            next_plan=next_plan,
         )
         followups = self._owe_follow_up(
             patient,

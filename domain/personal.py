@@ -41,12 +41,20 @@ PERSONAL: dict[type[Aggregate], dict[str, tuple[str, ...]]] = {
     Contract: {"TeamChanged": ("reason",), "Terminated": ("reason",)},
     FollowUps: {"VisitRecorded": ("note",), "Withdrawn": ("reason",)},
     Referral: {
-        "Requested": ("reason", "diagnosis", "return_plan"),
-        "ReturnStarted": ("reason", "diagnosis", "return_plan"),
+        "Requested": ("reason", "diagnoses", "past_history", "treatment", "return_plan"),
+        "ReturnStarted": ("reason", "diagnoses", "past_history", "treatment", "return_plan"),
         "Accepted": ("note",),
         "Rejected": ("note",),
         "Cancelled": ("reason",),
-        "ReturnedToCommunity": ("summary", "prescriptions", "rehabilitation"),
+        "ReturnedToCommunity": (
+            "summary",
+            "prescriptions",
+            "rehabilitation",
+            "diagnoses",
+            "inpatient_number",
+            "key_results",
+            "next_plan",
+        ),
     },
     Quota: {"BookingCancelled": ("reason",)},
 }
@@ -85,7 +93,13 @@ NOT_PERSONAL: dict[str, str] = {
     "Referral.Requested.department": "a hospital's department",
     "Referral.Requested.direction": "a code",
     "Referral.Requested.urgency": "a code",
+    "Referral.Requested.referring_doctor": "staff, acting for their organisation (the form's "
+    "signature)",
+    "Referral.Requested.doctor_phone": "the referring doctor's work number, for the hospital",
     "Referral.ReturnStarted.department": "a hospital's department",
+    "Referral.ReturnStarted.referring_doctor": "staff, acting for their organisation (empty on "
+    "a return)",
+    "Referral.ReturnStarted.doctor_phone": "the referring doctor's work number (empty on a return)",
     "Referral.ReturnStarted.direction": "a code",
     "Referral.ReturnStarted.urgency": "a code",
     "Referral.Rejected.reason_code": "a code",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+import re
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime, time, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -13,6 +15,70 @@ from domain.common import Actor, DomainError, InvalidValue, NotPermitted, ensure
 
 #: The family doctor follows up within two weeks of an upward referral (转诊后2周内主动随访).
 FOLLOW_UP_AFTER_REFERRAL = timedelta(days=14)
+
+
+#: An ICD-10 code as written on the form: a chapter letter (A-Z: U is kept, WHO uses U07.1 for
+#: COVID-19), two digits, and optionally a dot and 1-4 letters or digits (``E11.9``, ``I10``,
+#: ``E11.65``). Checked after trimming and upper-casing.
+ICD10 = re.compile(r"^[A-Z][0-9]{2}(?:\.[0-9A-Z]{1,4})?$")
+#: A contact number, loosely: digits with spaces, dashes, brackets or a leading ``+`` (a
+#: mobile, ``025-83262000``, ``+86 25 8326 2000``), 5 to 20 digits in all.
+PHONE = re.compile(r"^\+?[0-9][0-9 ()\-]*$")
+#: The return form's fields (回转单) besides the summary, prescriptions and rehabilitation advice.
+RETURN_FORM_FIELDS = ("diagnoses", "inpatient_number", "key_results", "next_plan")
+
+
+def diagnoses_of(
+    found: Sequence[Mapping[str, Any]], field: str = "diagnoses"
+) -> list[dict[str, Any]]:
+    """Diagnoses as the form records them: each an ICD-10 ``code`` (trimmed, upper case; None
+    only for a diagnosis written before the form had codes) and its ``text`` (required)."""
+    out: list[dict[str, Any]] = []
+    for n, item in enumerate(found):
+        code = item.get("code")
+        text = str(item.get("text") or "").strip()
+        if code is not None:
+            code = str(code).strip().upper()
+            if not ICD10.match(code):
+                raise InvalidValue(
+                    f"{code!r} is not an ICD-10 code (a letter, two digits, optionally a dot "
+                    "and 1-4 letters or digits, e.g. E11.9)",
+                    field=f"{field}.{n}.code",
+                )
+        if not text:
+            raise InvalidValue("each diagnosis needs its text", field=f"{field}.{n}.text")
+        out.append({"code": code, "text": text})
+    return out
+
+
+def contact_phone(number: str, field: str = "doctor_phone") -> str:
+    """A contact number, trimmed; empty when none is given."""
+    number = number.strip()
+    digits = sum(c.isdigit() for c in number)
+    if number and (not PHONE.match(number) or not 5 <= digits <= 20):
+        raise InvalidValue(
+            "a contact number is 5-20 digits with spaces, dashes, brackets or a leading +",
+            field=field,
+        )
+    return number
+
+
+def decision_due(
+    requested_at: datetime, urgency: str, green_channel: bool, zone: tzinfo
+) -> datetime:
+    """When the hospital's decision on an upward referral is due (this deployment's service
+    standard, docs/kpis.md): an emergency or green-channel referral the same day, an urgent one
+    by the end of the next day, a routine one by the end of the third day after the request;
+    days of ``zone``. The moment returned is the end of that day (the next day's start): a
+    decision at or after it is late."""
+    if urgency == Urgency.EMERGENCY or green_channel:
+        days = 0
+    elif urgency == Urgency.URGENT:
+        days = 1
+    else:
+        days = 3
+    day = requested_at.astimezone(zone).date() + timedelta(days=days + 1)
+    return datetime.combine(day, time.min, zone)
 
 
 class Direction(StrEnum):
@@ -86,8 +152,16 @@ STEP_OF_STATUS = {
 class Referral(Aggregate):
     """A referral up (上转) and its return to community (下转)."""
 
-    class ReturnStarted(Aggregate.Created):
-        """A hospital starts a return for a patient it treated without an upward referral."""
+    class Requested(Aggregate.Created):
+        """The two-way referral form up (转出单): the initial impression as coded
+        ``diagnoses`` (初步印象), ``reason`` (主要现病史 and why the patient is referred),
+        ``past_history`` (主要既往史), ``treatment`` so far (治疗经过), the referring doctor and
+        a contact number; ``decision_due``: when the hospital's decision is due.
+
+        Version 2 brought the form: version-1 events carry a free-text ``diagnosis`` and are
+        upcast when read (see "How to change an event" in ARCHITECTURE.md)."""
+
+        class_version = 2
 
         patient_id: UUID
         contract_id: UUID | None
@@ -97,13 +171,53 @@ class Referral(Aggregate):
         department: str
         direction: str
         reason: str
-        diagnosis: str
+        diagnoses: list[dict[str, Any]]
+        past_history: str
+        treatment: str
+        referring_doctor: str
+        doctor_phone: str
         urgency: str
         green_channel: bool
+        decision_due: datetime | None
         follow_up_due: date
         return_plan: dict[str, Any] | None
         actor: Actor
         at: datetime
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            upcast_form_v1_v2(state)
+
+    class ReturnStarted(Aggregate.Created):
+        """A hospital starts a return for a patient it treated without an upward referral;
+        ``return_plan`` is the return form (回转单). Version 2: as ``Requested``."""
+
+        class_version = 2
+
+        patient_id: UUID
+        contract_id: UUID | None
+        team_id: UUID | None
+        center_id: UUID
+        hospital_id: UUID
+        department: str
+        direction: str
+        reason: str
+        diagnoses: list[dict[str, Any]]
+        past_history: str
+        treatment: str
+        referring_doctor: str
+        doctor_phone: str
+        urgency: str
+        green_channel: bool
+        decision_due: datetime | None
+        follow_up_due: date
+        return_plan: dict[str, Any] | None
+        actor: Actor
+        at: datetime
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            upcast_form_v1_v2(state)
 
     @event("Requested")
     def __init__(
@@ -117,9 +231,14 @@ class Referral(Aggregate):
         department: str,
         direction: str,
         reason: str,
-        diagnosis: str,
+        diagnoses: list[dict[str, Any]],
+        past_history: str,
+        treatment: str,
+        referring_doctor: str,
+        doctor_phone: str,
         urgency: str,
         green_channel: bool,
+        decision_due: datetime | None,
         follow_up_due: date,
         return_plan: dict[str, Any] | None,
         actor: Actor,
@@ -133,9 +252,16 @@ class Referral(Aggregate):
         self.hospital_id = hospital_id
         self.department = department
         self.reason = reason
-        self.diagnosis = diagnosis
+        #: The transfer form (转出单): reason above, initial impression, history, treatment.
+        self.diagnoses = diagnoses
+        self.past_history = past_history
+        self.treatment = treatment
+        self.referring_doctor = referring_doctor
+        self.doctor_phone = doctor_phone
         self.urgency = urgency
         self.green_channel = green_channel
+        #: When the hospital's decision is due (None on a return, which no one decides).
+        self.decision_due = decision_due
         #: Follow-up owed by the family doctor: 14 days after an upward referral, or the
         #: date a return to community sets.
         self.follow_up_due = follow_up_due
@@ -162,22 +288,35 @@ class Referral(Aggregate):
         hospital_id: UUID,
         department: str,
         reason: str,
-        diagnosis: str,
         urgency: str,
         registered_poor: bool,
         actor: Actor,
         at: datetime,
         team_speaks_for_actor: bool,
+        diagnosis: str = "",
+        diagnoses: Sequence[Mapping[str, Any]] = (),
+        past_history: str = "",
+        treatment: str = "",
+        referring_doctor: str = "",
+        doctor_phone: str = "",
+        zone: tzinfo | None = None,
     ) -> Referral:
-        """The patient's contracted team (or its center) fills a two-way referral form."""
+        """The patient's contracted team (or its center) fills the two-way referral form
+        (转出单). ``diagnoses`` are the coded initial impression; ``diagnosis``, a free text as
+        requests before the form carried it, is taken as one diagnosis without a code."""
         if not team_speaks_for_actor:
             raise NotPermitted("only the patient's contracted team or its center may refer")
         if urgency not in set(Urgency):
             raise InvalidValue(f"unknown urgency {urgency!r}", field="urgency")
         if not reason.strip():
             raise InvalidValue("a referral needs a reason", field="reason")
-        if not diagnosis.strip():
-            raise InvalidValue("a referral needs a diagnosis", field="diagnosis")
+        found = diagnoses_of(diagnoses)
+        if diagnosis.strip():
+            found.append({"code": None, "text": diagnosis.strip()})
+        if not found:
+            # a blank free-text diagnosis (the older form) is named as sent
+            named = "diagnosis" if diagnosis else "diagnoses"
+            raise InvalidValue("a referral needs at least one diagnosis", field=named)
         return cls(
             id=id,
             patient_id=patient_id,
@@ -188,9 +327,14 @@ class Referral(Aggregate):
             department=department,
             direction=Direction.UP,
             reason=reason.strip(),
-            diagnosis=diagnosis.strip(),
+            diagnoses=found,
+            past_history=past_history.strip(),
+            treatment=treatment.strip(),
+            referring_doctor=referring_doctor.strip(),
+            doctor_phone=contact_phone(doctor_phone),
             urgency=urgency,
             green_channel=registered_poor,
+            decision_due=decision_due(at, urgency, registered_poor, zone or _zone_of(at)),
             follow_up_due=at.date() + FOLLOW_UP_AFTER_REFERRAL,
             return_plan=None,
             actor=actor,
@@ -212,11 +356,16 @@ class Referral(Aggregate):
         follow_up_due: date,
         actor: Actor,
         at: datetime,
+        diagnoses: Sequence[Mapping[str, Any]] = (),
+        inpatient_number: str = "",
+        key_results: str = "",
+        next_plan: str = "",
     ) -> Referral:
-        """A hospital returns a patient it treated without an upward referral."""
+        """A hospital returns a patient it treated without an upward referral (回转单)."""
         if actor.org_id != hospital_id:
             raise NotPermitted("a hospital starts returns only for its own patients")
         _check_return(summary, prescriptions, follow_up_due, at)
+        form = _return_form(diagnoses, inpatient_number, key_results, next_plan)
         return cls._create(
             cls.ReturnStarted,
             id=id,
@@ -228,14 +377,20 @@ class Referral(Aggregate):
             department=department,
             direction=Direction.DOWN,
             reason="",
-            diagnosis="",
+            diagnoses=[],
+            past_history="",
+            treatment="",
+            referring_doctor="",
+            doctor_phone="",
             urgency=Urgency.ROUTINE,
             green_channel=False,
+            decision_due=None,
             follow_up_due=follow_up_due,
             return_plan={
                 "summary": summary,
                 "prescriptions": prescriptions,
                 "rehabilitation": rehabilitation,
+                **form,
             },
             actor=actor,
             at=at,
@@ -325,12 +480,19 @@ class Referral(Aggregate):
         follow_up_due: date,
         actor: Actor,
         at: datetime,
+        diagnoses: Sequence[Mapping[str, Any]] = (),
+        inpatient_number: str = "",
+        key_results: str = "",
+        next_plan: str = "",
     ) -> None:
-        """Discharge with a return to community (下转): summary, continued prescriptions, plan."""
+        """Discharge with a return to community (下转) and its form (回转单): diagnoses, the
+        inpatient record number, key results, the summary of treatment, continued
+        prescriptions, the next plan and rehabilitation advice."""
         self._ensure_hospital(actor)
         self._ensure_status(ReferralStatus.ARRIVED, ReferralStatus.ADMITTED)
         self._ensure_after_status("return to community", at)
         _check_return(summary, prescriptions, follow_up_due, at)
+        form = _return_form(diagnoses, inpatient_number, key_results, next_plan)
         self._returned(
             summary=summary,
             prescriptions=prescriptions,
@@ -338,9 +500,34 @@ class Referral(Aggregate):
             follow_up_due=follow_up_due,
             actor=actor,
             at=at,
+            **form,
         )
 
-    @event("ReturnedToCommunity")
+    class ReturnedToCommunity(Aggregate.Event):
+        """The return form (回转单). Version 2 added ``diagnoses`` (诊断结果),
+        ``inpatient_number`` (住院病案号), ``key_results`` (主要检查结果) and ``next_plan``
+        (下一步治疗方案); version-1 events read them empty."""
+
+        class_version = 2
+
+        summary: str
+        prescriptions: list[dict[str, Any]]
+        rehabilitation: str
+        follow_up_due: date
+        actor: Actor
+        at: datetime
+        diagnoses: list[dict[str, Any]]
+        inpatient_number: str
+        key_results: str
+        next_plan: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state.setdefault("diagnoses", [])
+            for name in RETURN_FORM_FIELDS[1:]:
+                state.setdefault(name, "")
+
+    @event(ReturnedToCommunity)
     def _returned(
         self,
         summary: str,
@@ -349,6 +536,10 @@ class Referral(Aggregate):
         follow_up_due: date,
         actor: Actor,
         at: datetime,
+        diagnoses: list[dict[str, Any]],
+        inpatient_number: str,
+        key_results: str,
+        next_plan: str,
     ) -> None:
         self.status = ReferralStatus.RETURNED
         self.status_at = at
@@ -356,6 +547,10 @@ class Referral(Aggregate):
             "summary": summary,
             "prescriptions": prescriptions,
             "rehabilitation": rehabilitation,
+            "diagnoses": diagnoses,
+            "inpatient_number": inpatient_number,
+            "key_results": key_results,
+            "next_plan": next_plan,
         }
         self.returned_at = at
         self.follow_up_due = follow_up_due
@@ -425,3 +620,42 @@ def _check_return(
     for item in prescriptions:
         if not isinstance(item, dict) or not str(item.get("drug", "")).strip():
             raise InvalidValue("each continued prescription names a drug", field="prescriptions")
+
+
+def _return_form(
+    diagnoses: Sequence[Mapping[str, Any]], inpatient_number: str, key_results: str, next_plan: str
+) -> dict[str, Any]:
+    return {
+        "diagnoses": diagnoses_of(diagnoses),
+        "inpatient_number": inpatient_number.strip(),
+        "key_results": key_results.strip(),
+        "next_plan": next_plan.strip(),
+    }
+
+
+def _zone_of(at: datetime) -> tzinfo:
+    if at.tzinfo is None:
+        raise InvalidValue("a moment must carry a timezone", field="at")
+    return at.tzinfo
+
+
+def upcast_form_v1_v2(state: dict[str, Any]) -> None:
+    """A referral opened before the form (version 1) in the form's shape: its free-text
+    ``diagnosis`` as one diagnosis without a code, the form's other fields empty, and the
+    decision deadline the service standard gives it (an upward referral)."""
+    text = state.pop("diagnosis", "") or ""
+    state["diagnoses"] = [{"code": None, "text": text}] if text else []
+    for name in ("past_history", "treatment", "referring_doctor", "doctor_phone"):
+        state.setdefault(name, "")
+    at = state["at"]
+    up = state.get("direction") == Direction.UP
+    state["decision_due"] = (
+        decision_due(at, state["urgency"], bool(state["green_channel"]), _zone_of(at))
+        if up
+        else None
+    )
+    plan = state.get("return_plan")
+    if isinstance(plan, dict):
+        plan.setdefault("diagnoses", [])
+        for name in RETURN_FORM_FIELDS[1:]:
+            plan.setdefault(name, "")

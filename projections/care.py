@@ -8,6 +8,7 @@ kept here, so the rows never go stale as days pass.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -34,6 +35,35 @@ def born(data: dict[str, Any]) -> str | None:
     return None if month is None else f"{month}-01"
 
 
+#: The transfer form's fields (转出单) kept in ``v_referrals.transfer_form`` (JSON; its texts as
+#: stored: personal data sealed, opened only for a reader by the queries).
+TRANSFER_FORM = (
+    "diagnoses",
+    "reason",
+    "past_history",
+    "treatment",
+    "referring_doctor",
+    "doctor_phone",
+)
+#: The return form's fields (回转单) kept in ``v_referrals.return_form`` (JSON, likewise).
+RETURN_FORM = (
+    "diagnoses",
+    "inpatient_number",
+    "key_results",
+    "summary",
+    "prescriptions",
+    "next_plan",
+    "rehabilitation",
+)
+
+
+def form_json(found: dict[str, Any], names: tuple[str, ...]) -> str:
+    """The form's fields of ``found`` (an event's data or a return plan) as the view's JSON;
+    fields an event recorded before the form lacks read empty."""
+    empty: dict[str, Any] = {"diagnoses": [], "prescriptions": []}
+    return json.dumps({n: found.get(n, empty.get(n, "")) for n in names}, ensure_ascii=False)
+
+
 def table(name: str, cols: str, pk: tuple[str, ...], *indexes: tuple[str, ...]) -> Table:
     """A table from ``"col col:int ..."`` (text unless marked ``:int``)."""
     columns = tuple((c.split(":")[0], INT if c.endswith(":int") else TXT) for c in cols.split())
@@ -57,7 +87,8 @@ class CareProjection(Projection):
             "v_referrals",
             "id patient_id direction center_id team_id hospital_id department urgency "
             "green_channel:int status requested_at requested_by decided_at decision "
-            "returned_at acknowledged_at follow_up_due followed_up_on",
+            "returned_at acknowledged_at follow_up_due followed_up_on "
+            "decision_due cancelled_at transfer_form return_form",
             ("id",),
             ("hospital_id", "status"),
             ("center_id", "status"),
@@ -295,6 +326,12 @@ class CareProjection(Projection):
                 "acknowledged_at": None,
                 "follow_up_due": data["follow_up_due"],
                 "followed_up_on": None,
+                "decision_due": data.get("decision_due"),
+                "cancelled_at": None,
+                "transfer_form": form_json(data, TRANSFER_FORM) if up else None,
+                "return_form": None
+                if up
+                else form_json(data.get("return_plan") or {}, RETURN_FORM),
             },
         )
 
@@ -314,7 +351,7 @@ class CareProjection(Projection):
 
     @handles(Referral, "Cancelled")
     def cancelled(self, ev: Ev, rows: Rows) -> None:
-        self._referral(ev, rows, status="cancelled")
+        self._referral(ev, rows, status="cancelled", cancelled_at=ev.at)
 
     @handles(Referral, "PatientArrived")
     def arrived(self, ev: Ev, rows: Rows) -> None:
@@ -334,6 +371,7 @@ class CareProjection(Projection):
             returned_at=ev.at,
             follow_up_due=ev.data["follow_up_due"],
             followed_up_on=None,
+            return_form=form_json(ev.data, RETURN_FORM),
         )
 
     @handles(Referral, "ReturnAcknowledged")

@@ -53,6 +53,11 @@ class KpiInputs:
     obligations_done: int = 0
     #: Hours from request to decision of upward referrals requested in the period and decided.
     turnaround_hours: list[float] = field(default_factory=list)
+    #: Upward referrals requested in the period whose decision is due (taken, or its deadline
+    #: passed by ``end`` or now, not cancelled before it); of those decided at or after their
+    #: deadline or still undecided past it (``domain.referrals.decision_due``).
+    decisions_due: int = 0
+    decisions_overdue: int = 0
     #: Returns to community in the period whose follow-up is due by ``end``; of those with the
     #: follow-up done on or before its due date.
     returns_due: int = 0
@@ -77,6 +82,8 @@ def compute(i: KpiInputs) -> dict[str, Any]:
             "count": len(i.turnaround_hours),
             "median": percentile(i.turnaround_hours, 0.5),
             "p90": percentile(i.turnaround_hours, 0.9),
+            "decisions_overdue": i.decisions_overdue,
+            "decisions_overdue_rate": rate(i.decisions_overdue, i.decisions_due),
         },
         "loop_closure_rate": rate(i.returns_closed, i.returns_due),
         "quota_utilisation": rate(i.quota_booked, i.quota_slots),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 import threading
 import time
@@ -88,6 +89,25 @@ def _out(row: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _outs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in map(_out, rows) if r is not None]
+
+
+def _forms(row: dict[str, Any]) -> None:
+    """A referral row's forms (JSON in the view) as mappings: ``transfer_form`` (转出单) and
+    ``return_form`` (回转单, once returned); None where there is none yet."""
+    for name in ("transfer_form", "return_form"):
+        if name in row:
+            text = row[name]
+            row[name] = json.loads(text) if isinstance(text, str) and text else None
+
+
+#: A decision is overdue when it was taken at or after its deadline, or is still to be taken
+#: when the deadline has passed (``?``: the moment looked at); the one definition the hospital
+#: worklist, the referral and the KPIs use (``decision_due`` from ``domain.referrals``).
+OVERDUE_DECISION = (
+    "({r}.decision_due IS NOT NULL AND ({r}.decided_at >= {r}.decision_due OR "
+    "({r}.decided_at IS NULL AND {r}.decision_due <= ? AND "
+    "({r}.cancelled_at IS NULL OR {r}.cancelled_at >= {r}.decision_due))))"
+)
 
 
 def placeholders(values: list[Any]) -> str:
@@ -373,12 +393,20 @@ class ViewQueries:
     ) -> dict[str, Any] | None:
         db = self._db(as_of)
         visible, params = Access(scope).referral("r")
+        now = moment_text(as_of or datetime.now(UTC))
         r = db.one(
-            f"SELECT * FROM v_referrals r WHERE r.id = ? AND {visible}", [referral_id.hex, *params]
+            f"SELECT r.*, CASE WHEN {OVERDUE_DECISION.format(r='r')} THEN 1 ELSE 0 END "
+            "AS decision_overdue, (SELECT name FROM v_orgs WHERE id = r.center_id) AS center_name, "
+            "(SELECT name FROM v_orgs WHERE id = r.hospital_id) AS hospital_name "
+            f"FROM v_referrals r WHERE r.id = ? AND {visible}",
+            [now, referral_id.hex, *params],
         )
         if r is None:
             return None
         r["green_channel"] = bool(r["green_channel"])
+        r["decision_overdue"] = bool(r["decision_overdue"])
+        r.pop("cancelled_at", None)
+        _forms(r)
         steps = db.rows(
             "SELECT at, kind, summary, org_id, org_name, staff_id FROM v_timeline "
             "WHERE referral_id = ? ORDER BY at, position",
@@ -566,17 +594,27 @@ class ViewQueries:
         h = hospital_id.hex
         if not self._org_visible(scope, h, "hospital"):
             return None
+        # within each urgency, decisions past their deadline first (OVERDUE_DECISION)
+        now = moment_text(datetime.now(UTC))
+        overdue = OVERDUE_DECISION.format(r="r")
         rows = self.store.rows(
             "SELECT r.id, r.patient_id, p.name AS patient_name, r.center_id, r.team_id, "
-            "r.department, r.urgency, r.green_channel, r.requested_at, r.requested_by "
-            "FROM v_referrals r LEFT JOIN v_patients p ON p.id = r.patient_id "
+            "r.department, r.urgency, r.green_channel, r.requested_at, r.requested_by, "
+            f"r.decision_due, CASE WHEN {overdue} THEN 1 ELSE 0 END AS decision_overdue, "
+            "r.transfer_form FROM v_referrals r LEFT JOIN v_patients p ON p.id = r.patient_id "
             "WHERE r.hospital_id = ? AND r.status = 'requested' "
             "ORDER BY CASE WHEN r.urgency = 'emergency' THEN 0 WHEN r.urgency = 'urgent' THEN 1 "
-            "WHEN r.green_channel = 1 THEN 2 ELSE 3 END, r.requested_at, r.id LIMIT ? OFFSET ?",
-            (h, page.limit, page.offset),
+            "WHEN r.green_channel = 1 THEN 2 ELSE 3 END, decision_overdue DESC, r.requested_at, "
+            "r.id LIMIT ? OFFSET ?",
+            (now, h, page.limit, page.offset),
         )
         for r in rows:
             r["green_channel"] = bool(r["green_channel"])
+            r["decision_overdue"] = bool(r["decision_overdue"])
+            _forms(r)
+            # the worklist shows the form's initial impression; the whole form: GET /referrals/{id}
+            form = r.pop("transfer_form") or {}
+            r["diagnoses"] = form.get("diagnoses", [])
         return _outs(rows)
 
     @reads("worklist.center")
@@ -740,6 +778,19 @@ class ViewQueries:
                 datetime.fromisoformat(r["decided_at"]) - datetime.fromisoformat(r["requested_at"])
             ).total_seconds() / 3600
             i.turnaround_hours.append(hours)
+        # decisions due (taken, or past their deadline by the period's end or now, whichever
+        # is first, and not cancelled before it) and of those overdue (OVERDUE_DECISION)
+        cutoff = min(until, moment_text(datetime.now(UTC)))
+        late = db.one(
+            f"SELECT SUM(CASE WHEN {OVERDUE_DECISION.format(r='r')} THEN 1 ELSE 0 END) AS k, "
+            "COUNT(*) AS n FROM v_referrals r WHERE r.direction = 'up' "
+            f"AND r.center_id IN ({marks}) AND r.requested_at >= ? AND r.requested_at < ? "
+            "AND r.decision_due IS NOT NULL AND (r.decided_at IS NOT NULL OR "
+            "(r.decision_due <= ? AND (r.cancelled_at IS NULL OR r.cancelled_at >= r.decision_due)))",
+            [cutoff, *centers, since, until, cutoff],
+        )
+        if late:
+            i.decisions_due, i.decisions_overdue = int(late["n"] or 0), int(late["k"] or 0)
         loop = db.one(
             "SELECT COUNT(*) AS n, SUM(CASE WHEN followed_up_on IS NOT NULL "
             "AND followed_up_on <= follow_up_due THEN 1 ELSE 0 END) AS k FROM v_referrals "

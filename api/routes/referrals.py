@@ -31,14 +31,21 @@ router = APIRouter(prefix="/referrals", tags=["referrals"])
 
 @router.post("", status_code=201, response_model=CommandResult, responses=COMMAND_ERRORS)
 def request_referral(body: RequestReferral, who: TeamStaff, app: ApplicationDep) -> CommandResult:
-    """The patient's contracted team (its center or a specialist member) refers up (上转)."""
+    """The patient's contracted team (its center or a specialist member) refers up (上转)
+    with the two-way referral form (转出单): coded diagnoses (初步印象), present illness and
+    reason, past history, treatment so far, the referring doctor and a contact number."""
     return done(
         app.request_referral(
             body.patient_id,
             hospital_id=body.hospital_id,
             department=body.department,
             reason=body.reason,
-            diagnosis=body.diagnosis,
+            diagnosis=body.diagnosis or "",
+            diagnoses=body.diagnosis_dicts(),
+            past_history=body.past_history,
+            treatment=body.treatment,
+            referring_doctor=body.referring_doctor,
+            doctor_phone=body.doctor_phone,
             urgency=body.urgency,
             actor=who.actor,
             id=body.id,
@@ -68,6 +75,7 @@ def start_return(
             actor=who.actor,
             id=body.id,
             at=body.at,
+            **body.form(),
         )
     )
 
@@ -130,6 +138,7 @@ def return_to_community(
             follow_up_due=body.follow_up_due,
             actor=who.actor,
             at=body.at,
+            **body.form(),
         )
     )
 
@@ -148,6 +157,18 @@ REFERRAL_EXAMPLE = {
     "hospital_id": HOSPITAL_ID,
     "department": "cardiology",
     "status": "accepted",
+    "urgency": "routine",
+    "decision_due": "2026-05-23T16:00:00.000000+00:00",
+    "decision_overdue": False,
+    "transfer_form": {
+        "diagnoses": [{"code": "I10", "text": "原发性高血压"}],
+        "reason": "血压控制不佳",
+        "past_history": "高血压10年",
+        "treatment": "氨氯地平5mg qd",
+        "referring_doctor": "李医生",
+        "doctor_phone": "025-83262000",
+    },
+    "return_form": None,
     "steps": [{"kind": "requested", "at": "2026-05-20T09:30:00+08:00"}],
     "follow_up_due": "2026-06-03",
 }
@@ -155,5 +176,6 @@ REFERRAL_EXAMPLE = {
 
 @router.get("/{referral_id}", responses={**QUERY_ERRORS, **example_response(REFERRAL_EXAMPLE)})
 def referral(referral_id: UUID, who: Reader, as_of: AsOfDep, queries: QueriesDep) -> dict[str, Any]:
-    """One referral with its steps and due dates."""
+    """One referral with its steps, due dates, decision deadline and its two-way referral
+    form: ``transfer_form`` (转出单) and, once returned, ``return_form`` (回转单)."""
     return visible(queries.referral(who.scope, referral_id, as_of=as_of))

@@ -18,7 +18,9 @@ router = APIRouter(prefix="/worklists", tags=["worklists"])
 def hospital_worklist(
     hospital_id: UUID, who: HospitalReader, queries: QueriesDep, page: PageDep
 ) -> ItemsPage:
-    """Referrals awaiting decision: urgent and green-channel first, then oldest."""
+    """Referrals awaiting decision: urgent and green-channel first, within each the decisions
+    past their deadline (`decision_overdue`), then oldest; each with its `decision_due` and the
+    form's `diagnoses` (the whole form: `GET /referrals/{id}`)."""
     found = visible(queries.hospital_worklist(who.scope, hospital_id, page))
     return paged(found, page.limit, page.offset)
 

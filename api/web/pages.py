@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -410,10 +410,13 @@ def _hospital_page(
         raise PageError(404, "not_found")
     rows = found
     now = datetime.now(UTC)
+    zone = ctx.services.settings.zone()
     for r in rows:
         requested = layout.moment(r.get("requested_at"))
         r["waiting"] = layout.duration(now - requested, ctx.t) if requested else ""
-        r["waiting_long"] = bool(requested and now - requested > layout.DECISION_WAIT)
+        # one definition of a late decision: the deadline by urgency (domain.referrals)
+        r["waiting_long"] = bool(r.get("decision_overdue"))
+        r["decision_by"] = _deadline_day(r.get("decision_due"), zone)
     return ctx.render(
         "hospital_worklist.html",
         status=status,
@@ -423,6 +426,38 @@ def _hospital_page(
         message=message,
         error=error,
     )
+
+
+@router.get("/referrals/{referral_id}/form")
+def referral_form(referral_id: str, ctx: Ctx = Readers) -> HTMLResponse:
+    """The two-way referral form (双向转诊单) laid out to print on A4: the stub (存根), the
+    transfer form (转出单) and, once the patient is returned, the return form (回转单). Seen by
+    whoever may read the referral (absent and forbidden alike: the 404 page); the patient's
+    registry entry only when the reader may see it too."""
+    rid = uuid_or_404(referral_id)
+    scope = ctx.principal.scope
+    referral = ctx.queries.referral(scope, rid)
+    if referral is None or referral.get("direction") != "up":
+        raise PageError(404, "not_found")
+    patient = ctx.queries.patient(scope, UUID(referral["patient_id"])) or {}
+    referral["decision_by"] = _deadline_day(
+        referral.get("decision_due"), ctx.services.settings.zone()
+    )
+    return ctx.render("referral_form.html", r=referral, patient=patient, age=_age(patient))
+
+
+def _deadline_day(text: str | None, zone: tzinfo) -> str:
+    """A decision deadline (the end of a day of the deployment's zone) shown as that day."""
+    due = layout.moment(text)
+    return (due - timedelta(microseconds=1)).astimezone(zone).date().isoformat() if due else ""
+
+
+def _age(patient: dict[str, Any]) -> str:
+    born = patient.get("birth_date")
+    if not isinstance(born, str) or len(born) < 10 or not born[:4].isdigit():
+        return ""
+    birth, today = date.fromisoformat(born[:10]), date.today()
+    return str(today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day)))
 
 
 @router.get("/worklists/hospital")

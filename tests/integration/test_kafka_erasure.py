@@ -28,7 +28,7 @@ from tests.world import World, build_world, national_id
 pytestmark = pytest.mark.kafka
 
 ERASED_TYPE = "cn.jiayi.patient.erased.v1"
-REQUESTED = "cn.jiayi.referral.requested.v1"
+REQUESTED = "cn.jiayi.referral.requested.v2"
 ADMIN = Actor("admin-1", ADMINISTRATION)
 NAME, BIRTH, PHONE = "王秀英", datetime(1950, 3, 4).date(), "13800000000"
 DIAGNOSIS = "I10 原发性高血压，伴左心室肥厚"
@@ -136,7 +136,7 @@ def test_every_partner_that_heard_of_the_patient_gets_the_erasure_notice_and_no_
     relay.close()  # the relay is restarted (a deploy) before the erasure
     before = parsed(inboxes(settings, world)[world.hospital])
     [requested] = [m for m in before if m["type"] == REQUESTED]
-    assert requested["data"]["diagnosis"] == DIAGNOSIS  # the hospital had it
+    assert requested["data"]["diagnoses"][0]["text"] == DIAGNOSIS  # the hospital had it
 
     clock.advance(days=400)
     erased_at = clock.now
@@ -179,7 +179,10 @@ def test_every_partner_that_heard_of_the_patient_gets_the_erasure_notice_and_no_
     hospital = parsed(inbox[world.hospital])
     [requested] = [m for m in hospital if m["type"] == REQUESTED]
     assert requested["subject"] == str(referral)
-    assert (requested["data"]["diagnosis"], requested["data"]["reason"]) == (ERASED, ERASED)
+    assert (requested["data"]["diagnoses"][0]["text"], requested["data"]["reason"]) == (
+        ERASED,
+        ERASED,
+    )
     assert len(notices(hospital, patient)) == 1
     assert len(notices(parsed(inbox[world.center]), patient)) == 1
     assert notices(parsed(inbox[world.other_hospital]), patient) == []

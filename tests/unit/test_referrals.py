@@ -86,6 +86,10 @@ def test_the_full_journey_up_and_back_to_the_community() -> None:
         "summary": "病情稳定",
         "prescriptions": PRESCRIPTIONS,
         "rehabilitation": "社区康复",
+        "diagnoses": [],
+        "inpatient_number": "",
+        "key_results": "",
+        "next_plan": "",
     }
     events = r.collect_events()
     assert [type(e).__name__ for e in events] == [

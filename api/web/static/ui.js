@@ -14,3 +14,9 @@ document.addEventListener("click", function (event) {
   item.scrollIntoView({ behavior: "smooth", block: "center" });
   item.classList.add("picked");
 });
+
+// the referral form's print button (no inline script: the page's policy refuses it)
+document.addEventListener("DOMContentLoaded", function () {
+  var button = document.getElementById("print-form");
+  if (button) button.addEventListener("click", function () { window.print(); });
+});
