@@ -137,9 +137,9 @@ def test_the_worklist_shows_the_diagnoses_and_overdue_decisions_first(world: Htt
     [
         ({"diagnoses": [{"code": "diabetes", "text": "2型糖尿病"}]}, "body.diagnoses.0.code"),
         ({"diagnoses": [{"code": "E11.9"}]}, "body.diagnoses.0.text"),
-        ({"diagnoses": [{"code": "E11.9", "text": "   "}]}, "diagnoses.0.text"),
-        ({"diagnoses": []}, "diagnoses"),
-        ({"doctor_phone": "ring the desk"}, "doctor_phone"),
+        ({"diagnoses": [{"code": "E11.9", "text": "   "}]}, "body.diagnoses.0.text"),
+        ({"diagnoses": []}, "body.diagnoses"),
+        ({"doctor_phone": "ring the desk"}, "body.doctor_phone"),
     ],
 )
 def test_a_bad_form_is_a_422_naming_the_field(
