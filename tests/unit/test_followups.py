@@ -97,11 +97,11 @@ def test_a_face_to_face_obligation_is_not_met_by_a_phone_call() -> None:
         f.record_visit(
             stable_id("v", 1), START, "phone", {}, None, "", GP, at(START), obligation_id=first.id
         )
-    assert f.record_visit(stable_id("v", 2), START, "phone", {}, None, "", GP, at(START)) is None
+    assert f.record_visit(stable_id("v", 2), START, "phone", {}, None, "", GP, at(START)) == []
     home = f.record_visit(
         stable_id("v", 3), START, "home_visit", {"fasting_glucose": 7.2}, None, "", GP, at(START)
     )
-    assert home == first.id
+    assert home == [first.id]
     assert f.open_obligations() == []
 
 
@@ -112,8 +112,10 @@ def test_every_severe_mental_disorder_follow_up_carries_a_risk_assessment() -> N
         f.record_visit(
             stable_id("v", 1), START, "phone", {}, None, "", GP, at(START), obligation_id=first.id
         )
-    assert f.record_visit(stable_id("v", 2), START, "phone", {}, None, "", GP, at(START)) is None
-    assert f.record_visit(stable_id("v", 3), START, "phone", {}, "2", "", GP, at(START)) == first.id
+    assert f.record_visit(stable_id("v", 2), START, "phone", {}, None, "", GP, at(START)) == []
+    assert f.record_visit(stable_id("v", 3), START, "phone", {}, "2", "", GP, at(START)) == [
+        first.id
+    ]
     with pytest.raises(InvalidValue):
         f.record_visit(stable_id("v", 4), START, "phone", {}, "6", "", GP, at(START))
 
@@ -123,11 +125,11 @@ def test_a_visit_meets_the_earliest_open_obligation_whose_window_has_started() -
     f = stream(*reversed(quarters))
     later = quarters[1].window_start
     met = f.record_visit(stable_id("v", 1), later, "face_to_face", {}, None, "", GP, at(later))
-    assert met == quarters[0].id  # the overdue first quarter is met first
+    assert met == [quarters[0].id]  # the overdue first quarter is met first
     met = f.record_visit(stable_id("v", 2), later, "face_to_face", {}, None, "", GP, at(later))
-    assert met == quarters[1].id
+    assert met == [quarters[1].id]
     met = f.record_visit(stable_id("v", 3), later, "face_to_face", {}, None, "", GP, at(later))
-    assert met is None  # the third quarter has not begun
+    assert met == []  # the third quarter has not begun
     with pytest.raises(ObligationNotOpen):
         f.record_visit(
             stable_id("v", 4), later, "face_to_face", {}, None, "", GP, at(later),
@@ -142,7 +144,7 @@ def test_after_an_upward_referral_one_follow_up_is_owed_by_its_due_date() -> Non
     assert [(o["reason"], o["due"]) for o in f.open_obligations()] == [
         ("after_referral", days(14, START))
     ]
-    assert f.record_visit(stable_id("v"), days(3, START), "phone", {}, None, "", GP, at(days(3, START))) == obligation.id  # fmt: skip
+    assert f.record_visit(stable_id("v"), days(3, START), "phone", {}, None, "", GP, at(days(3, START))) == [obligation.id]  # fmt: skip
 
 
 def test_a_visit_is_recorded_by_the_patients_center_with_plausible_measurements() -> None:
