@@ -146,8 +146,11 @@ def test_the_day_10_visit_closes_the_loop_of_the_referral_sent_again(
 def test_a_back_dated_visit_is_on_time_everywhere_or_nowhere(
     world: World, views: Projections, clock: Clock
 ) -> None:
-    """The visit's own day counts: written up late but made before the due date, the return's
-    follow-up is met on time in the KPI, and neither the worklist nor the workload lists it."""
+    """The visit's own day counts: written up on day 18 about a visit on day 13, before both
+    of the loop's due dates (day 14 after the referral, day 16 after the return), it meets the
+    return's follow-up on time in the KPI, and neither the worklist nor the workload lists it
+    as overdue (before: it met the follow-up after the referral, the KPI counted the loop
+    closed from the referral's date while the return's follow-up stayed open, overdue)."""
     app, q = world.app, views.queries
     patient = elderly_diabetic(world)
     start = world.today
@@ -161,11 +164,12 @@ def test_a_back_dated_visit_is_on_time_everywhere_or_nowhere(
         summary="出院",
         prescriptions=[],
         rehabilitation="",
-        follow_up_due=start + timedelta(days=7),
+        follow_up_due=start + timedelta(days=16),
         actor=world.hospital_staff,
     )
-    clock.advance(days=10)  # written up on day 12, about a visit on day 6
-    app.record_follow_up(patient, on=start + timedelta(days=6), kind="home_visit", actor=world.gp)
+    clock.advance(days=16)
+    assert world.today == start + timedelta(days=18)
+    app.record_follow_up(patient, on=start + timedelta(days=13), kind="home_visit", actor=world.gp)
     assert q.wait_for(app.max_position())
     today = world.today
     work = q.center_worklist(center_scope(world), world.center, today, ALL)
