@@ -28,7 +28,7 @@ from tests.world import World, build_world, national_id
 pytestmark = pytest.mark.kafka
 
 ERASED_TYPE = "cn.jiayi.patient.erased.v1"
-REQUESTED = "cn.jiayi.referral.requested.v1"
+REQUESTED = "cn.jiayi.referral.requested.v2"
 ADMIN = Actor("admin-1", ADMINISTRATION)
 NAME, BIRTH, PHONE = "王秀英", datetime(1950, 3, 4).date(), "13800000000"
 DIAGNOSIS = "I10 原发性高血压，伴左心室肥厚"
@@ -224,7 +224,7 @@ def test_a_running_relay_sends_no_text_erased_by_another_process_meanwhile(
 
     inbox = inboxes(settings, world)
     center = parsed(inbox[world.center])
-    [visit] = [m for m in center if m["type"] == "cn.jiayi.follow-ups.visit-recorded.v2"]
+    [visit] = [m for m in center if m["type"] == "cn.jiayi.follow-ups.visit-recorded.v3"]
     assert visit["data"]["note"] == ERASED
     assert int(visit["sequence"]) < int(notices(center, patient)[0]["sequence"])
     assert_none_of(inbox, NOTE)

@@ -146,7 +146,7 @@ def test_a_hospital_accepts_and_discharges_and_the_patients_events_go_out_in_ord
     for expected in (
         "cn.jiayi.patient.registered.v1",
         "cn.jiayi.contract.signed.v1",
-        "cn.jiayi.referral.requested.v1",
+        "cn.jiayi.referral.requested.v2",
         "cn.jiayi.referral.accepted.v1",
         "cn.jiayi.referral.patient-arrived.v1",
         "cn.jiayi.referral.returned-to-community.v1",

@@ -138,14 +138,14 @@ def test_each_partner_receives_what_its_relations_admit_and_no_more(
     h2 = received(settings, world.hospital)
     assert {m["subject"] for m in h2} == {str(mine), str(cancelled)}
     assert [m["type"] for m in h2 if m["subject"] == str(mine)] == [
-        "cn.jiayi.referral.requested.v1",
+        "cn.jiayi.referral.requested.v2",
         "cn.jiayi.referral.accepted.v1",
         "cn.jiayi.referral.patient-arrived.v1",
     ]
     by_type = {m["type"]: m["data"] for m in h2}
-    assert by_type["cn.jiayi.referral.requested.v1"]["contract_id"] is None  # not the contract
-    assert by_type["cn.jiayi.referral.requested.v1"]["team_id"] is None
-    assert by_type["cn.jiayi.referral.requested.v1"]["diagnosis"] == "I10"
+    assert by_type["cn.jiayi.referral.requested.v2"]["contract_id"] is None  # not the contract
+    assert by_type["cn.jiayi.referral.requested.v2"]["team_id"] is None
+    assert by_type["cn.jiayi.referral.requested.v2"]["diagnosis"] == "I10"
     assert by_type["cn.jiayi.referral.accepted.v1"]["note"] == "bed 12 held"  # its own text
     assert by_type["cn.jiayi.referral.cancelled.v1"]["reason"] == ""  # the center's text
     for m in h2:
@@ -155,7 +155,7 @@ def test_each_partner_receives_what_its_relations_admit_and_no_more(
     # H3: only the referral addressed to it, its own rejection note included
     h3 = received(settings, world.other_hospital)
     assert [(m["subject"], m["type"]) for m in h3] == [
-        (str(theirs), "cn.jiayi.referral.requested.v1"),
+        (str(theirs), "cn.jiayi.referral.requested.v2"),
         (str(theirs), "cn.jiayi.referral.rejected.v1"),
     ]
     assert h3[1]["data"]["note"] == "full until May"
@@ -167,7 +167,7 @@ def test_each_partner_receives_what_its_relations_admit_and_no_more(
         "cn.jiayi.patient.registered.v1",
         "cn.jiayi.contract.signed.v1",
         "cn.jiayi.patient.tagged.v1",
-        "cn.jiayi.referral.requested.v1",
+        "cn.jiayi.referral.requested.v2",
         "cn.jiayi.referral.rejected.v1",
         "cn.jiayi.referral.cancelled.v1",
     ):
