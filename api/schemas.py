@@ -417,6 +417,13 @@ class RequestReferral(Command):
     doctor_phone: Phone = ""
     urgency: Urgency = Urgency.ROUTINE
     id: UUID | None = None
+    #: A rejected or cancelled referral of the patient that this one sends again.
+    resends: UUID | None = Field(
+        default=None,
+        description="a rejected or cancelled referral of this patient from your center that "
+        "this one sends again: its follow-up (due two weeks after the first request) is "
+        "carried on",
+    )
 
     def diagnosis_dicts(self) -> list[dict[str, Any]]:
         return [d.as_dict() for d in self.diagnoses]

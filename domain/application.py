@@ -30,6 +30,7 @@ from domain.common import (
 )
 from domain.contracts import Contract, ContractNotActive, ContractStatus
 from domain.followups import (
+    LOOP_REASONS,
     FollowUps,
     ObligationReason,
     contract_obligations,
@@ -38,7 +39,7 @@ from domain.followups import (
 from domain.organisations import NotACommunityCenter, Organisation
 from domain.patients import Patient, Tag
 from domain.quotas import Quota
-from domain.referrals import Referral
+from domain.referrals import Referral, ResentReferralNotFound
 from domain.teams import CareTeam
 from domain.unit_of_work import (
     AlreadyExists,
@@ -624,9 +625,12 @@ class CareCoordination(UnitOfWork):
         treatment: str = "",
         referring_doctor: str = "",
         doctor_phone: str = "",
+        resends: UUID | None = None,
     ) -> Outcome:
         """The two-way referral form up (转出单); ``diagnosis`` (free text, no code) is what
-        requests carried before the form."""
+        requests carried before the form. ``resends`` names a rejected or cancelled referral
+        of the patient that this one sends again: its follow-up obligation is carried on (same
+        window and due date), the ended one's withdrawn."""
         when = self.when(at)
         patient = self.load(Patient, patient_id)
         contract = self.load(Contract, patient.contract_id) if patient.contract_id else None
@@ -637,6 +641,7 @@ class CareCoordination(UnitOfWork):
             raise ContractNotActive("only a contracted patient is referred by a family doctor")
         hospital = self.load(Organisation, hospital_id)
         hospital.ensure_department(department)
+        ended = self._resent(resends)
         referral = Referral.request(
             self.new_id(id),
             patient_id=patient.id,
@@ -658,15 +663,46 @@ class CareCoordination(UnitOfWork):
             at=when,
             team_speaks_for_actor=team.speaks_for(actor),
             zone=self.timezone,
+            resends=ended,
         )
-        followups = self._owe_follow_up(
-            patient,
-            reason=ObligationReason.AFTER_REFERRAL,
-            source_id=referral.id,
-            due=referral.follow_up_due,
-            actor=actor,
-            when=when,
-        )
+        if ended is None:
+            followups = self._owe_follow_up(
+                patient,
+                reason=ObligationReason.AFTER_REFERRAL,
+                source_id=referral.id,
+                due=referral.follow_up_due,
+                actor=actor,
+                when=when,
+            )
+        else:
+            followups = self._followups(patient, actor, when)
+            followups.carry_on(
+                ended.id, referral.id, when.date(), referral.follow_up_due, actor, when
+            )
+        return Outcome(referral.id, self.commit(referral, followups))
+
+    def _resent(self, referral_id: UUID | None) -> Referral | None:
+        """The referral a new one sends again, if it names one (absent reads as absent)."""
+        if referral_id is None:
+            return None
+        try:
+            return self.load(Referral, referral_id)
+        except NotFound:
+            raise ResentReferralNotFound(
+                "no such referral of this patient from this center"
+            ) from None
+
+    def _end_loop(self, referral: Referral, reason: str, actor: Actor, when: datetime) -> Outcome:
+        """A referral rejected or cancelled, and the follow-ups its loop still owed withdrawn
+        with it, in one commit (a re-sent referral carries them on)."""
+        try:
+            followups: FollowUps | None = self.load(
+                FollowUps, FollowUps.id_for(referral.patient_id)
+            )
+        except NotFound:
+            followups = None
+        if followups is not None:
+            followups.end_loop(referral.id, reason, actor, when)
         return Outcome(referral.id, self.commit(referral, followups))
 
     def _referral_step(self, referral_id: UUID, step: Callable[[Referral], None]) -> Outcome:
@@ -697,16 +733,18 @@ class CareCoordination(UnitOfWork):
         at: datetime | None = None,
     ) -> Outcome:
         when = self.when(at)
-        return self._referral_step(referral_id, lambda r: r.reject(reason_code, note, actor, when))
+        referral = self.load(Referral, referral_id)
+        referral.reject(reason_code, note, actor, when)
+        return self._end_loop(referral, "referral rejected", actor, when)
 
     @use_case
     def cancel_referral(
         self, referral_id: UUID, *, reason: str, actor: Actor, at: datetime | None = None
     ) -> Outcome:
         when = self.when(at)
-        return self._referral_step(
-            referral_id, lambda r: r.cancel(reason, actor, when, self._speaks(r, actor))
-        )
+        referral = self.load(Referral, referral_id)
+        referral.cancel(reason, actor, when, self._speaks(referral, actor))
+        return self._end_loop(referral, "referral cancelled", actor, when)
 
     @use_case
     def record_arrival(
@@ -849,7 +887,10 @@ class CareCoordination(UnitOfWork):
         id: UUID | None = None,
         at: datetime | None = None,
     ) -> Outcome:
-        """Record a visit; when it fulfils a referral's follow-up, the referral records it too."""
+        """Record a visit; it fulfils the obligations of the loop it belongs to
+        (:meth:`FollowUps.record_visit`). A referral whose loop owes nothing more then records
+        that it was followed up (``Referral.FollowedUp``): its loop is closed exactly when its
+        obligations are done."""
         when = self.when(at)
         patient = self.load(Patient, patient_id)
         followups = self._followups(patient, actor, when)
@@ -865,18 +906,21 @@ class CareCoordination(UnitOfWork):
             when,
             obligation_id=obligation_id,
         )
-        referral: Referral | None = None
-        if fulfilled is not None:
-            obligation = followups.obligations[fulfilled]
-            if obligation["reason"] in (
-                ObligationReason.AFTER_REFERRAL,
-                ObligationReason.RETURN_TO_COMMUNITY,
-            ):
-                referral = self.load(Referral, obligation["source_id"])
-                referral.record_follow_up(
-                    visit_id, on, actor, when, patient_center_id=followups.center_id
-                )
-        return Outcome(visit_id, self.commit(followups, referral))
+        referrals: list[Referral] = []
+        loops = dict.fromkeys(
+            followups.obligations[k]["source_id"]
+            for k in fulfilled
+            if followups.obligations[k]["reason"] in LOOP_REASONS
+        )
+        for source_id in loops:
+            if followups.open_of(source_id):
+                continue
+            referral = self.load(Referral, source_id)
+            referral.record_follow_up(
+                visit_id, on, actor, when, patient_center_id=followups.center_id
+            )
+            referrals.append(referral)
+        return Outcome(visit_id, self.commit(followups, *referrals))
 
     # --- quotas ----------------------------------------------------------------------------
 

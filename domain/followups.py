@@ -48,6 +48,29 @@ class ObligationReason(StrEnum):
     RETURN_TO_COMMUNITY = "return_to_community"
 
 
+#: The obligations a referral's loop owes (after the referral, after its return).
+LOOP_REASONS = frozenset({ObligationReason.AFTER_REFERRAL, ObligationReason.RETURN_TO_COMMUNITY})
+
+
+def overdue(status: str, due: date, today: date) -> bool:
+    """The one definition of "overdue": an obligation is overdue on ``today`` (a calendar
+    day of the deployment's zone) when it is still open and its due date is before that day.
+    Workloads, worklists, KPIs and pages all count by it (projections hold its SQL form,
+    :func:`projections.overdue.overdue_sql`)."""
+    return status == "open" and due < today
+
+
+def late(status: str, due: date, done_on: date | None) -> bool:
+    """A fulfilled obligation was late when the visit that met it happened after its due
+    date (the visit's own day, however much later it was written up)."""
+    return status == "done" and done_on is not None and done_on > due
+
+
+def on_time(status: str, due: date, done_on: date | None) -> bool:
+    """A fulfilled obligation met by a visit on or before its due date."""
+    return status == "done" and done_on is not None and done_on <= due
+
+
 FACE_TO_FACE_KINDS = frozenset({VisitKind.FACE_TO_FACE, VisitKind.HOME_VISIT})
 VISIT_KINDS = frozenset(VisitKind)
 RISK_LEVELS = frozenset(RiskLevel)
@@ -71,9 +94,11 @@ class Obligation:
     face_to_face: bool
     risk_assessment: bool
     source_id: UUID
+    #: The ended referral whose follow-up this one carries on (a re-sent referral's).
+    carried_from: UUID | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "id": self.id,
             "reason": self.reason,
             "window_start": self.window_start,
@@ -82,6 +107,10 @@ class Obligation:
             "risk_assessment": self.risk_assessment,
             "source_id": self.source_id,
         }
+        if self.carried_from is not None:
+            # only when set: obligations stored before re-sending existed lack the key
+            found["carried_from"] = self.carried_from
+        return found
 
 
 def _quarterly(
@@ -173,6 +202,13 @@ class ObligationNotOpen(DomainError):
     code = "obligation-not-open"
 
 
+class ReferralAlreadyResent(DomainError):
+    """A rejected or cancelled referral is sent again once: its follow-up is carried on by
+    one referral only."""
+
+    code = "referral-already-resent"
+
+
 class FollowUps(Aggregate):
     """A patient's follow-up obligations and visits (one stream per patient)."""
 
@@ -256,6 +292,43 @@ class FollowUps(Aggregate):
         for k in obligation_ids:
             self.obligations[k]["status"] = "withdrawn"
 
+    def end_loop(self, source_id: UUID, reason: str, actor: Actor, at: datetime) -> None:
+        """A referral rejected or cancelled: the follow-ups its loop still owes end with it
+        (withdrawn with ``reason``); a re-sent referral carries them on (:meth:`carry_on`)."""
+        ids = [
+            k
+            for k, o in self.obligations.items()
+            if o["source_id"] == source_id and o["status"] == "open"
+        ]
+        if ids:
+            self._withdrawn(obligation_ids=ids, reason=reason, actor=actor, at=at)
+
+    def carry_on(
+        self, ended: UUID, referral_id: UUID, opened: date, due: date, actor: Actor, at: datetime
+    ) -> Obligation:
+        """The follow-up after a referral sent again (``referral_id``) in place of an ended
+        one (``ended``): it keeps the window start and due date the ended referral's had (the
+        two weeks count from when the patient was first referred). An ended referral is
+        carried on once (:class:`ReferralAlreadyResent`)."""
+        if any(o.get("carried_from") == ended for o in self.obligations.values()):
+            raise ReferralAlreadyResent("that referral was already sent again")
+        before = self.obligations.get(stable_id(ended, ObligationReason.AFTER_REFERRAL))
+        if before is not None:
+            opened = before["window_start"]
+        self.end_loop(ended, "referral re-sent", actor, at)
+        carried = Obligation(
+            stable_id(referral_id, ObligationReason.AFTER_REFERRAL),
+            ObligationReason.AFTER_REFERRAL,
+            opened,
+            due,
+            False,
+            False,
+            referral_id,
+            carried_from=ended,
+        )
+        self.schedule([carried], actor, at)
+        return carried
+
     def open_obligations(self) -> list[dict[str, Any]]:
         return sorted(
             (o for o in self.obligations.values() if o["status"] == "open"),
@@ -273,10 +346,16 @@ class FollowUps(Aggregate):
         actor: Actor,
         at: datetime,
         obligation_id: UUID | None = None,
-    ) -> UUID | None:
-        """Record a visit; it fulfils the named obligation or the earliest one it can meet.
+    ) -> list[UUID]:
+        """Record a visit; it fulfils the obligations of the loop it belongs to.
 
-        Returns the fulfilled obligation's id, if any.
+        Which: the obligation named (``obligation_id``); else, among the open obligations
+        whose window has started and that the visit can meet, a referral loop's (after the
+        referral, after its return: earliest due first), else a contract's (earliest due
+        first). A visit meeting a loop's obligation meets every open obligation of that same
+        loop whose window has started and that it can meet (one visit is the family doctor's
+        follow-up of the loop: after a return it also closes the follow-up after the
+        referral). Returns the fulfilled obligations' ids, the chosen one first.
         """
         if actor.org_id != self.center_id:
             raise NotPermitted("follow-ups are recorded by the patient's community center")
@@ -294,7 +373,7 @@ class FollowUps(Aggregate):
                 raise InvalidValue(f"unknown measurement {name!r}", field="measurements")
             if not low <= value <= high:
                 raise InvalidValue(f"{name} {value} outside {low}-{high}", field="measurements")
-        target = self._choose(on, kind, risk_level, obligation_id)
+        fulfilled = self._choose(on, kind, risk_level, obligation_id)
         self._visited(
             visit_id=visit_id,
             visited_on=on,
@@ -302,15 +381,16 @@ class FollowUps(Aggregate):
             measurements=measurements,
             risk_level=risk_level,
             note=note,
-            obligation_id=target["id"] if target else None,
+            obligation_ids=fulfilled,
             actor=actor,
             at=at,
         )
-        return target["id"] if target else None
+        return fulfilled
 
     def _choose(
         self, on: date, kind: str, risk_level: str | None, obligation_id: UUID | None
-    ) -> dict[str, Any] | None:
+    ) -> list[UUID]:
+        chosen: dict[str, Any] | None = None
         if obligation_id is not None:
             chosen = self.obligations.get(obligation_id)
             if chosen is None or chosen["status"] != "open":
@@ -319,11 +399,32 @@ class FollowUps(Aggregate):
             ensure_not_before(
                 on, chosen["window_start"], "visit", "start of the follow-up it meets"
             )
-            return chosen
-        for o in self.open_obligations():
-            if o["window_start"] <= on and self._meets(o, kind, risk_level):
-                return o
-        return None
+        else:
+            can = [
+                o
+                for o in self.open_obligations()
+                if o["window_start"] <= on and self._meets(o, kind, risk_level)
+            ]
+            loops = [o for o in can if o["reason"] in LOOP_REASONS]
+            chosen = loops[0] if loops else can[0] if can else None
+        if chosen is None:
+            return []
+        found = [chosen["id"]]
+        if chosen["reason"] in LOOP_REASONS:
+            found += [
+                o["id"]
+                for o in self.open_obligations()
+                if o["id"] != chosen["id"]
+                and o["source_id"] == chosen["source_id"]
+                and o["reason"] in LOOP_REASONS
+                and o["window_start"] <= on
+                and self._meets(o, kind, risk_level)
+            ]
+        return found
+
+    def open_of(self, source_id: UUID) -> list[dict[str, Any]]:
+        """The open obligations of one source (a contract, a referral's loop)."""
+        return [o for o in self.open_obligations() if o["source_id"] == source_id]
 
     @staticmethod
     def _meets(o: dict[str, Any], kind: str, risk_level: str | None) -> bool:
@@ -342,10 +443,12 @@ class FollowUps(Aggregate):
         """A visit happened on ``visited_on`` (``at`` is the moment it was recorded as
         happening; they differ when a visit is written up later).
 
-        Version 2 renamed ``on`` to ``visited_on``: events stored by version 1 carry ``on``
-        and are upcast when read (see "How to change an event" in ARCHITECTURE.md)."""
+        Version 2 renamed ``on`` to ``visited_on``; version 3 replaced ``obligation_id`` (one
+        or none) by ``obligation_ids`` (every obligation the visit fulfilled: a loop's two
+        follow-ups at once). Events stored by older versions are upcast when read (see "How
+        to change an event" in ARCHITECTURE.md)."""
 
-        class_version = 2
+        class_version = 3
 
         visit_id: UUID
         visited_on: date
@@ -353,13 +456,18 @@ class FollowUps(Aggregate):
         measurements: dict[str, float]
         risk_level: str | None
         note: str
-        obligation_id: UUID | None
+        obligation_ids: list[UUID]
         actor: Actor
         at: datetime
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["visited_on"] = state.pop("on")
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            one = state.pop("obligation_id", None)
+            state["obligation_ids"] = [] if one is None else [one]
 
     @event(VisitRecorded)
     def _visited(
@@ -370,11 +478,15 @@ class FollowUps(Aggregate):
         measurements: dict[str, float],
         risk_level: str | None,
         note: str,
-        obligation_id: UUID | None,
+        obligation_ids: list[UUID],
         actor: Actor,
         at: datetime,
     ) -> None:
-        self.visits[visit_id] = {"on": visited_on, "kind": kind, "obligation_id": obligation_id}
-        if obligation_id is not None:
+        self.visits[visit_id] = {
+            "on": visited_on,
+            "kind": kind,
+            "obligation_ids": list(obligation_ids),
+        }
+        for obligation_id in obligation_ids:
             self.obligations[obligation_id]["status"] = "done"
             self.obligations[obligation_id]["visit_id"] = visit_id

@@ -11,7 +11,14 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.common import Actor, DomainError, InvalidValue, NotPermitted, ensure_not_before
+from domain.common import (
+    Actor,
+    DomainError,
+    InvalidValue,
+    NotFound,
+    NotPermitted,
+    ensure_not_before,
+)
 
 #: The family doctor follows up within two weeks of an upward referral (转诊后2周内主动随访).
 FOLLOW_UP_AFTER_REFERRAL = timedelta(days=14)
@@ -130,6 +137,18 @@ class NotAddressedToYou(NotPermitted):
     code = "referral-not-addressed-to-you"
 
 
+class ResentReferralNotFound(NotFound):
+    """The referral a re-sent one names is not one of this patient's from this center."""
+
+    code = "resent-referral-not-found"
+
+
+class ReferralNotEnded(DomainError):
+    """Only a rejected or cancelled referral is re-sent."""
+
+    code = "referral-not-ended"
+
+
 class NotTheSendingCenter(NotPermitted):
     """Only the sending community center (or its team) may take this step."""
 
@@ -158,8 +177,12 @@ class Referral(Aggregate):
         ``past_history`` (主要既往史), ``treatment`` so far (治疗经过), the referring doctor and
         a contact number; ``decision_due``: when the hospital's decision is due.
 
-        Version 2 brought the form: version-1 events carry a free-text ``diagnosis`` and are
-        upcast when read (see "How to change an event" in ARCHITECTURE.md)."""
+        ``resent_from``: the rejected or cancelled referral this one sends again (None for a
+        first referral).
+
+        Version 2 brought the form and ``resent_from``: version-1 events carry a free-text
+        ``diagnosis`` and no ``resent_from``, and are upcast when read (see "How to change an
+        event" in ARCHITECTURE.md)."""
 
         class_version = 2
 
@@ -183,10 +206,12 @@ class Referral(Aggregate):
         return_plan: dict[str, Any] | None
         actor: Actor
         at: datetime
+        resent_from: UUID | None
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             upcast_form_v1_v2(state)
+            state["resent_from"] = None
 
     class ReturnStarted(Aggregate.Created):
         """A hospital starts a return for a patient it treated without an upward referral;
@@ -243,8 +268,11 @@ class Referral(Aggregate):
         return_plan: dict[str, Any] | None,
         actor: Actor,
         at: datetime,
+        resent_from: UUID | None = None,
     ) -> None:
         self.direction = direction
+        #: The rejected or cancelled referral this one sends again.
+        self.resent_from = resent_from
         self.patient_id = patient_id
         self.contract_id = contract_id
         self.team_id = team_id
@@ -300,12 +328,19 @@ class Referral(Aggregate):
         referring_doctor: str = "",
         doctor_phone: str = "",
         zone: tzinfo | None = None,
+        resends: Referral | None = None,
     ) -> Referral:
         """The patient's contracted team (or its center) fills the two-way referral form
         (转出单). ``diagnoses`` are the coded initial impression; ``diagnosis``, a free text as
-        requests before the form carried it, is taken as one diagnosis without a code."""
+        requests before the form carried it, is taken as one diagnosis without a code.
+
+        ``resends``: the rejected or cancelled referral this one sends again (to another
+        hospital, say); the follow-up after the referral is then still due two weeks from the
+        first request (``follow_up_due`` carried on)."""
         if not team_speaks_for_actor:
             raise NotPermitted("only the patient's contracted team or its center may refer")
+        if resends is not None:
+            resends.ensure_resendable(patient_id=patient_id, center_id=center_id)
         if urgency not in set(Urgency):
             raise InvalidValue(f"unknown urgency {urgency!r}", field="urgency")
         if not reason.strip():
@@ -335,11 +370,32 @@ class Referral(Aggregate):
             urgency=urgency,
             green_channel=registered_poor,
             decision_due=decision_due(at, urgency, registered_poor, zone or _zone_of(at)),
-            follow_up_due=at.date() + FOLLOW_UP_AFTER_REFERRAL,
+            follow_up_due=(
+                resends.follow_up_due
+                if resends is not None
+                else at.date() + FOLLOW_UP_AFTER_REFERRAL
+            ),
             return_plan=None,
             actor=actor,
             at=at,
+            resent_from=None if resends is None else resends.id,
         )
+
+    def ensure_resendable(self, *, patient_id: UUID, center_id: UUID) -> None:
+        """A referral is sent again only by its own center, for its own patient, once it was
+        rejected or cancelled (that it is sent again once only is the follow-ups' rule:
+        :meth:`domain.followups.FollowUps.carry_on`)."""
+        if (
+            self.direction != Direction.UP
+            or self.patient_id != patient_id
+            or self.center_id != center_id
+        ):
+            raise ResentReferralNotFound("no such referral of this patient from this center")
+        if self.status not in (ReferralStatus.REJECTED, ReferralStatus.CANCELLED):
+            raise ReferralNotEnded(
+                f"referral is {self.status}; only a rejected or cancelled one is sent again",
+                status=str(self.status),
+            )
 
     @classmethod
     def start_return(

@@ -96,7 +96,8 @@ class CareProjection(Projection):
         ),
         table(
             "v_obligations",
-            "id patient_id center_id reason source_id window_start due status done_on done_by",
+            "id patient_id center_id reason source_id window_start due status done_on done_by "
+            "face_to_face:int risk_assessment:int",
             ("id",),
             ("center_id", "status", "due"),
             ("patient_id",),
@@ -202,6 +203,8 @@ class CareProjection(Projection):
                     "status": "open",
                     "done_on": None,
                     "done_by": None,
+                    "face_to_face": 1 if o.get("face_to_face") else 0,
+                    "risk_assessment": 1 if o.get("risk_assessment") else 0,
                 },
             )
 
@@ -228,11 +231,12 @@ class CareProjection(Projection):
                 "staff_id": ev.staff,
                 "on_date": data["visited_on"],
                 "kind": data["kind"],
-                "obligation_id": data.get("obligation_id"),
+                # the first obligation it met (the one chosen); all are marked done below
+                "obligation_id": (data.get("obligation_ids") or [None])[0],
             },
         )
-        if data.get("obligation_id"):
-            row = rows.get("v_obligations", data["obligation_id"])
+        for oid in data.get("obligation_ids") or ():
+            row = rows.get("v_obligations", oid)
             if row is not None:
                 row.update(status="done", done_on=data["visited_on"], done_by=ev.staff)
                 rows.put("v_obligations", row)

@@ -100,6 +100,13 @@ class Queries(Protocol):
     ) -> list[dict[str, Any]] | None:
         """Entries ordered by when they happened: at, kind, summary, org_id, actor, links."""
 
+    def open_obligations(
+        self, scope: Scope, patient_id: UUID, today: date, as_of: datetime | None = None
+    ) -> list[dict[str, Any]] | None:
+        """The patient's open follow-up obligations (id, reason, source_id and source kind,
+        window_start, due, face_to_face, risk_assessment, overdue on ``today``), earliest due
+        first; visible as the timeline is (None: absent or outside the scope)."""
+
     def referral(
         self, scope: Scope, referral_id: UUID, as_of: datetime | None = None
     ) -> dict[str, Any] | None:

@@ -121,6 +121,22 @@ class Access:
             (_home_in_district(f"{entry}.patient_id"), [self._district]),
         )
 
+    def obligation(self, obligation: str = "o") -> Fragment:
+        """Follow-up obligations (alias ``obligation`` of ``v_obligations``), read as the
+        timeline entries about them: all of a patient's by the home center (and its
+        district); a hospital only those of its own referral's or return's loop."""
+        org = self._org
+        return self._choose(
+            (
+                f"({_relation(f'{obligation}.patient_id', kinds=('home',), active=True)} "
+                f"OR {obligation}.source_id IN (SELECT rel.source_id FROM v_relations rel "
+                f"WHERE rel.patient_id = {obligation}.patient_id AND rel.org_id = ? "
+                "AND rel.kind IN ('referral', 'return')))",
+                [org, org],
+            ),
+            (_home_in_district(f"{obligation}.patient_id"), [self._district]),
+        )
+
     # --- referrals, quotas, bookings ------------------------------------------------------
 
     def referral(self, referral: str = "r") -> Fragment:

@@ -480,7 +480,7 @@ class TimelineProjection(Projection):
     @handles(FollowUps, "VisitRecorded")
     def visit(self, ev: Ev, rows: Rows) -> None:
         data = ev.data
-        met = " (fulfils a scheduled follow-up)" if data.get("obligation_id") else ""
+        met = " (fulfils a scheduled follow-up)" if data.get("obligation_ids") else ""
         self._entry(
             ev,
             rows,

@@ -28,6 +28,7 @@ from eventstore.errors import DamagedEvent
 from eventstore.keys import KEYS
 from eventstore.personal import reveal
 from projections import kpis as formulas
+from projections import obligations as owed
 from projections.events import LogReader, moment_text
 from projections.location import Location
 from projections.queries import Following, Page, Scope
@@ -384,6 +385,42 @@ class ViewQueries:
         )
         return _outs(rows)
 
+    @reads("obligations", subject="patient_id")
+    @replayed
+    def open_obligations(
+        self, scope: Scope, patient_id: UUID, today: date, as_of: datetime | None = None
+    ) -> list[dict[str, Any]] | None:
+        """The patient's open follow-up obligations, earliest due first, each with
+        ``overdue`` on ``today`` (the one definition, :mod:`projections.obligations`). Read as
+        the patient's timeline is: a patient the reader has no relation with is absent; a
+        hospital sees only the obligations of its own referral's loop."""
+        db = self._db(as_of)
+        access = Access(scope)
+        related, params = access.related("p.id")
+        if (
+            db.one(
+                f"SELECT 1 AS x FROM v_patients p WHERE p.id = ? AND {related}",
+                [patient_id.hex, *params],
+            )
+            is None
+        ):
+            return None
+        visible, visible_params = access.obligation("o")
+        rows = db.rows(
+            "SELECT o.id, o.reason, o.source_id, o.window_start, o.due, o.patient_id, "
+            "o.face_to_face, o.risk_assessment, "
+            f"CASE WHEN {owed.overdue('o')} THEN 1 ELSE 0 END AS overdue, "
+            "CASE WHEN o.reason IN ('after_referral', 'return_to_community') THEN 'referral' "
+            "ELSE 'contract' END AS source "
+            f"FROM v_obligations o WHERE o.patient_id = ? AND o.status = 'open' AND {visible} "
+            "ORDER BY o.due, o.id",
+            [today.isoformat(), patient_id.hex, *visible_params],
+        )
+        for r in rows:
+            for flag in ("overdue", "face_to_face", "risk_assessment"):
+                r[flag] = bool(r[flag])
+        return _outs(rows)
+
     # --- referrals and quotas -----------------------------------------------------------
 
     @reads("referral")
@@ -528,7 +565,7 @@ class ViewQueries:
             "follow_ups_overdue": count(
                 "follow_ups_overdue",
                 "SELECT COUNT(*) AS n FROM v_obligations o JOIN v_care_patients p "
-                "ON p.id = o.patient_id WHERE p.team_id = ? AND o.status = 'open' AND o.due < ?",
+                f"ON p.id = o.patient_id WHERE p.team_id = ? AND {owed.overdue('o')}",
                 (tid, d),
             ),
             "bookings_next_7_days": count(
@@ -645,7 +682,7 @@ class ViewQueries:
             "o.source_id, o.window_start, o.due FROM v_obligations o "
             "LEFT JOIN v_patients p ON p.id = o.patient_id "
             "LEFT JOIN v_care_patients cp ON cp.id = o.patient_id "
-            "WHERE o.center_id = ? AND o.status = 'open' AND o.due < ?"
+            f"WHERE o.center_id = ? AND {owed.overdue('o')}"
             + only.format("o.patient_id")
             + " ORDER BY o.due, o.id LIMIT ? OFFSET ?",
             (c, today.isoformat(), *one, page.limit, page.offset),
@@ -791,11 +828,14 @@ class ViewQueries:
         )
         if late:
             i.decisions_due, i.decisions_overdue = int(late["n"] or 0), int(late["k"] or 0)
+        # the loop closes when the return's own follow-up obligation is met on time (the
+        # visit's day, however late it was written up): the one definition, owed.on_time
         loop = db.one(
-            "SELECT COUNT(*) AS n, SUM(CASE WHEN followed_up_on IS NOT NULL "
-            "AND followed_up_on <= follow_up_due THEN 1 ELSE 0 END) AS k FROM v_referrals "
-            f"WHERE center_id IN ({marks}) AND returned_at >= ? AND returned_at < ? "
-            "AND follow_up_due <= ?",
+            f"SELECT COUNT(*) AS n, SUM(CASE WHEN {owed.on_time('o')} THEN 1 ELSE 0 END) AS k "
+            "FROM v_referrals r JOIN v_obligations o ON o.source_id = r.id "
+            "AND o.reason = 'return_to_community' "
+            f"WHERE r.center_id IN ({marks}) AND r.returned_at >= ? AND r.returned_at < ? "
+            "AND o.status <> 'withdrawn' AND o.due <= ?",
             [*centers, since, until, e],
         )
         if loop:

@@ -15,13 +15,16 @@ from api.deps import (
     PageDep,
     QueriesDep,
     Reader,
+    SettingsDep,
 )
 from api.openapi import COMMAND_ERRORS, QUERY_ERRORS, done, example_response, paged, visible
 from api.schemas import (
     CENTER_ID,
+    EXAMPLE_ID,
     PATIENT_ID,
     CleanText,
     CommandResult,
+    Day,
     DeclineTransfer,
     ErasePatient,
     ItemsPage,
@@ -225,3 +228,44 @@ def timeline(
         as_of=as_of,
     )
     return paged(visible(entries), page.limit, page.offset)
+
+
+@router.get(
+    "/{patient_id}/obligations",
+    responses={
+        **QUERY_ERRORS,
+        **example_response(
+            [
+                {
+                    "id": EXAMPLE_ID,
+                    "reason": "return_to_community",
+                    "source": "referral",
+                    "source_id": EXAMPLE_ID,
+                    "window_start": "2026-05-20",
+                    "due": "2026-06-03",
+                    "face_to_face": False,
+                    "risk_assessment": False,
+                    "overdue": False,
+                    "patient_id": PATIENT_ID,
+                }
+            ]
+        ),
+    },
+)
+def open_obligations(
+    patient_id: UUID,
+    who: Reader,
+    as_of: AsOfDep,
+    queries: QueriesDep,
+    settings: SettingsDep,
+    today: Annotated[
+        Day | None, Query(description="the day `overdue` is counted on; default: today")
+    ] = None,
+) -> list[dict[str, Any]]:
+    """The patient's open follow-up obligations, earliest due first: what a visit's
+    `obligation_id` may name. `source` is `referral` (the loop of the referral `source_id`:
+    after the referral, after its return) or `contract`; `overdue`: still open and due before
+    `today` (the one definition the workload, worklists and KPIs use). Visible as the
+    patient's timeline is."""
+    day = today or (as_of.astimezone(settings.zone()).date() if as_of else settings.today())
+    return visible(queries.open_obligations(who.scope, patient_id, day, as_of=as_of))

@@ -50,6 +50,7 @@ def request_referral(body: RequestReferral, who: TeamStaff, app: ApplicationDep)
             actor=who.actor,
             id=body.id,
             at=body.at,
+            resends=body.resends,
         )
     )
 

@@ -138,6 +138,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "awaiting_decision": ("awaiting decision", "待接收"),
     "all_entries": ("Everything that happened", "全部记录"),
     "overdue_follow_ups": ("Overdue follow-ups", "逾期随访"),
+    "open_follow_ups": ("Open follow-ups (ids a visit may name)", "待完成随访（可指定的任务号）"),
     "when": ("When", "时间"),
     "recorded": ("Recorded", "录入时间"),
     "who": ("Who", "操作人"),

@@ -145,6 +145,8 @@ class Journey:
     referrals: list[Referral]
     entries: list[Entry]
     overdue: list[dict[str, Any]]
+    #: The patient's open follow-up obligations (each with its ``overdue`` flag).
+    obligations: list[dict[str, Any]]
 
 
 class Axis:
@@ -192,12 +194,17 @@ def build(
     patient: dict[str, Any],
     entries: list[dict[str, Any]],
     referrals: dict[str, dict[str, Any]],
-    overdue: list[dict[str, Any]],
+    obligations: list[dict[str, Any]],
     now: datetime,
     t: Labels,
 ) -> Journey:
-    """The journey of ``patient`` as it stood at ``now`` (the present, or an auditor's as-of)."""
-    today = now.astimezone().date()
+    """The journey of ``patient`` as it stood at ``now`` (the present, or an auditor's as-of).
+
+    ``obligations``: the patient's open follow-up obligations as the views list them, each
+    flagged ``overdue`` by the one definition (:mod:`projections.obligations`); a referral's
+    follow-up is overdue when an obligation of its loop is."""
+    overdue = [o for o in obligations if o.get("overdue")]
+    late_loops = {o.get("source_id") for o in overdue}
     hospitals = {r["hospital_id"] for r in referrals.values() if r.get("hospital_id")}
     hospitals |= {e["hospital_id"] for e in entries if e.get("hospital_id")}
     names = {e["org_id"]: e["org_name"] for e in entries if e.get("org_id")}
@@ -304,7 +311,7 @@ def build(
     for rid, r in sorted(referrals.items(), key=lambda kv: _first(kv[1]) or ""):
         hospital = lane(r.get("hospital_id"))
         center = lanes.get(r.get("center_id") or "", lanes[home])
-        card = _card(rid, r, names, now, today, t)
+        card = _card(rid, r, names, now, rid in late_loops, t)
         cards.append(card)
         begin = moment(r.get("requested_at") or r.get("returned_at")) or now
         finish = (
@@ -369,6 +376,7 @@ def build(
         referrals=cards,
         entries=list(reversed(out_entries)),
         overdue=overdue,
+        obligations=obligations,
     )
 
 
@@ -387,7 +395,7 @@ def _closing(r: dict[str, Any]) -> datetime | None:
 
 
 def _card(
-    rid: str, r: dict[str, Any], names: dict[str, str], now: datetime, today: date, t: Labels
+    rid: str, r: dict[str, Any], names: dict[str, str], now: datetime, overdue: bool, t: Labels
 ) -> Referral:
     steps: list[Step] = []
     previous: datetime | None = None
@@ -409,12 +417,6 @@ def _card(
         previous = at
     requested, decided = moment(r.get("requested_at")), moment(r.get("decided_at"))
     due = r.get("follow_up_due")
-    overdue = bool(
-        due
-        and r.get("returned_at")
-        and not r.get("followed_up_on")
-        and date.fromisoformat(due) < today
-    )
     waiting = bool(
         r["status"] == "requested" and requested is not None and now - requested > DECISION_WAIT
     )

@@ -301,18 +301,10 @@ def patient_journey(patient_id: str, ctx: Ctx = Readers, as_of: str = "") -> HTM
         if found is not None:
             referrals[rid] = found
     now = moment or datetime.now(UTC)
-    overdue: list[dict[str, Any]] = []
-    if moment is None and who.role != Role.HOSPITAL_STAFF and patient.get("center_id"):
-        work = queries.center_worklist(
-            scope,
-            UUID(patient["center_id"]),
-            now.astimezone(ctx.services.settings.zone()).date(),
-            EVERYTHING,
-            patient_id=pid,
-        )
-        if work is not None:
-            overdue = [o for o in work["overdue_follow_ups"] if o["patient_id"] == str(pid)]
-    journey = layout.build(patient, entries, referrals, overdue, now, ctx.t)
+    today = now.astimezone(ctx.services.settings.zone()).date()
+    # the open follow-ups, flagged overdue by the one definition the worklists and KPIs use
+    obligations = queries.open_obligations(scope, pid, today, as_of=moment) or []
+    journey = layout.build(patient, entries, referrals, obligations, now, ctx.t)
     return ctx.render(
         "journey.html",
         patient=patient,

@@ -111,6 +111,18 @@ class Model:
             or (entry["kind"].startswith("transfer.") and entry["org_id"] == str(reader.org_id))
         )
 
+    def obligation(self, reader: Scope, obligation: dict[str, Any]) -> bool:
+        """Whether ``reader`` sees one of the patient's open follow-up obligations: as the
+        timeline entries about it (a hospital only its own referral's or return's loop)."""
+        if reader.org_id is None or any(
+            r.kind == "home" and r.active for r in self._of(reader.org_id)
+        ):
+            return self.registry(reader)
+        return any(
+            r.kind in ("referral", "return") and str(r.source) == obligation["source_id"]
+            for r in self._of(reader.org_id)
+        )
+
 
 @dataclass
 class Story:
@@ -141,6 +153,13 @@ class Story:
             else:
                 expected = [e for e in every if self.model.entry(reader, e)]
                 assert timeline == expected, where
+            today = self.world.today
+            owed = q.open_obligations(reader, patient, today)
+            if not self.model.related(reader):
+                assert owed is None, where
+            else:
+                all_owed = q.open_obligations(EVERYTHING, patient, today) or []
+                assert owed == [o for o in all_owed if self.model.obligation(reader, o)], where
             for referral in self.referrals:
                 seen = q.referral(reader, referral) is not None
                 assert seen == self.model.referral(reader, referral), f"{where}, {referral}"

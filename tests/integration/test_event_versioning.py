@@ -1,6 +1,7 @@
 """The worked example of changing an event: ``FollowUps.VisitRecorded`` version 2 renamed
-``on`` to ``visited_on``. The golden records were stored by version 1 and stay so; they fold
-and rebuild as before only because the upcaster runs, in the repository and in the views.
+``on`` to ``visited_on``, version 3 replaced ``obligation_id`` by ``obligation_ids``. The golden
+records were stored by version 1 and stay so; they fold and rebuild as before only because the
+upcasters run, in the repository and in the views.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def test_the_golden_visits_are_stored_by_version_1() -> None:
     for r in visits:
         state = json.loads(r["state"])
         assert "on" in state and "visited_on" not in state and "class_version" not in state
-    assert FollowUps.VisitRecorded.class_version == 2
+        assert "obligation_id" in state and "obligation_ids" not in state
+    assert FollowUps.VisitRecorded.class_version == 3
 
 
 def test_with_the_upcaster_the_golden_checks_pass(replay: history.Replay) -> None:
@@ -60,7 +62,7 @@ def test_without_the_upcaster_the_golden_checks_fail(
         replay.rebuilt_views()
 
 
-def test_new_visits_are_stored_by_version_2_and_read_beside_old_ones(
+def test_new_visits_are_stored_by_version_3_and_read_beside_old_ones(
     replay: history.Replay,
 ) -> None:
     records = replay.insert()
@@ -77,7 +79,8 @@ def test_new_visits_are_stored_by_version_2_and_read_beside_old_ones(
     )
     stored = app.recorder.select_notifications(len(records), 10, inclusive_of_start=False)
     state = json.loads(next(n for n in stored if n.topic == VISITS).state)
-    assert state["class_version"] == 2 and "visited_on" in state and "on" not in state
+    assert state["class_version"] == 3 and "visited_on" in state and "on" not in state
+    assert "obligation_ids" in state and "obligation_id" not in state
     assert app.load(FollowUps, FollowUps.id_for(wang)).visits[outcome.id]["on"] == (
         last_visit + timedelta(days=1)
     )

@@ -227,7 +227,7 @@ def test_a_running_relay_sends_no_text_erased_by_another_process_meanwhile(
 
     inbox = inboxes(settings, world)
     center = parsed(inbox[world.center])
-    [visit] = [m for m in center if m["type"] == "cn.jiayi.follow-ups.visit-recorded.v2"]
+    [visit] = [m for m in center if m["type"] == "cn.jiayi.follow-ups.visit-recorded.v3"]
     assert visit["data"]["note"] == ERASED
     assert int(visit["sequence"]) < int(notices(center, patient)[0]["sequence"])
     assert_none_of(inbox, NOTE)

@@ -168,7 +168,7 @@ def test_a_v1_and_a_v2_follow_up_apply_with_the_same_effect_and_v1_is_counted(
     visits = [
         m
         for m in map(as_json, records)
-        if m["type"] == "cn.jiayi.follow-ups.visit-recorded.v2"
+        if m["type"] == "cn.jiayi.follow-ups.visit-recorded.v3"
         and m["partitionkey"] in (str(old), str(new))
     ]
     assert len(visits) == 2

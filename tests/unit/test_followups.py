@@ -14,8 +14,12 @@ from domain.followups import (
     FollowUps,
     Obligation,
     ObligationNotOpen,
+    ReferralAlreadyResent,
     RiskAssessmentRequired,
     contract_obligations,
+    late,
+    on_time,
+    overdue,
     single_obligation,
 )
 from tests.unit.story import CENTER, GP, OTHER_CENTER_GP, PATIENT, at, days, recorded
@@ -97,11 +101,11 @@ def test_a_face_to_face_obligation_is_not_met_by_a_phone_call() -> None:
         f.record_visit(
             stable_id("v", 1), START, "phone", {}, None, "", GP, at(START), obligation_id=first.id
         )
-    assert f.record_visit(stable_id("v", 2), START, "phone", {}, None, "", GP, at(START)) is None
+    assert f.record_visit(stable_id("v", 2), START, "phone", {}, None, "", GP, at(START)) == []
     home = f.record_visit(
         stable_id("v", 3), START, "home_visit", {"fasting_glucose": 7.2}, None, "", GP, at(START)
     )
-    assert home == first.id
+    assert home == [first.id]
     assert f.open_obligations() == []
 
 
@@ -112,8 +116,10 @@ def test_every_severe_mental_disorder_follow_up_carries_a_risk_assessment() -> N
         f.record_visit(
             stable_id("v", 1), START, "phone", {}, None, "", GP, at(START), obligation_id=first.id
         )
-    assert f.record_visit(stable_id("v", 2), START, "phone", {}, None, "", GP, at(START)) is None
-    assert f.record_visit(stable_id("v", 3), START, "phone", {}, "2", "", GP, at(START)) == first.id
+    assert f.record_visit(stable_id("v", 2), START, "phone", {}, None, "", GP, at(START)) == []
+    assert f.record_visit(stable_id("v", 3), START, "phone", {}, "2", "", GP, at(START)) == [
+        first.id
+    ]
     with pytest.raises(InvalidValue):
         f.record_visit(stable_id("v", 4), START, "phone", {}, "6", "", GP, at(START))
 
@@ -123,11 +129,11 @@ def test_a_visit_meets_the_earliest_open_obligation_whose_window_has_started() -
     f = stream(*reversed(quarters))
     later = quarters[1].window_start
     met = f.record_visit(stable_id("v", 1), later, "face_to_face", {}, None, "", GP, at(later))
-    assert met == quarters[0].id  # the overdue first quarter is met first
+    assert met == [quarters[0].id]  # the overdue first quarter is met first
     met = f.record_visit(stable_id("v", 2), later, "face_to_face", {}, None, "", GP, at(later))
-    assert met == quarters[1].id
+    assert met == [quarters[1].id]
     met = f.record_visit(stable_id("v", 3), later, "face_to_face", {}, None, "", GP, at(later))
-    assert met is None  # the third quarter has not begun
+    assert met == []  # the third quarter has not begun
     with pytest.raises(ObligationNotOpen):
         f.record_visit(
             stable_id("v", 4), later, "face_to_face", {}, None, "", GP, at(later),
@@ -142,7 +148,7 @@ def test_after_an_upward_referral_one_follow_up_is_owed_by_its_due_date() -> Non
     assert [(o["reason"], o["due"]) for o in f.open_obligations()] == [
         ("after_referral", days(14, START))
     ]
-    assert f.record_visit(stable_id("v"), days(3, START), "phone", {}, None, "", GP, at(days(3, START))) == obligation.id  # fmt: skip
+    assert f.record_visit(stable_id("v"), days(3, START), "phone", {}, None, "", GP, at(days(3, START))) == [obligation.id]  # fmt: skip
 
 
 def test_a_visit_is_recorded_by_the_patients_center_with_plausible_measurements() -> None:
@@ -169,3 +175,79 @@ def test_an_ended_contract_withdraws_only_obligations_that_had_not_started() -> 
     f = stream(*quarters)
     f.withdraw(CONTRACT, quarters[1].window_start, "contract terminated", GP, at(START))
     assert [o["id"] for o in f.open_obligations()] == [quarters[0].id, quarters[1].id]
+
+
+# --- obligations follow their loop (issue 16) ----------------------------------------------------
+
+H1_REFERRAL = stable_id("unit", "referral", "H1")
+H2_REFERRAL = stable_id("unit", "referral", "H2")
+
+
+def diabetic_with_a_referral() -> tuple[FollowUps, Obligation]:
+    """A diabetic patient's stream: the contract's quarters and the first referral's follow-up
+    (due on day 14)."""
+    first = single_obligation("after_referral", H1_REFERRAL, START, days(14, START))
+    return stream(*diabetes(), first), first
+
+
+def test_a_rejected_referral_ends_its_follow_up_and_the_one_sent_again_carries_it_on() -> None:
+    f, first = diabetic_with_a_referral()
+    f.end_loop(H1_REFERRAL, "referral rejected", GP, at(days(1, START)))
+    assert f.obligations[first.id]["status"] == "withdrawn"
+    carried = f.carry_on(
+        H1_REFERRAL, H2_REFERRAL, days(1, START), days(14, START), GP, at(days(1, START))
+    )
+    assert (carried.window_start, carried.due, carried.source_id) == (
+        START,
+        days(14, START),
+        H2_REFERRAL,
+    )
+    with pytest.raises(ReferralAlreadyResent):
+        f.carry_on(H1_REFERRAL, stable_id("unit", "H3"), START, START, GP, at(START))
+
+
+def test_a_visit_prefers_the_referral_loop_over_an_earlier_contract_follow_up() -> None:
+    quarters = diabetes()
+    loop = single_obligation("after_referral", H2_REFERRAL, days(95, START), days(109, START))
+    f = stream(*quarters, loop)
+    on = days(100, START)  # the first quarter (due day 90) is overdue, the loop's is not
+    met = f.record_visit(stable_id("v"), on, "face_to_face", {}, None, "", GP, at(on))
+    assert met == [loop.id]
+
+
+def test_a_visit_after_the_return_closes_both_follow_ups_of_that_loop_only() -> None:
+    f, first = diabetic_with_a_referral()
+    f.end_loop(H1_REFERRAL, "referral rejected", GP, at(days(1, START)))
+    carried = f.carry_on(
+        H1_REFERRAL, H2_REFERRAL, days(1, START), days(14, START), GP, at(days(1, START))
+    )
+    back = single_obligation("return_to_community", H2_REFERRAL, days(6, START), days(20, START))
+    f.schedule([back], GP, at(days(6, START)))
+    on = days(10, START)
+    # named or not, the visit closes the loop's two follow-ups, and nothing else
+    met = f.record_visit(stable_id("v"), on, "face_to_face", {}, None, "", GP, at(on), back.id)
+    assert met == [back.id, carried.id]
+    assert [o["source_id"] for o in f.open_obligations()] == [CONTRACT] * 4
+    assert f.obligations[first.id]["status"] == "withdrawn"
+
+
+@pytest.mark.parametrize(
+    ("status", "due", "today", "expected"),
+    [
+        ("open", days(9, START), days(10, START), True),
+        ("open", days(10, START), days(10, START), False),
+        ("done", days(1, START), days(10, START), False),
+        ("withdrawn", days(1, START), days(10, START), False),
+    ],
+)
+def test_overdue_means_open_and_due_before_the_day(
+    status: str, due: date, today: date, expected: bool
+) -> None:
+    assert overdue(status, due, today) is expected
+
+
+def test_a_fulfilled_follow_up_is_late_by_the_visits_own_day() -> None:
+    due = days(7, START)
+    assert on_time("done", due, days(7, START)) and not late("done", due, days(7, START))
+    assert late("done", due, days(8, START)) and not on_time("done", due, days(8, START))
+    assert not late("open", due, None) and not on_time("withdrawn", due, None)
