@@ -56,7 +56,7 @@ def overdue(status: str, due: date, today: date) -> bool:
     """The one definition of "overdue": an obligation is overdue on ``today`` (a calendar
     day of the deployment's zone) when it is still open and its due date is before that day.
     Workloads, worklists, KPIs and pages all count by it (projections hold its SQL form,
-    :func:`projections.overdue.overdue_sql`)."""
+    :func:`projections.obligations.overdue`)."""
     return status == "open" and due < today
 
 
