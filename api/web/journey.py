@@ -18,8 +18,6 @@ WIDTH = 1000
 PLOT_X0, PLOT_X1 = 190.0, 985.0
 AXIS_H, LANE_H = 28, 62
 
-#: A referral waiting this long for the hospital's decision stands out.
-DECISION_WAIT = timedelta(days=3)
 
 _PERIOD = re.compile(r"\((\d{4}-\d{2}-\d{2}) to (\d{4}-\d{2}-\d{2})\)")
 _UNTIL = re.compile(r"until (\d{4}-\d{2}-\d{2})")
@@ -417,9 +415,9 @@ def _card(
         previous = at
     requested, decided = moment(r.get("requested_at")), moment(r.get("decided_at"))
     due = r.get("follow_up_due")
-    waiting = bool(
-        r["status"] == "requested" and requested is not None and now - requested > DECISION_WAIT
-    )
+    # a decision past its deadline by urgency (domain.referrals.decision_due; the referral's
+    # decision_overdue is the one SQL definition the worklist and the KPI use too)
+    waiting = bool(r["status"] == "requested" and r.get("decision_overdue"))
     decision_wait = ""
     if requested is not None:
         decision_wait = duration((decided or now) - requested, t)
