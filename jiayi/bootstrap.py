@@ -225,10 +225,14 @@ class Projections:
     reader: LogReader
     queries: ViewQueries
     runner: RunnerThread | None = None
+    #: Stops exporting the views' metrics (``jiayi.metrics.watch_views``); None: not exported.
+    stop_metrics: Callable[[], None] | None = None
 
     def close(self) -> None:
         if self.runner is not None:
             self.runner.stop()
+        if self.stop_metrics is not None:
+            self.stop_metrics()
         self.queries.close()
 
 
@@ -253,7 +257,12 @@ def build_projections(
         budget=replay_budget(settings),
         builder=ProcessBuilder(settings),  # replays are built out of the serving process
     )
-    return Projections(location, reader, queries, runner)
+    stop_metrics = None
+    if settings.metrics_enabled:
+        from jiayi.metrics import watch_views
+
+        stop_metrics = watch_views(location, reader)
+    return Projections(location, reader, queries, runner, stop_metrics)
 
 
 def rebuild_views(
@@ -396,6 +405,10 @@ def build_producer(
     return KafkaProducer(**kafka_client_config(settings, role), client_id=client_id, **config)
 
 
+#: Seconds between two looks at the consumer's lag per partition (when metrics are on).
+CONSUMER_LAG_EVERY = 5.0
+
+
 def build_inbound_consumer(
     settings: Settings, app: CareCoordination | None = None
 ) -> InboundConsumer:
@@ -444,6 +457,7 @@ def build_inbound_consumer(
         dead_letters,
         settings.partner_topic_prefix,
         max_records=settings.kafka_batch,
+        lag_every=CONSUMER_LAG_EVERY if settings.metrics_enabled else None,
     )
 
 
@@ -462,10 +476,10 @@ def build_relay(settings: Settings, app: CareCoordination | None = None) -> Rela
 
 def build_relay_leadership(settings: Settings) -> Leadership:
     """The lock one relay per event store and partner topic prefix holds while it publishes."""
-    from consumers.leadership import FileLeadership, PostgresLeadership
+    from consumers.leadership import FileLeadership, PostgresLeadership, Reported
 
     prefix = settings.partner_topic_prefix
     if settings.uses_postgres:
         name = f"{settings.postgres_schema or 'public'}:kafka-relay:{prefix}"
-        return PostgresLeadership(settings.postgres_dsn(), name)
-    return FileLeadership(settings.data_dir / f"kafka-relay.{prefix}lock")
+        return Reported(PostgresLeadership(settings.postgres_dsn(), name), "relay")
+    return Reported(FileLeadership(settings.data_dir / f"kafka-relay.{prefix}lock"), "relay")

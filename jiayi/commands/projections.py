@@ -14,6 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from eventstore.errors import DamagedEvent
+from jiayi import metrics
 from jiayi.bootstrap import build_application, rebuild_views, view_location
 from jiayi.settings import Settings
 from projections.events import LogReader
@@ -91,12 +92,18 @@ def run_follow(args: argparse.Namespace) -> int:
     settings: Settings = args.settings
     app = build_application(settings)
     location = view_location(settings)
-    runner = RunnerThread(location.open, LogReader(app), poll=args.poll).start()
+    reader = LogReader(app)
+    runner = RunnerThread(location.open, reader, poll=args.poll).start()
+    served = metrics.serve(settings)
+    stop_metrics = metrics.watch_views(location, reader) if served is not None else None
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     print("following the log; SIGTERM or Ctrl-C stops")
     done.wait()
     runner.stop()
+    if served is not None and stop_metrics is not None:
+        stop_metrics()
+        served.stop()
     app.close()
     return 0
