@@ -23,6 +23,8 @@ from jiayi.metrics import HTTP_DURATION, HTTP_REQUESTS
 
 UNMATCHED = "unmatched"
 CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+#: Methods counted by name; any other a client sends is ``other`` (labels stay a closed set).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class RequestMetrics:
@@ -49,7 +51,8 @@ class RequestMetrics:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED
-            labels = (scope["method"], template, CLASSES.get(status // 100, "other"))
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            labels = (method, template, CLASSES.get(status // 100, "other"))
             HTTP_REQUESTS.labels(*labels).inc()
             HTTP_DURATION.labels(*labels).observe(time.perf_counter() - began)
 

@@ -75,6 +75,8 @@ RETRIES = 10
 CACHE_LIMIT = 200_000
 #: More changes by others than this since the last batch: drop every kept aggregate instead.
 CHANGES_LIMIT = 50_000
+#: Milliseconds the consumer's loop waits for the broker's end offsets (its lag metric).
+LAG_TIMEOUT_MS = 2000
 #: Seconds between two log lines about one partner still sending one deprecated type.
 DEPRECATED_LOG_EVERY = 3600.0
 
@@ -280,9 +282,14 @@ class InboundConsumer:
         logged and counted, never raised into the loop."""
         parts = list(self.positions)
         try:
-            ends = self.consumer.end_offsets(parts) if parts else {}
+            # bounded: a broker away holds the loop for seconds, not the client's minutes
+            ends = self.consumer.end_offsets(parts, timeout_ms=LAG_TIMEOUT_MS) if parts else {}
             unstored = [tp for tp in parts if self.positions.get(tp) is None]
-            starts = self.consumer.beginning_offsets(unstored) if unstored else {}
+            starts = (
+                self.consumer.beginning_offsets(unstored, timeout_ms=LAG_TIMEOUT_MS)
+                if unstored
+                else {}
+            )
         except Exception as exc:
             log.warning("consumer lag could not be read: %s", exc)
             METRICS_ERRORS.labels("consumer-lag").inc()

@@ -152,6 +152,7 @@ class Sources(Collector):
         }
         with self._lock:
             sources = list(self._sources.items())
+        seen: set[tuple[str, tuple[str, ...]]] = set()
         for name, source in sources:
             try:
                 samples = list(source())  # all or nothing: no half a source's samples
@@ -160,7 +161,9 @@ class Sources(Collector):
                 METRICS_ERRORS.labels(name).inc()
                 continue
             for metric, labels, value in samples:
-                families[metric].add_metric(list(labels), value)
+                if (metric, labels) not in seen:  # two sources of one series: the first
+                    seen.add((metric, labels))
+                    families[metric].add_metric(list(labels), value)
         yield from families.values()
 
 

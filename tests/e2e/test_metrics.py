@@ -65,6 +65,8 @@ def test_a_journey_moves_the_request_counters_by_exactly_its_requests_and_the_vi
     assert r.status_code == 422
     r = http.post(f"/referrals/{referral}/accept", json={}, headers=bearer(world.hospital.token))
     assert r.status_code == 200, r.text
+    r = http.request("BREW", f"/no/such/{patient}")  # neither the method nor the path a label
+    assert r.status_code in (404, 405)
     after = scrape(http)
 
     def moved(name: str, **labels: str) -> float:
@@ -78,6 +80,7 @@ def test_a_journey_moves_the_request_counters_by_exactly_its_requests_and_the_vi
         ("POST", "/referrals/{referral_id}/accept", "2xx"): 1,
         ("GET", "/patients/{patient_id}", "2xx"): 1,
         ("GET", "/patients/{patient_id}", "4xx"): 1,
+        ("other", "unmatched", "4xx"): 1,
     }
     for (method, route, status), n in expected.items():
         labels = {"method": method, "route": route, "status": status}
