@@ -24,8 +24,6 @@ from typing import IO, Protocol
 
 import psycopg
 
-from jiayi.metrics import duty_held
-
 log = logging.getLogger(__name__)
 
 
@@ -127,22 +125,3 @@ class FileLeadership:
         if self.file is not None:
             self.file.close()  # closing the last descriptor releases the lock
             self.file = None
-
-
-class Reported:
-    """A leadership whose holding is exported as ``jiayi_duty_held{duty}`` (1 while held, 0
-    while standing by), at every look and at release: operators see which process holds
-    which duty, and an alert fires when no process holds one (``infra/prometheus``)."""
-
-    def __init__(self, inner: Leadership, duty: str) -> None:
-        self.inner = inner
-        self.duty = duty
-
-    def hold(self) -> bool:
-        held = self.inner.hold()
-        duty_held(self.duty, held)
-        return held
-
-    def release(self) -> None:
-        self.inner.release()
-        duty_held(self.duty, False)

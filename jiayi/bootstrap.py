@@ -476,10 +476,12 @@ def build_relay(settings: Settings, app: CareCoordination | None = None) -> Rela
 
 def build_relay_leadership(settings: Settings) -> Leadership:
     """The lock one relay per event store and partner topic prefix holds while it publishes."""
-    from consumers.leadership import FileLeadership, PostgresLeadership, Reported
+    from consumers.leadership import FileLeadership, PostgresLeadership
+    from jiayi.metrics import Reported
 
     prefix = settings.partner_topic_prefix
+    duty = f"kafka-relay:{prefix}"  # jiayi_duty_held{duty}
     if settings.uses_postgres:
         name = f"{settings.postgres_schema or 'public'}:kafka-relay:{prefix}"
-        return Reported(PostgresLeadership(settings.postgres_dsn(), name), "relay")
-    return Reported(FileLeadership(settings.data_dir / f"kafka-relay.{prefix}lock"), "relay")
+        return Reported(PostgresLeadership(settings.postgres_dsn(), name), duty)
+    return Reported(FileLeadership(settings.data_dir / f"kafka-relay.{prefix}lock"), duty)

@@ -185,6 +185,27 @@ def duty_held(duty: str, held: bool) -> None:
     DUTY_HELD.labels(duty).set(1 if held else 0)
 
 
+class Reported:
+    """A leadership lock (anything with ``hold()`` and ``release()``) whose holding is exported
+    as ``jiayi_duty_held{duty}``: 1 while held, 0 while standing by, set at every look and at
+    release, so operators see which process holds which duty and an alert fires when no process
+    holds one (``infra/prometheus/alerts.yml``). Duties are named as the locks are:
+    ``projections``, ``kafka-relay:<partner topic prefix>``."""
+
+    def __init__(self, lock: Any, duty: str) -> None:
+        self.lock = lock
+        self.duty = duty
+
+    def hold(self) -> bool:
+        held: bool = self.lock.hold()
+        duty_held(self.duty, held)
+        return held
+
+    def release(self) -> None:
+        self.lock.release()
+        duty_held(self.duty, False)
+
+
 def exported_names() -> set[str]:
     """Every sample name jiayi's metrics export (with ``_total``, ``_bucket``, ``_sum``,
     ``_count``, ``_created``), for checking the alert rules and the dashboard."""

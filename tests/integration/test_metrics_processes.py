@@ -139,6 +139,7 @@ def test_the_relay_serves_its_lag_its_publishing_and_which_relay_holds_the_duty(
     world = build_world(app)
     ensure_topics(exchange, partners(world))
     head = app.max_position()
+    duty = f"kafka-relay:{exchange.partner_topic_prefix}"
     with process(exchange, "publish") as first:
         found = until(
             first,
@@ -146,9 +147,9 @@ def test_the_relay_serves_its_lag_its_publishing_and_which_relay_holds_the_duty(
         )
         assert value(found, "jiayi_relay_position", relay=exchange.partner_topic_prefix) == head
         assert value(found, "jiayi_relay_events_published_total") == head
-        assert value(found, "jiayi_duty_held", duty="relay") == 1
+        assert value(found, "jiayi_duty_held", duty=duty) == 1
         with process(exchange, "publish") as second:
-            standby = until(second, lambda f: value(f, "jiayi_duty_held", duty="relay") is not None)
-            assert value(standby, "jiayi_duty_held", duty="relay") == 0
+            standby = until(second, lambda f: value(f, "jiayi_duty_held", duty=duty) is not None)
+            assert value(standby, "jiayi_duty_held", duty=duty) == 0
             assert value(standby, "jiayi_relay_events_published_total") == 0
-            assert value(first(), "jiayi_duty_held", duty="relay") == 1
+            assert value(first(), "jiayi_duty_held", duty=duty) == 1
