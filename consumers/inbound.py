@@ -75,7 +75,8 @@ RETRIES = 10
 CACHE_LIMIT = 200_000
 #: More changes by others than this since the last batch: drop every kept aggregate instead.
 CHANGES_LIMIT = 50_000
-#: Milliseconds the consumer's loop waits for the broker's end offsets (its lag metric).
+#: Milliseconds the consumer's loop waits for the end offsets of partitions it has not
+#: fetched yet (its lag metric; the others come with the fetch responses).
 LAG_TIMEOUT_MS = 2000
 #: Seconds between two log lines about one partner still sending one deprecated type.
 DEPRECATED_LOG_EVERY = 3600.0
@@ -278,12 +279,19 @@ class InboundConsumer:
 
     def note_lag(self) -> None:
         """``jiayi_consumer_lag_messages`` per assigned partition: the broker's end offset
-        minus the stored position (the beginning offset where none is stored). A failure is
-        logged and counted, never raised into the loop."""
+        minus the stored position. The end offset is the high watermark the broker sent with
+        its last fetch response (kept by the client: no request, so the loop never waits on
+        it); only a partition not fetched yet is asked for it, with a bound (a request on the
+        loop stalls behind the fetches in flight). A partition without a stored position
+        counts from its beginning. A failure is logged and counted, never raised."""
         parts = list(self.positions)
         try:
-            # bounded: a broker away holds the loop for seconds, not the client's minutes
-            ends = self.consumer.end_offsets(parts, timeout_ms=LAG_TIMEOUT_MS) if parts else {}
+            ends: dict[TopicPartition, int | None] = {
+                tp: self.consumer.highwater(tp) for tp in parts
+            }
+            unfetched = [tp for tp, end in ends.items() if end is None]
+            if unfetched:
+                ends.update(self.consumer.end_offsets(unfetched, timeout_ms=LAG_TIMEOUT_MS))
             unstored = [tp for tp in parts if self.positions.get(tp) is None]
             starts = (
                 self.consumer.beginning_offsets(unstored, timeout_ms=LAG_TIMEOUT_MS)
