@@ -149,8 +149,8 @@ def asgi_overhead(rounds: int = 5, n: int = 3000) -> None:
         times: dict[bool, list[float]] = {False: [], True: []}
         for app in apps.values():
             await batch(app)  # warm up
-        for _ in range(rounds):
-            for metered, app in apps.items():
+        for n in range(rounds):
+            for metered, app in list(apps.items())[:: 1 if n % 2 == 0 else -1]:
                 times[metered].append(await batch(app))
         return times
 
@@ -569,8 +569,8 @@ def main() -> int:
         asgi_overhead()
     if not args.no_race:
         races: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
-        for _ in range(args.rounds if len(kinds) > 1 else 1):
-            for metered in kinds:
+        for n in range(args.rounds if len(kinds) > 1 else 1):
+            for metered in kinds if n % 2 == 0 else kinds[::-1]:  # off, on, on, off, ...
                 races[metered].append(
                     booking_race(args.requests, args.slots, args.clients, metered)
                 )
@@ -583,8 +583,8 @@ def main() -> int:
     large, small = Store(args.large), Store(args.small)
     if len(kinds) > 1:
         reads: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
-        for _ in range(args.rounds):
-            for metered in kinds:
+        for n in range(args.rounds):
+            for metered in kinds if n % 2 == 0 else kinds[::-1]:
                 reads[metered].append(
                     timelines_measured(large, args.clients, args.seconds, None, metered)
                 )
