@@ -14,6 +14,8 @@ from fastapi import FastAPI
 from api import errors
 from api.idempotency import IdempotencyMiddleware
 from api.limits import BodyLimit, SecurityHeaders
+from api.metrics import RequestMetrics
+from api.metrics import install as install_metrics
 from api.requestid import JiayiAPI
 from api.routes import MODULES
 from api.services import Services
@@ -93,6 +95,10 @@ def create_app(
     # outermost (added last): bodies are limited before idempotency or authentication read them
     api.add_middleware(BodyLimit, limit=services.settings.http_max_body)
     api.add_middleware(SecurityHeaders)
+    if services.settings.metrics_enabled:  # outermost: every answer counted, 413s too
+        api.add_middleware(RequestMetrics)
+    if services.settings.metrics_on_api:
+        install_metrics(api)
     for module in MODULES:
         api.include_router(module.router)
     install_pages(api)

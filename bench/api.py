@@ -16,6 +16,12 @@
    target (25 ms) and the ratio, the p99 at the same rate without them, and the as-of answers.
    The replay stores it made are deleted afterwards.
 
+Metrics (issue 17): with ``--metrics both`` (the default) the cost of counting requests is
+measured first on the ASGI app alone (``GET /health``, no network), then the booking race
+(and, with stores, the closed-loop timelines on the large one) run ``--rounds`` times each with
+metrics off and on, alternating, the metered server scraped every second; the medians and the
+ratio on/off are printed (target: within 5%).
+
     JIAYI_POSTGRES_URL=postgresql://... python bench/api.py \\
         --large bench_replay_1m --small bench_api_100k [--seconds 15] [--no-race]
 
@@ -32,9 +38,11 @@ import argparse
 import asyncio
 import contextlib
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -76,19 +84,104 @@ def ms(seconds: float) -> str:
 # --- 1. the booking race ---------------------------------------------------------------------
 
 
-def booking_race(requests: int, slots: int, clients: int) -> float:
-    """Returns the p99 latency; fails when the number of successful bookings is not ``slots``."""
+class Scraper:
+    """What Prometheus does, more often: ``GET /metrics`` every second while it runs."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> Scraper:
+        if self.url is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        if self.url is not None:
+            self.thread.join()
+
+    def _loop(self) -> None:
+        while not self.stop.wait(1.0):
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.get(f"{self.url}/metrics", timeout=5).raise_for_status()
+
+
+def asgi_overhead(rounds: int = 5, n: int = 3000) -> None:
+    """What counting a request costs the API, without the network and without the noise of
+    other work on the machine: ``GET /health`` (the cheapest route: no database) called
+    straight on the ASGI app, with metrics off and on, alternating batches of ``n``."""
+    data = Path(tempfile.mkdtemp(prefix="jiayi-bench-"))
+    apps = {
+        metered: create_app(Settings(data_dir=data, metrics_on_api=metered))
+        for metered in (False, True)
+    }
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/health",
+        "raw_path": b"/health",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"bench")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            assert message["status"] == 200
+
+    async def batch(app: object) -> float:
+        began = time.perf_counter()
+        for _ in range(n):
+            await app(dict(scope), receive, send)  # type: ignore[operator]
+        return (time.perf_counter() - began) / n
+
+    async def measure() -> dict[bool, list[float]]:
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for app in apps.values():
+            await batch(app)  # warm up
+        for n in range(rounds):
+            for metered, app in list(apps.items())[:: 1 if n % 2 == 0 else -1]:
+                times[metered].append(await batch(app))
+        return times
+
+    times = asyncio.run(measure())
+    off, on = statistics.median(times[False]), statistics.median(times[True])
+    print(
+        f"GET /health on the ASGI app, no network (medians of {rounds} alternating batches of "
+        f"{n}): metrics off {off * 1e6:.0f} us, on {on * 1e6:.0f} us per request: "
+        f"+{(on - off) * 1e6:.0f} us, ratio of throughputs on/off {off / on:.3f}"
+    )
+
+
+def booking_race(
+    requests: int, slots: int, clients: int, metered: bool = False
+) -> tuple[float, float]:
+    """The p99 latency and requests/s; fails when the number of successful bookings is not
+    ``slots``. ``metered``: the server counts requests and is scraped every second."""
     base = Settings()
     schema = f"bench_race_{uuid.uuid4().hex[:8]}"
     if base.uses_postgres:
-        settings = Settings(postgres_schema=schema)
+        settings = Settings(postgres_schema=schema, metrics_on_api=metered)
     else:
-        settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="jiayi-bench-")))
+        data = Path(tempfile.mkdtemp(prefix="jiayi-bench-"))
+        settings = Settings(data_dir=data, metrics_on_api=metered)
     app = build_application(settings)
     projections = build_projections(settings, app)
     served = Served(create_app(settings, app=app, queries=projections.queries)).start()
     try:
-        return _race(served, requests, slots, clients)
+        print(f"metrics {'on' if metered else 'off'}: ", end="")
+        with Scraper(served.url if metered else None):
+            return _race(served, requests, slots, clients)
     finally:
         served.stop()
         projections.close()
@@ -97,7 +190,7 @@ def booking_race(requests: int, slots: int, clients: int) -> float:
             _drop_schemas(settings, schema)
 
 
-def _race(served: Served, requests: int, slots: int, clients: int) -> float:
+def _race(served: Served, requests: int, slots: int, clients: int) -> tuple[float, float]:
     app = served.services.application()
     world = build_world(app)
     patients = [world.contracted_patient(serial=i) for i in range(requests)]
@@ -139,7 +232,7 @@ def _race(served: Served, requests: int, slots: int, clients: int) -> float:
     print(f"  p50 {ms(percentile(latencies, 0.5))}, p99 {ms(p99)}")
     if ok != slots:
         raise SystemExit("booking race: wrong number of successful bookings")
-    return p99
+    return p99, requests / elapsed
 
 
 def _drop_schemas(settings: Settings, schema: str) -> None:
@@ -213,13 +306,14 @@ class Store:
 class Server:
     """``jiayi serve`` on a free loopback port, as its own process, on ``store``."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, metered: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
             **os.environ,
             "JIAYI_POSTGRES_SCHEMA": store.schema,
             "JIAYI_PROJECTIONS_IN_PROCESS": "false",
+            "JIAYI_METRICS_ON_API": "true" if metered else "false",
         }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "jiayi.cli", "serve", "--port", str(self.port)],
@@ -304,8 +398,18 @@ async def _paced(url: str, store: Store, clients: int, seconds: float, rate: flo
     return {"latencies": latencies, "failures": failures, "seconds": seconds}
 
 
-def timelines(store: Store, clients: int, seconds: float, rate: float | None = None) -> float:
-    with Server(store) as server:
+def timelines(
+    store: Store, clients: int, seconds: float, rate: float | None = None, metered: bool = False
+) -> float:
+    return timelines_measured(store, clients, seconds, rate, metered)[0]
+
+
+def timelines_measured(
+    store: Store, clients: int, seconds: float, rate: float | None = None, metered: bool = False
+) -> tuple[float, float]:
+    """The p99 latency and requests/s of timeline reads (``metered``: metrics on the server,
+    scraped every second)."""
+    with Server(store, metered) as server, Scraper(server.url if metered else None):
         if rate:
             result = asyncio.run(_paced(server.url, store, clients, seconds, rate))
         else:
@@ -315,13 +419,26 @@ def timelines(store: Store, clients: int, seconds: float, rate: float | None = N
     mode = f"{rate:g} requests/s offered" if rate else f"{clients} clients, closed loop"
     print(
         f"timelines on {store.schema} ({store.events:,} events): {mode}, "
-        f"{len(lat):,} requests, {result['failures']} not 200"
+        f"metrics {'on' if metered else 'off'}, {len(lat):,} requests, "
+        f"{result['failures']} not 200"
     )
+    throughput = len(lat) / result["seconds"]
+    print(f"  p50 {ms(percentile(lat, 0.5))}, p99 {ms(p99)}, {throughput:,.0f} req/s")
+    return p99, throughput
+
+
+def compare(name: str, off: list[tuple[float, float]], on: list[tuple[float, float]]) -> None:
+    """Medians of the runs without and with metrics, and their ratios (target: within 5%)."""
+    if not off or not on:
+        return
+    p99_off, p99_on = (statistics.median(r[0] for r in runs) for runs in (off, on))
+    rps_off, rps_on = (statistics.median(r[1] for r in runs) for runs in (off, on))
+    ratio = rps_on / rps_off
     print(
-        f"  p50 {ms(percentile(lat, 0.5))}, p99 {ms(p99)}, "
-        f"{len(lat) / result['seconds']:,.0f} req/s"
+        f"{name}, metrics off vs on (medians of {len(off)} alternating runs): "
+        f"{rps_off:,.0f} vs {rps_on:,.0f} req/s, ratio on/off {ratio:.3f} (target >= 0.95: "
+        f"{'met' if ratio >= 0.95 else 'NOT met'}); p99 {ms(p99_off)} vs {ms(p99_on)}"
     )
-    return p99
 
 
 async def _with_replays(
@@ -437,16 +554,41 @@ def main() -> int:
         default=20,
         help="distinct as-of moments asked for during a last run at --rate (0: skip it)",
     )
+    parser.add_argument(
+        "--metrics",
+        choices=["both", "off", "on"],
+        default="both",
+        help="servers without and with metrics (counted, /metrics scraped every second), "
+        "alternating runs (both), or only one kind",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="runs per kind when comparing")
     args = parser.parse_args()
     bench_master_key()
+    kinds = {"both": [False, True], "off": [False], "on": [True]}[args.metrics]
+    if len(kinds) > 1:
+        asgi_overhead()
     if not args.no_race:
-        booking_race(args.requests, args.slots, args.clients)
+        races: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+        for n in range(args.rounds if len(kinds) > 1 else 1):
+            for metered in kinds if n % 2 == 0 else kinds[::-1]:  # off, on, on, off, ...
+                races[metered].append(
+                    booking_race(args.requests, args.slots, args.clients, metered)
+                )
+        compare("booking race", races[False], races[True])
     if not (args.large and args.small):
         print("timelines: skipped (give --large and --small schemas)")
         return 0
     if not Settings().uses_postgres:
         raise SystemExit("timelines need JIAYI_POSTGRES_URL")
     large, small = Store(args.large), Store(args.small)
+    if len(kinds) > 1:
+        reads: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+        for n in range(args.rounds):
+            for metered in kinds if n % 2 == 0 else kinds[::-1]:
+                reads[metered].append(
+                    timelines_measured(large, args.clients, args.seconds, None, metered)
+                )
+        compare(f"timelines on {large.schema}, closed loop", reads[False], reads[True])
     for rate in [None, args.rate] if args.rate else [None]:
         p99_large = timelines(large, args.clients, args.seconds, rate)
         p99_small = timelines(small, args.clients, args.seconds, rate)

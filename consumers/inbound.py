@@ -48,7 +48,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
-from consumers.deadletter import DeadLetters, Failure, record_size
+from consumers.deadletter import DeadLetters, Failure, dead_letter_codes, record_size
 from consumers.messages import MessageRejected, PartnerMessage, decode
 from consumers.topics import inbound_pattern, org_of_inbound
 from domain.application import Batch, CareCoordination
@@ -57,6 +57,14 @@ from domain.organisations import Organisation
 from eventstore.errors import DamagedEvent
 from eventstore.mapper import PlacedMapper
 from eventstore.recorders import MessageKey
+from jiayi.metrics import (
+    CONSUMER_APPLIED,
+    CONSUMER_BATCH,
+    CONSUMER_DUPLICATES,
+    CONSUMER_LAG,
+    DEAD_LETTERS,
+    METRICS_ERRORS,
+)
 from runtime.pacing import CollectBetweenBatches
 
 log = logging.getLogger(__name__)
@@ -67,6 +75,9 @@ RETRIES = 10
 CACHE_LIMIT = 200_000
 #: More changes by others than this since the last batch: drop every kept aggregate instead.
 CHANGES_LIMIT = 50_000
+#: Milliseconds the consumer's loop waits for the end offsets of partitions it has not
+#: fetched yet (its lag metric; the others come with the fetch responses).
+LAG_TIMEOUT_MS = 2000
 #: Seconds between two log lines about one partner still sending one deprecated type.
 DEPRECATED_LOG_EVERY = 3600.0
 
@@ -151,6 +162,23 @@ def _damaged(exc: DamagedEvent, key: MessageKey | None) -> Failure:
     )
 
 
+_KNOWN_CODES: frozenset[str] | None = None
+
+
+def _count_batch(handled: int, applied: int, dead: list[str]) -> None:
+    """A recorded batch in the metrics: its size, messages applied, dead letters by code (a
+    code outside :func:`dead_letter_codes` counts as ``other``: labels stay a closed set), and
+    the rest, skipped as applied before."""
+    global _KNOWN_CODES
+    if _KNOWN_CODES is None:
+        _KNOWN_CODES = frozenset(dead_letter_codes())
+    CONSUMER_BATCH.observe(handled)
+    CONSUMER_APPLIED.inc(applied)
+    CONSUMER_DUPLICATES.inc(handled - applied - len(dead))
+    for code in dead:
+        DEAD_LETTERS.labels(code if code in _KNOWN_CODES else "other").inc()
+
+
 class InboundConsumer:
     """A member of the partner-topic consumer group; positions live in the event store."""
 
@@ -161,8 +189,13 @@ class InboundConsumer:
         dead_letters: DeadLetters,
         prefix: str,
         max_records: int = 2000,
+        lag_every: float | None = None,
     ) -> None:
         self.app = app
+        #: Seconds between two looks at the partitions' lag (the broker's end offsets, on
+        #: this loop: the client is not thread-safe); None: not measured.
+        self.lag_every = lag_every
+        self._lag_labels: set[tuple[str, str]] = set()
         self.recorder: ExchangeRecorder = app.recorder  # type: ignore[assignment]
         self.consumer = consumer
         self.dead_letters = dead_letters
@@ -228,15 +261,60 @@ class InboundConsumer:
         batches (:class:`CollectBetweenBatches`)."""
         self.subscribe()
         idle_since = time.monotonic()
+        lag_due = 0.0
         with CollectBetweenBatches() as collector:
             while not stop.is_set():
                 if self.poll_once() or not self.positions:  # idle counts once assigned
                     idle_since = time.monotonic()
                 elif idle_exit is not None and time.monotonic() - idle_since > idle_exit:
                     break
+                if self.lag_every is not None and time.monotonic() >= lag_due:
+                    self.note_lag()
+                    lag_due = time.monotonic() + self.lag_every
                 collector.between_batches()
                 if progress is not None:
                     progress(self)
+        if self.lag_every is not None:
+            self.note_lag()
+
+    def note_lag(self) -> None:
+        """``jiayi_consumer_lag_messages`` per assigned partition: the broker's end offset
+        minus the stored position. The end offset is the high watermark the broker sent with
+        its last fetch response (kept by the client: no request, so the loop never waits on
+        it); only a partition not fetched yet is asked for it, with a bound (a request on the
+        loop stalls behind the fetches in flight). A partition without a stored position
+        counts from its beginning. A failure is logged and counted, never raised."""
+        parts = list(self.positions)
+        try:
+            ends: dict[TopicPartition, int | None] = {
+                tp: self.consumer.highwater(tp) for tp in parts
+            }
+            unfetched = [tp for tp, end in ends.items() if end is None]
+            if unfetched:
+                ends.update(self.consumer.end_offsets(unfetched, timeout_ms=LAG_TIMEOUT_MS))
+            unstored = [tp for tp in parts if self.positions.get(tp) is None]
+            starts = (
+                self.consumer.beginning_offsets(unstored, timeout_ms=LAG_TIMEOUT_MS)
+                if unstored
+                else {}
+            )
+        except Exception as exc:
+            log.warning("consumer lag could not be read: %s", exc)
+            METRICS_ERRORS.labels("consumer-lag").inc()
+            return
+        labels: set[tuple[str, str]] = set()
+        for tp in parts:
+            end = ends.get(tp)
+            position = self.positions.get(tp)
+            start = position if position is not None else starts.get(tp)
+            if end is None or start is None:
+                continue
+            label = (tp.topic, str(tp.partition))
+            CONSUMER_LAG.labels(*label).set(max(end - start, 0))
+            labels.add(label)
+        for gone in self._lag_labels - labels:  # revoked: another member reports it
+            CONSUMER_LAG.remove(*gone)
+        self._lag_labels = labels
 
     def poll_once(self, timeout_ms: int = 500) -> int:
         try:
@@ -441,6 +519,7 @@ class InboundConsumer:
             self._keep(batch)
         self.applied += len(received)
         self.dead += len(failed)
+        _count_batch(len(items), len(received), [f.code for _, f in failed])
 
     def _authorise(self, message: PartnerMessage) -> None:
         """The source names a registered organisation; the domain decides what it may do."""

@@ -40,6 +40,7 @@ from domain.application import CareCoordination
 from domain.quotas import Quota
 from eventstore.errors import DamagedEvent
 from eventstore.keys import KeyRing
+from jiayi.metrics import RELAY_PUBLISHED, RELAY_SENT
 from runtime.leadership import Leadership
 
 log = logging.getLogger(__name__)
@@ -201,6 +202,8 @@ class Relay:
         router.commit()
         self.published += len(decoded)
         self.sent += sent
+        RELAY_PUBLISHED.inc(len(decoded))
+        RELAY_SENT.inc(sent)
         return len(decoded)
 
     def _forget_erased_keys(self) -> None:

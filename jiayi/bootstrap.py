@@ -225,10 +225,14 @@ class Projections:
     reader: LogReader
     queries: ViewQueries
     runner: RunnerThread | None = None
+    #: Stops exporting the views' metrics (``jiayi.metrics.watch_views``); None: not exported.
+    stop_metrics: Callable[[], None] | None = None
 
     def close(self) -> None:
         if self.runner is not None:
             self.runner.stop()
+        if self.stop_metrics is not None:
+            self.stop_metrics()
         self.queries.close()
 
 
@@ -256,7 +260,12 @@ def build_projections(
         budget=replay_budget(settings),
         builder=ProcessBuilder(settings),  # replays are built out of the serving process
     )
-    return Projections(location, reader, queries, runner)
+    stop_metrics = None
+    if settings.metrics_enabled:
+        from jiayi.metrics import watch_views
+
+        stop_metrics = watch_views(location, reader)
+    return Projections(location, reader, queries, runner, stop_metrics)
 
 
 def rebuild_views(
@@ -399,6 +408,10 @@ def build_producer(
     return KafkaProducer(**kafka_client_config(settings, role), client_id=client_id, **config)
 
 
+#: Seconds between two looks at the consumer's lag per partition (when metrics are on).
+CONSUMER_LAG_EVERY = 5.0
+
+
 def build_inbound_consumer(
     settings: Settings, app: CareCoordination | None = None
 ) -> InboundConsumer:
@@ -447,6 +460,7 @@ def build_inbound_consumer(
         dead_letters,
         settings.partner_topic_prefix,
         max_records=settings.kafka_batch,
+        lag_every=CONSUMER_LAG_EVERY if settings.metrics_enabled else None,
     )
 
 
@@ -478,7 +492,14 @@ def build_duty(
 ) -> Duty:
     """The lock of a single-writer ``duty`` of this deployment (:mod:`runtime.leadership`):
     an advisory lock keyed by ``<schema>:<duty>`` on PostgreSQL, a file beside SQLite."""
+    from jiayi.metrics import duty_held
+
+    def changed(held: bool) -> None:
+        duty_held(duty, held)  # jiayi_duty_held{duty}: which process holds which duty
+        if on_change is not None:
+            on_change(held)
+
     if settings.uses_postgres:
         name = f"{settings.postgres_schema or 'public'}:{duty}"
-        return Duty(duty, PostgresLeadership(settings.postgres_dsn(), name), on_change)
-    return Duty(duty, FileLeadership(settings.data_dir / lock_file_name(duty)), on_change)
+        return Duty(duty, PostgresLeadership(settings.postgres_dsn(), name), changed)
+    return Duty(duty, FileLeadership(settings.data_dir / lock_file_name(duty)), changed)

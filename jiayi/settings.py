@@ -212,6 +212,17 @@ class Settings(BaseSettings):
     #: many seconds ago without moving meanwhile.
     views_max_lag: Positive = 30
 
+    # --- metrics (Prometheus; see jiayi/metrics.py) -----------------------------------------
+    #: Port on which every long-running process (``serve``, ``projections run``, ``consume``,
+    #: ``publish``) serves its metrics (``/metrics``, text exposition), apart from the API;
+    #: unset: none. Operators scrape it on their own network.
+    metrics_port: Annotated[Port | None, BeforeValidator(_blank_is_unset)] = None
+    #: Address the metrics port listens on (``0.0.0.0`` in a container).
+    metrics_host: str = "127.0.0.1"
+    #: Also answer ``GET /metrics`` on the API itself (no token: only where the API's port is
+    #: not reachable from outside the operators' network).
+    metrics_on_api: bool = False
+
     # --- views as of a moment (see projections/replays.py) ------------------------------------
     #: Replay stores kept, all processes together (the least recently used are deleted).
     asof_max_stores: Positive = 32
@@ -327,6 +338,11 @@ class Settings(BaseSettings):
     def today(self) -> date:
         """Today's calendar day in the deployment's time zone."""
         return datetime.now(self.zone()).date()
+
+    @property
+    def metrics_enabled(self) -> bool:
+        """Whether this process keeps metrics someone can read (a port, or ``/metrics``)."""
+        return self.metrics_port is not None or self.metrics_on_api
 
     @property
     def uses_postgres(self) -> bool:

@@ -196,7 +196,7 @@ class Duty:
             self._changed(False)
 
     def _changed(self, held: bool) -> None:
-        # HOOK (issue 17, metrics): the duty gauge is set here, e.g. duty_held(self.name, held)
+        # jiayi.bootstrap.build_duty passes one that sets the duty's gauge (jiayi_duty_held)
         if self.on_change is not None:
             try:
                 self.on_change(held)

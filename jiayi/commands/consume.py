@@ -8,8 +8,10 @@ import threading
 from typing import Any
 
 from audit.seals import start_schedule
+from jiayi import metrics
 from jiayi.bootstrap import build_inbound_consumer, ensure_topics
 from jiayi.settings import Settings
+from projections.events import LogReader
 from runtime.logs import announce
 
 
@@ -34,6 +36,9 @@ def run(args: argparse.Namespace) -> int:
     inbound = build_inbound_consumer(settings)
     stop = stop_on_signals()
     seals = start_schedule(settings)
+    served = metrics.serve(settings)
+    if served is not None:
+        metrics.watch("log", metrics.log_head(LogReader(inbound.app)))
     announce(
         f"consuming {settings.partner_topic_prefix}<organisation>.in"
         f" as group {settings.consumer_group}"
@@ -43,5 +48,7 @@ def run(args: argparse.Namespace) -> int:
     inbound.consumer.close()
     if seals is not None:
         seals.stop()
+    if served is not None:
+        served.stop()
     inbound.app.close()
     return 0

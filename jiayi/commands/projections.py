@@ -14,6 +14,7 @@ from typing import Any
 from tqdm import tqdm
 
 from eventstore.errors import DamagedEvent
+from jiayi import metrics
 from jiayi.bootstrap import (
     PROJECTIONS_DUTY,
     build_application,
@@ -99,8 +100,11 @@ def run_follow(args: argparse.Namespace) -> int:
     settings: Settings = args.settings
     app = build_application(settings)
     location = view_location(settings)
+    reader = LogReader(app)
     duty = build_duty(settings, PROJECTIONS_DUTY)
-    runner = RunnerThread(location.open, LogReader(app), poll=args.poll, leadership=duty)
+    runner = RunnerThread(location.open, reader, poll=args.poll, leadership=duty)
+    served = metrics.serve(settings)
+    stop_metrics = metrics.watch_views(location, reader) if served is not None else None
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
@@ -108,5 +112,8 @@ def run_follow(args: argparse.Namespace) -> int:
     announce("following the log (one runner leads, others stand by); SIGTERM or Ctrl-C stops")
     done.wait()
     runner.stop()
+    if served is not None and stop_metrics is not None:
+        stop_metrics()
+        served.stop()
     app.close()
     return 0

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from audit.seals import start_schedule
+from jiayi import metrics
 from jiayi.bootstrap import build_relay, ensure_topics
 from jiayi.commands.consume import stop_on_signals
 from jiayi.settings import Settings
@@ -25,6 +26,9 @@ def run(args: argparse.Namespace) -> int:
     relay = build_relay(settings)
     stop = stop_on_signals()
     seals = start_schedule(settings, to_kafka=True)
+    served = metrics.serve(settings)
+    if served is not None:
+        metrics.watch("relay", metrics.relay_source(relay))
     announce(
         f"publishing to {settings.partner_topic_prefix}<organisation>.out"
         + (f" and {settings.platform_topic}" if settings.platform_topic else "")
@@ -34,5 +38,7 @@ def run(args: argparse.Namespace) -> int:
     announce(f"published {relay.published}")
     if seals is not None:
         seals.stop()
+    if served is not None:
+        served.stop()
     relay.app.close()
     return 0

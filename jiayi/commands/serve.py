@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     from api.main import create_app
     from audit.seals import start_schedule
+    from jiayi.metrics import serve as serve_metrics
 
     settings: Settings = args.settings
     host = args.host or settings.http_host
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     demo_if_empty(settings, app, args.demo_patients, args.seed)
     views = build_read_side(settings, app)
     seals = start_schedule(settings)
+    metrics = serve_metrics(settings)
     _print_help(host, port)
     _print_organisations(app)
     closed = threading.Event()
@@ -69,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         closed.set()
         if seals is not None:
             seals.stop()
+        if metrics is not None:
+            metrics.stop()
         views.close()
         app.close()
 
