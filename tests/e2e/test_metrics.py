@@ -57,8 +57,13 @@ def test_a_journey_moves_the_request_counters_by_exactly_its_requests_and_the_vi
     before = scrape(http)
     patient, _ = world.contracted()  # POST /patients, POST /contracts
     referral = world.referral(patient)  # POST /referrals
-    r = http.get(f"/patients/{patient}", headers=bearer(world.center.token))
-    assert r.status_code == 200
+    head = world.served.services.application().max_position()  # read our own writes
+    r = http.get(
+        f"/patients/{patient}",
+        params={"wait_for_position": head},
+        headers=bearer(world.center.token),
+    )
+    assert r.status_code == 200, r.text
     r = http.get(f"/patients/{uuid.uuid4()}", headers=bearer(world.center.token))
     assert r.status_code == 404
     r = http.post("/patients", json={"name": ""}, headers=bearer(world.center.token))
