@@ -16,7 +16,8 @@ from datetime import date, datetime, time, timedelta
 from uuid import UUID
 
 from domain.application import CareCoordination
-from domain.common import Actor, DomainError, stable_id
+from domain.common import Actor, DomainError, add_years, stable_id, term_end
+from domain.contracts import FIRST_TERM_YEARS, RENEWAL_YEARS
 from domain.organisations import OrgKind
 from domain.patients import Tag
 from domain.referrals import RejectionReason, Urgency
@@ -321,13 +322,22 @@ class CityBuilder:
             except DomainError:
                 pass
         elif start < self.today - timedelta(days=330) and rng.random() < 0.5:
-            self.app.renew_contract(
-                contract_id,
-                years=rng.choice((1, 2, 3)),
-                actor=actor,
-                at=self.moment(self.today - timedelta(days=2)),
+            # as long as wished, but the end no more than 3 years after the renewal's day
+            renewed = self.today - timedelta(days=2)
+            end = term_end(start, FIRST_TERM_YEARS)
+            wished = rng.choice(RENEWAL_YEARS)
+            years = max(
+                [y for y in RENEWAL_YEARS if add_years(end, y) <= add_years(renewed, 3)],
+                default=0,
             )
-            self.count("contracts renewed")
+            if years:
+                self.app.renew_contract(
+                    contract_id,
+                    years=min(wished, years),
+                    actor=actor,
+                    at=self.moment(renewed),
+                )
+                self.count("contracts renewed")
 
     def _visit(self, pid: UUID, day: date, actor: Actor, tags: set[str]) -> None:
         m: dict[str, float] = {}

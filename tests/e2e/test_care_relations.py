@@ -171,4 +171,4 @@ def test_a_transfer_request_dated_in_the_future_is_refused(world: HttpWorld) -> 
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     ask = {**world.named(pid), "team_id": str(world.other_team), "consent": "同意书"}
     r = world.post("/transfers", world.other_center.token, {**ask, "at": later})
-    assert (r.status_code, r.json()["field"]) == (422, "at"), r.text
+    assert (r.status_code, r.json()["field"]) == (422, "body.at"), r.text
