@@ -1,8 +1,10 @@
 """Request ids: every answer names the request it answers, and so does everything it caused.
 
-The id is the request's ``X-Request-ID`` when that is 1-128 characters of ``[A-Za-z0-9._:-]``
-(a proxy's or a client's), else a new one (uuid4, 32 hex digits); an invalid one is never
-echoed. It is returned in ``X-Request-ID`` on every answer (problems, the 413 of
+The id is the request's ``X-Request-ID`` when that is a UUID (36 characters with dashes, or 32
+hex digits, as proxies make them: nginx's ``$request_id``), else a new one (uuid4, 32 hex
+digits); another one is never echoed. Only ids of that shape are taken because the id is stored
+in the events, which erasure does not reach: free text sent there (a resident id number, a
+name) would be kept for ever. It is returned in ``X-Request-ID`` on every answer (problems, the 413 of
 :mod:`api.limits`, the 500 of an unexpected error included), put on every log line written
 while the request is handled (:data:`runtime.logs.request_id`), and recorded in the events the
 request causes (``Actor.request_id``, from :attr:`api.tokens.Principal.actor`).
@@ -30,7 +32,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from runtime.logs import request_id
 
 HEADER = "X-Request-ID"
-VALID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+VALID = re.compile(
+    r"[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}"
+)
 
 access = logging.getLogger("jiayi.access")
 

@@ -58,7 +58,9 @@ class Cut:
 
 ALL = Cut()
 #: What a hospital gets of a referral: not the patient's contract or team.
-_REFERRAL = Cut(withheld=frozenset({"contract_id", "team_id"}))
+#: ``resent_from`` names an earlier referral (rejected or cancelled, often by another hospital):
+#: none of the receiving hospital's business.
+_REFERRAL = Cut(withheld=frozenset({"contract_id", "team_id", "resent_from"}))
 
 #: Event name (``Aggregate.EventName``, or ``Aggregate.*`` for every event of the aggregate)
 #: -> recipient kind -> what it does not get. Absent: nobody.

@@ -308,12 +308,13 @@ class FollowUps(Aggregate):
     ) -> Obligation:
         """The follow-up after a referral sent again (``referral_id``) in place of an ended
         one (``ended``): it keeps the window start and due date the ended referral's had (the
-        two weeks count from when the patient was first referred). An ended referral is
-        carried on once (:class:`ReferralAlreadyResent`)."""
+        two weeks count from when the patient was first referred), unless that follow-up was
+        already done: then the new referral owes one of its own, from ``opened`` to ``due``.
+        An ended referral is carried on once (:class:`ReferralAlreadyResent`)."""
         if any(o.get("carried_from") == ended for o in self.obligations.values()):
             raise ReferralAlreadyResent("that referral was already sent again")
         before = self.obligations.get(stable_id(ended, ObligationReason.AFTER_REFERRAL))
-        if before is not None:
+        if before is not None and before["status"] != "done":
             opened = before["window_start"]
         self.end_loop(ended, "referral re-sent", actor, at)
         carried = Obligation(

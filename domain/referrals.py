@@ -370,9 +370,10 @@ class Referral(Aggregate):
             urgency=urgency,
             green_channel=registered_poor,
             decision_due=decision_due(at, urgency, registered_poor, zone or _zone_of(at)),
+            # carried on from the ended referral, unless its follow-up was already done
             follow_up_due=(
                 resends.follow_up_due
-                if resends is not None
+                if resends is not None and resends.followed_up_on is None
                 else at.date() + FOLLOW_UP_AFTER_REFERRAL
             ),
             return_plan=None,

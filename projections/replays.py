@@ -64,7 +64,14 @@ class ReplaysBusy(Exception):
 
 
 class Missing(Exception):
-    """A store the catalogue lists as built is not there (deleted by hand)."""
+    """A store the catalogue lists as built is not there (deleted by hand), or holds views of
+    another shape (built by an older version of jiayi)."""
+
+
+def _shaped_as_now(store: ViewStore) -> bool:
+    from projections.runner import shaped_as_now
+
+    return shaped_as_now(store)
 
 
 @dataclass(frozen=True)
@@ -549,13 +556,14 @@ class Replays:
         try:
             opened = self.location.replay(place).open()
             try:
-                complete = bool(opened.positions())
+                complete = bool(opened.positions()) and _shaped_as_now(opened)
             except Exception as exc:
                 if not _absent(exc):  # a passing error (the connection): not a missing store
                     _close(opened)
                     raise
                 complete = False
             if not complete:
+                # absent, or made by an older version with views of another shape: built again
                 _close(opened)
                 raise Missing(place)
         except BaseException:

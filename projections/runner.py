@@ -103,6 +103,13 @@ def setup(store: ViewStore, projections: Sequence[Projection]) -> None:
             record_shape(store, p)
 
 
+def shaped_as_now(store: ViewStore) -> bool:
+    """Whether every view of ``store`` has the shape this version of jiayi gives it (an as-of
+    replay store built by an older version does not: it is built again)."""
+    found = {r["name"]: r["shape"] for r in store.rows(f"SELECT name, shape FROM {SHAPES}")}
+    return all(found.get(p.name) == shape(p) for p in select())
+
+
 def record_shape(store: ViewStore, projection: Projection) -> None:
     store.execute(f"CREATE TABLE IF NOT EXISTS {SHAPES} (name TEXT PRIMARY KEY, shape TEXT)")
     store.execute(f"DELETE FROM {SHAPES} WHERE name = ?", (projection.name,))

@@ -751,7 +751,7 @@ class ViewQueries:
                 [*params, *visible_params],
             )
         ]
-        figures = formulas.compute(self._kpi_inputs(db, centers, start, end))
+        figures = formulas.compute(self._kpi_inputs(db, centers, start, end, as_of))
         return {
             "start": start.isoformat(),
             "end": end.isoformat(),
@@ -762,7 +762,12 @@ class ViewQueries:
         }
 
     def _kpi_inputs(
-        self, db: ViewStore, centers: list[str], start: date, end: date
+        self,
+        db: ViewStore,
+        centers: list[str],
+        start: date,
+        end: date,
+        as_of: datetime | None = None,
     ) -> formulas.KpiInputs:
         i = formulas.KpiInputs()
         if not centers:
@@ -815,9 +820,9 @@ class ViewQueries:
                 datetime.fromisoformat(r["decided_at"]) - datetime.fromisoformat(r["requested_at"])
             ).total_seconds() / 3600
             i.turnaround_hours.append(hours)
-        # decisions due (taken, or past their deadline by the period's end or now, whichever
-        # is first, and not cancelled before it) and of those overdue (OVERDUE_DECISION)
-        cutoff = min(until, moment_text(datetime.now(UTC)))
+        # decisions due (taken, or past their deadline by the period's end or now (the as-of
+        # moment), whichever is first, and not cancelled before it) and of those overdue
+        cutoff = min(until, moment_text(as_of or datetime.now(UTC)))
         late = db.one(
             f"SELECT SUM(CASE WHEN {OVERDUE_DECISION.format(r='r')} THEN 1 ELSE 0 END) AS k, "
             "COUNT(*) AS n FROM v_referrals r WHERE r.direction = 'up' "

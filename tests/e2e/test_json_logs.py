@@ -80,7 +80,14 @@ def test_serve_logs_one_json_object_per_line_with_request_ids_and_no_personal_da
                 return r
 
             body = {"kind": "community_center", "name": "鼓楼社区", "district": "鼓楼区"}
-            r = call("org-1", "POST", "/organisations", "/organisations", admin, json=body)
+            r = call(
+                "00000000-0000-4000-8000-000000000001",
+                "POST",
+                "/organisations",
+                "/organisations",
+                admin,
+                json=body,
+            )
             center, _ = tokens.issue("gp-1", Role.CENTER_STAFF, UUID(r.json()["id"]), "鼓楼区")
             patient = {
                 "name": NAME,
@@ -90,11 +97,18 @@ def test_serve_logs_one_json_object_per_line_with_request_ids_and_no_personal_da
                 "phone": PHONE,
                 "tags": ["hypertension"],
             }
-            r = call("register-1", "POST", "/patients", "/patients", center, json=patient)
+            r = call(
+                "00000000-0000-4000-8000-000000000002",
+                "POST",
+                "/patients",
+                "/patients",
+                center,
+                json=patient,
+            )
             assert r.status_code == 201, r.text
             pid, written = r.json()["id"], {"wait_for_position": r.json()["position"]}
             r = call(
-                "search-1",
+                "00000000-0000-4000-8000-000000000003",
                 "POST",
                 "/patients/search",
                 "/patients/search",
@@ -104,17 +118,36 @@ def test_serve_logs_one_json_object_per_line_with_request_ids_and_no_personal_da
             )
             assert r.status_code == 200 and pid in r.text
             by_number = {"q": NATIONAL_ID}
-            call("search-2", "POST", "/patients/search", "/patients/search", center, json=by_number)
+            call(
+                "00000000-0000-4000-8000-000000000004",
+                "POST",
+                "/patients/search",
+                "/patients/search",
+                center,
+                json=by_number,
+            )
             route = "/patients/{patient_id}"
             r = call(
-                "read-1", "GET", route, f"/patients/{pid}", center, params={"q": NAME, **written}
+                "00000000-0000-4000-8000-000000000007",
+                "GET",
+                route,
+                f"/patients/{pid}",
+                center,
+                params={"q": NAME, **written},
             )
             assert r.status_code == 200 and NAME in r.text
             # refused: a body naming the person, invalid
             bad = {**patient, "national_id": NATIONAL_ID + "0"}
-            r = call("invalid-1", "POST", "/patients", "/patients", center, json=bad)
+            r = call(
+                "00000000-0000-4000-8000-000000000005",
+                "POST",
+                "/patients",
+                "/patients",
+                center,
+                json=bad,
+            )
             assert r.status_code == 422
-            call("unknown-1", "GET", "-", f"/nothing/{NAME}", center)
+            call("00000000-0000-4000-8000-000000000006", "GET", "-", f"/nothing/{NAME}", center)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)

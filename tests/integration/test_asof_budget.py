@@ -327,3 +327,36 @@ def test_a_replay_deleted_by_hand_is_built_again(settings: Settings, world: Worl
         assert len(replay_stores(settings)) == 1
     finally:
         first.close()
+
+
+def test_a_replay_built_by_an_older_version_is_built_again(
+    settings: Settings, world: World
+) -> None:
+    """After an upgrade that changed a view's shape (issue 16 added columns), a replay store
+    built before it would answer queries that name the new columns with an error: it is built
+    again instead."""
+    app = world.app
+    referral = world.referral()
+    (moment,) = past_moments(1)
+    go = threading.Event()
+    go.set()
+    reader = SlowReader(LogReader(app), go)
+    location = view_location(settings)
+    first = ViewQueries(location, reader)  # type: ignore[arg-type]
+    try:
+        assert status_as_of(first, referral, moment) == "requested"
+        (built,) = replay_stores(settings)
+        old = location.replay(built).open()  # as an older version would have left it
+        try:
+            old.execute("UPDATE projection_shapes SET shape = 'older' WHERE name = 'care'")
+        finally:
+            old.close()
+        second = ViewQueries(location, reader)  # type: ignore[arg-type]
+        try:
+            assert status_as_of(second, referral, moment) == "requested"
+        finally:
+            second.close()
+        assert reader.passes == 2  # replayed again, not read from the old store
+        assert len(replay_stores(settings)) == 1
+    finally:
+        first.close()

@@ -153,3 +153,18 @@ def test_the_day_10_visit_closes_hospital_2s_loop_and_nothing_is_overdue_on_any_
         assert not any(
             overdue(o["status"], o["due"], today) for o in followups.obligations.values()
         )
+
+
+def test_a_referral_sent_again_after_its_loop_was_followed_up_owes_two_fresh_weeks() -> None:
+    first = refer(HOSPITAL, TODAY)
+    first.accept(HOSPITAL_DESK, at(TODAY, 10))
+    first.record_follow_up(uuid4(), TODAY + timedelta(days=7), GP, at(TODAY + timedelta(days=7)))
+    first.cancel("患者改约", GP, at(TODAY + timedelta(days=20)), True)
+    again = refer(OTHER_HOSPITAL, TODAY + timedelta(days=21), resends=first)
+    assert again.follow_up_due == TODAY + timedelta(days=21) + FOLLOW_UP_AFTER_REFERRAL
+    # not yet followed up: the two weeks still count from the first request
+    second = refer(HOSPITAL, TODAY)
+    second.reject("no_capacity", "", HOSPITAL_DESK, at(TODAY, 11))
+    assert refer(OTHER_HOSPITAL, TODAY + timedelta(days=3), resends=second).follow_up_due == (
+        TODAY + FOLLOW_UP_AFTER_REFERRAL
+    )

@@ -156,3 +156,21 @@ def test_the_acting_organisation_comes_from_the_inbound_topic() -> None:
     import re
 
     assert re.match(inbound_pattern("jiayi.partner."), topic)
+
+
+def test_a_hospital_is_not_told_which_referral_a_referral_sends_again() -> None:
+    """``resent_from`` names the earlier referral, rejected or cancelled, often by another
+    hospital: the hospital receiving the new one gets the form, not that history."""
+    earlier = uuid4()
+    fields = {
+        "resent_from": earlier,
+        "contract_id": uuid4(),
+        "team_id": uuid4(),
+        "reason": "血糖控制不佳",
+        "actor": Actor("gp-1", C1),
+    }
+    for name in ("Referral.Requested", "Referral.ReturnStarted"):
+        (cut,) = [c for c in route_of(name).values() if c is not ALL]
+        sent = apply_cut(fields, cut, H2)
+        assert (sent["resent_from"], sent["contract_id"], sent["team_id"]) == (None, None, None)
+        assert sent["reason"] == "血糖控制不佳"  # the form itself goes

@@ -206,6 +206,20 @@ def test_a_rejected_referral_ends_its_follow_up_and_the_one_sent_again_carries_i
         f.carry_on(H1_REFERRAL, stable_id("unit", "H3"), START, START, GP, at(START))
 
 
+def test_a_referral_sent_again_after_its_follow_up_was_done_owes_a_fresh_one() -> None:
+    """Accepted, followed up on day 7, cancelled on day 20, sent again on day 21: the new
+    referral owes its own follow-up from day 21, not one due on day 14 (overdue at once)."""
+    f, first = diabetic_with_a_referral()
+    on = days(7, START)
+    f.record_visit(stable_id("v7"), on, "phone", {}, None, "", GP, at(on), first.id)
+    f.end_loop(H1_REFERRAL, "referral cancelled", GP, at(days(20, START)))
+    assert f.obligations[first.id]["status"] == "done"  # what was met stays met
+    again = days(21, START)
+    carried = f.carry_on(H1_REFERRAL, H2_REFERRAL, again, days(35, START), GP, at(again))
+    assert (carried.window_start, carried.due) == (again, days(35, START))
+    assert not overdue("open", carried.due, again)
+
+
 def test_a_visit_prefers_the_referral_loop_over_an_earlier_contract_follow_up() -> None:
     quarters = diabetes()
     loop = single_obligation("after_referral", H2_REFERRAL, days(95, START), days(109, START))
