@@ -22,8 +22,9 @@ from psycopg import sql
 
 from domain.application import CareCoordination
 from eventstore.keys import MasterKey
-from jiayi.bootstrap import build_application
+from jiayi.bootstrap import Projections, build_application, build_projections
 from jiayi.settings import Settings
+from tests.world import World, build_world
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -152,3 +153,17 @@ def make_app(settings: Settings, clock: Clock) -> Iterator[Callable[[], CareCoor
 @pytest.fixture
 def app(make_app: Callable[[], CareCoordination]) -> CareCoordination:
     return make_app()
+
+
+@pytest.fixture
+def world(app: CareCoordination) -> World:
+    """Centers, hospitals, teams and their staff, made through the use cases."""
+    return build_world(app)
+
+
+@pytest.fixture
+def views(settings: Settings, app: CareCoordination) -> Iterator[Projections]:
+    """The views of ``settings``, followed in this process (poll 20 ms)."""
+    found = build_projections(settings, app, poll=0.02)
+    yield found
+    found.close()

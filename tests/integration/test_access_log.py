@@ -21,7 +21,7 @@ from audit.access import (
     verify_access_log,
 )
 from domain.application import CareCoordination
-from jiayi.bootstrap import Projections, build_projections, view_location
+from jiayi.bootstrap import Projections, view_location
 from jiayi.settings import Settings
 from projections.queries import Page, Reader, Scope
 from projections.store import ViewStore
@@ -193,13 +193,6 @@ def test_an_empty_log_is_intact(settings: Settings) -> None:
 
 
 # --- the queries record what each reader got -------------------------------------------------
-
-
-@pytest.fixture
-def views(settings: Settings, app: CareCoordination) -> Iterator[Projections]:
-    found = build_projections(settings, app, poll=0.02)
-    yield found
-    found.close()
 
 
 def logged(views: Projections, staff: str) -> list[tuple[str, str, int]]:

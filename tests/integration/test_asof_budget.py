@@ -32,14 +32,9 @@ from projections.queries import Scope
 from projections.views import ViewQueries
 from tests.conftest import Clock
 from tests.e2e.server import Served, bearer
-from tests.world import World, build_world
+from tests.world import World
 
 EVERYTHING = Scope(everything=True)
-
-
-@pytest.fixture
-def world(app: CareCoordination) -> World:
-    return build_world(app)
 
 
 def replay_stores(settings: Settings) -> list[str]:

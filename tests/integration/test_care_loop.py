@@ -10,7 +10,7 @@ page's data must all agree with the domain's one definition, incrementally and r
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -26,8 +26,7 @@ from domain.contracts import Contract
 from domain.followups import FollowUps, ReferralAlreadyResent, on_time, overdue
 from domain.patients import Patient
 from domain.referrals import Referral, ReferralNotEnded, ResentReferralNotFound
-from jiayi.bootstrap import Projections, build_projections
-from jiayi.settings import Settings
+from jiayi.bootstrap import Projections
 from projections.queries import Page, Scope
 from projections.runner import rebuild
 from tests.conftest import Clock
@@ -35,18 +34,6 @@ from tests.world import World, build_world
 
 EVERYTHING = Scope(everything=True)
 ALL = Page(limit=10_000)
-
-
-@pytest.fixture
-def world(app: CareCoordination) -> World:
-    return build_world(app)
-
-
-@pytest.fixture
-def views(settings: Settings, app: CareCoordination) -> Iterator[Projections]:
-    found = build_projections(settings, app, poll=0.02)
-    yield found
-    found.close()
 
 
 def center_scope(world: World) -> Scope:

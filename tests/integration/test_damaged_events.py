@@ -35,11 +35,6 @@ from tests.e2e.server import Served, bearer
 from tests.world import DISTRICT, World, build_world
 
 
-@pytest.fixture
-def world(app: CareCoordination) -> World:
-    return build_world(app)
-
-
 def story(world: World) -> tuple[UUID, UUID, UUID]:
     """Two patients, each with a referral; their ids and the first referral's."""
     first = world.contracted_patient(serial=1)

@@ -17,12 +17,11 @@ from consumers.inbound import DAMAGED_AGGREGATE, InboundConsumer
 from consumers.messages import partner_event
 from domain.application import CareCoordination
 from domain.referrals import Referral
-from jiayi.bootstrap import build_application, build_inbound_consumer, ensure_topics
+from jiayi.bootstrap import build_inbound_consumer, ensure_topics
 from jiayi.settings import Settings
-from tests.conftest import Clock
 from tests.damage import Damage, damage
 from tests.kafka_helpers import drain, exchange_settings, headers, read_all, send_inbound
-from tests.world import World, build_world
+from tests.world import World
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -35,18 +34,6 @@ def settings(postgres_settings: Settings, kafka_bootstrap: str) -> Settings:
     s = exchange_settings(postgres_settings, kafka_bootstrap)
     ensure_topics(s)
     return s
-
-
-@pytest.fixture
-def app(settings: Settings, clock: Clock) -> Iterator[CareCoordination]:
-    app = build_application(settings, clock=clock)
-    yield app
-    app.close()
-
-
-@pytest.fixture
-def world(app: CareCoordination) -> World:
-    return build_world(app)
 
 
 @pytest.fixture

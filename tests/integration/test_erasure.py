@@ -5,7 +5,6 @@ wraps every patient's key is checked at start and can be rotated without touchin
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,14 +12,12 @@ from typing import Any
 import pytest
 
 from audit.verify import verify
-from domain.application import CareCoordination
 from domain.common import ADMINISTRATION, Actor, NotFound, NotPermitted
 from domain.patients import Patient
 from eventstore.keys import KeyRingError, MasterKey
 from jiayi.bootstrap import (
     Projections,
     build_application,
-    build_projections,
     erase_patient,
     keyring_of,
     view_location,
@@ -34,18 +31,6 @@ EVERYTHING = Scope(everything=True)
 NAME, BORN, SERIAL = "欧阳娜娜", date(1951, 6, 7), 481
 DIAGNOSIS, NOTE = "左肺占位待查", "欧阳娜娜自述夜间咳嗽"
 ADMIN = Actor("admin-1", ADMINISTRATION)
-
-
-@pytest.fixture
-def world(app: CareCoordination) -> World:
-    return build_world(app)
-
-
-@pytest.fixture
-def views(settings: Settings, app: CareCoordination) -> Iterator[Projections]:
-    found = build_projections(settings, app, poll=0.02)
-    yield found
-    found.close()
 
 
 def _text(found: Any) -> str:

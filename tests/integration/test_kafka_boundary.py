@@ -28,9 +28,8 @@ from consumers.topics import inbound_topic
 from domain.application import CareCoordination
 from domain.followups import FollowUps
 from jiayi import kafka_access
-from jiayi.bootstrap import build_admin, build_application, build_inbound_consumer, ensure_topics
+from jiayi.bootstrap import build_admin, build_inbound_consumer, ensure_topics
 from jiayi.settings import Settings
-from tests.conftest import Clock
 from tests.kafka_helpers import (
     client_config,
     drain,
@@ -54,13 +53,6 @@ def settings(request: pytest.FixtureRequest, kafka_bootstrap: str) -> Settings:
     store = "sqlite_settings" if request.param == "sqlite" else "postgres_settings"
     base: Settings = request.getfixturevalue(store)
     return exchange_settings(base, kafka_bootstrap, partitions=1)
-
-
-@pytest.fixture
-def app(settings: Settings, clock: Clock) -> Iterator[CareCoordination]:
-    app = build_application(settings, clock=clock)
-    yield app
-    app.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ leaves afterwards, also when the log is published again. On SQLite and on Postgr
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -45,13 +44,6 @@ def settings(request: pytest.FixtureRequest, kafka_bootstrap: str) -> Settings:
     s = exchange_settings(base, kafka_bootstrap)
     ensure_topics(s)
     return s
-
-
-@pytest.fixture
-def app(settings: Settings, clock: Clock) -> Iterator[CareCoordination]:
-    app = build_application(settings, clock=clock)
-    yield app
-    app.close()
 
 
 @pytest.fixture

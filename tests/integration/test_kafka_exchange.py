@@ -59,18 +59,6 @@ def settings(postgres_settings: Settings, kafka_bootstrap: str) -> Settings:
 
 
 @pytest.fixture
-def app(settings: Settings, clock: Clock) -> Iterator[CareCoordination]:
-    app = build_application(settings, clock=clock)
-    yield app
-    app.close()
-
-
-@pytest.fixture
-def world(app: CareCoordination) -> World:
-    return build_world(app)
-
-
-@pytest.fixture
 def inbound(settings: Settings, app: CareCoordination) -> Iterator[InboundConsumer]:
     consumer = build_inbound_consumer(settings, app=app)
     yield consumer

@@ -20,9 +20,8 @@ from consumers.topics import inbound_topic
 from domain.application import CareCoordination
 from domain.followups import FollowUps
 from jiayi import metrics
-from jiayi.bootstrap import build_application, build_inbound_consumer, ensure_topics
+from jiayi.bootstrap import build_inbound_consumer, ensure_topics
 from jiayi.settings import Settings
-from tests.conftest import Clock
 from tests.e2e.server import free_port
 from tests.kafka_helpers import exchange_settings, partners, send_inbound
 from tests.world import World, build_world
@@ -48,13 +47,6 @@ def port(settings: Settings) -> Iterator[int]:
     assert served is not None
     yield served.port
     served.stop()
-
-
-@pytest.fixture
-def app(settings: Settings, clock: Clock) -> Iterator[CareCoordination]:
-    app = build_application(settings, clock=clock)
-    yield app
-    app.close()
 
 
 @pytest.fixture

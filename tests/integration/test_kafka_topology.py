@@ -16,13 +16,11 @@ from consumers.topics import inbound_topic, outbound_topic
 from domain.application import CareCoordination
 from domain.referrals import Referral
 from jiayi.bootstrap import (
-    build_application,
     build_inbound_consumer,
     build_relay,
     ensure_topics,
 )
 from jiayi.settings import Settings
-from tests.conftest import Clock
 from tests.kafka_helpers import (
     as_json,
     drain,
@@ -48,13 +46,6 @@ def settings(postgres_settings: Settings, kafka_bootstrap: str) -> Settings:
     )
     ensure_topics(s)
     return s
-
-
-@pytest.fixture
-def app(settings: Settings, clock: Clock) -> Iterator[CareCoordination]:
-    app = build_application(settings, clock=clock)
-    yield app
-    app.close()
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from consumers.messages import FOLLOWUP_V1_SUNSET, partner_event
 from domain.application import CareCoordination
 from domain.followups import FollowUps
 from jiayi.bootstrap import (
-    build_application,
     build_inbound_consumer,
     build_relay,
     ensure_topics,
@@ -33,7 +32,7 @@ from tests.kafka_helpers import (
     send_inbound,
 )
 from tests.schemas import validate_outbound
-from tests.world import World, build_world
+from tests.world import World
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -52,18 +51,6 @@ def settings(postgres_settings: Settings, kafka_bootstrap: str) -> Settings:
     s = exchange_settings(postgres_settings, kafka_bootstrap)
     ensure_topics(s)
     return s
-
-
-@pytest.fixture
-def app(settings: Settings, clock: Clock) -> Iterator[CareCoordination]:
-    app = build_application(settings, clock=clock)
-    yield app
-    app.close()
-
-
-@pytest.fixture
-def world(app: CareCoordination) -> World:
-    return build_world(app)
 
 
 @pytest.fixture

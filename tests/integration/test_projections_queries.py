@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from domain.application import CareCoordination
 from domain.patients import Patient
-from jiayi.bootstrap import Projections, build_projections
-from jiayi.settings import Settings
+from jiayi.bootstrap import Projections
 from projections.kpis import percentile
 from projections.queries import Page, Scope
 from tests.conftest import Clock
-from tests.world import World, build_world
+from tests.world import World
 
 EVERYTHING = Scope(everything=True)
-
-
-@pytest.fixture
-def world(app: CareCoordination) -> World:
-    return build_world(app)
-
-
-@pytest.fixture
-def views(settings: Settings, app: CareCoordination) -> Iterator[Projections]:
-    found = build_projections(settings, app, poll=0.02)
-    yield found
-    found.close()
 
 
 def test_timeline_follows_a_referral_across_organisations(
