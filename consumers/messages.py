@@ -278,7 +278,7 @@ def _discharged(d: dict[str, Any], source: str, id: str) -> ReturnToCommunity:
         prescriptions=tuple(d["prescriptions"]),
         rehabilitation=d.get("rehabilitation", ""),
         follow_up_due=date.fromisoformat(d["follow_up_due"]),
-        diagnoses=_diagnoses(d.get("diagnoses", [])),
+        diagnoses=_diagnoses(d["diagnoses"]),
         inpatient_number=d.get("inpatient_number", ""),
         key_results=d.get("key_results", ""),
         next_plan=d.get("next_plan", ""),
@@ -515,17 +515,16 @@ class PartnerMessage:
         return Actor(self.staff_id, self.org_id)
 
 
-#: Control characters refused in any text of a partner message (values and names): C0 but
-#: TAB, LF and CR (free text may have lines), DEL and C1. NUL cannot be stored by PostgreSQL in
-#: text; the others corrupt logs, CSV reports and pages and have no place in clinical text.
-#: The characters no text may hold: one definition for every boundary (``domain.text``).
+#: Control characters refused in any text of a partner message (values and names): the one
+#: definition of every boundary (``domain.text``: C0 but TAB, LF and CR, DEL, C1). NUL cannot
+#: be stored by PostgreSQL in text; the others corrupt logs, CSV reports and pages.
 CONTROL = UNWANTED
 #: Where one may hide in a JSON document: escaped (``\u0000``-``\u001f``, ``\u007f``-
 #: ``\u009f``, ``\b``, ``\f``) or raw (DEL; C1 in UTF-8; raw C0 is no valid JSON). A message
-#: without any of these (nearly all) is not walked.
+#: without any of these (nearly all) is not walked. (A lone surrogate never gets here: the
+#: JSON parser refuses it as malformed.)
 _MAYBE_CONTROL = re.compile(
     rb"\\u00(?:[01][0-9a-fA-F]|7[fF]|[89][0-9a-fA-F])|\\[bf]|\x7f|\xc2[\x80-\x9f]"
-    rb"|\\u[dD][89a-fA-F]"
 )
 
 

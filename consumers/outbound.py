@@ -34,7 +34,7 @@ from eventsourcing.persistence import Notification, Tracking
 from kafka import KafkaProducer
 
 from consumers.messages import CONTENT_TYPE, domain_event
-from consumers.routing import Router, apply_cut
+from consumers.routing import Router, apply_cut, route_of
 from consumers.topics import outbound_topic
 from domain.application import CareCoordination
 from domain.quotas import Quota
@@ -289,8 +289,11 @@ class Relay:
             self._preload(page)
             for n in page:
                 event = self.app.mapper.to_domain_event(n)
-                patient = self.keys.of(event, n.topic)
-                router.replay(type(event).__qualname__, event, n.id, patient)
+                name = type(event).__qualname__
+                if route_of(name):  # sent to someone: whose patient it is decides to whom
+                    router.replay(name, event, n.id, self.keys.of(event, n.topic))
+                else:  # sent to no one: only the relations it changes
+                    router.observe(name, event, n.id)
             position = page[-1].id
         router.position = start
         self.router = router

@@ -42,7 +42,8 @@ _ACTOR = {
 
 def event_classes() -> list[type]:
     """Every domain event class that is recorded (not the aggregates' ``Event`` bases, nor a
-    ``Created`` class the aggregate replaced with its own creation event)."""
+    ``Created`` class the aggregate replaced with its own creation event, nor a private base
+    several event classes share, such as ``domain.referrals._ReferralOpened``)."""
     import domain.application  # noqa: F401 - imports every aggregate
 
     found: dict[str, type] = {}
@@ -50,7 +51,10 @@ def event_classes() -> list[type]:
     while todo:
         cls = todo.pop()
         todo.extend(cls.__subclasses__())
-        if cls.__module__.startswith("domain.") and cls.__name__ not in ("Event", "Created"):
+        name = cls.__name__
+        if cls.__module__.startswith("domain.") and name not in ("Event", "Created"):
+            if name.startswith("_"):  # a private base, never recorded itself
+                continue
             topic = f"{cls.__module__}:{cls.__qualname__}"
             found[topic] = resolve_topic(topic)  # the class stored events resolve to
     return [found[t] for t in sorted(found)]

@@ -55,8 +55,8 @@ LOOP_REASONS = frozenset({ObligationReason.AFTER_REFERRAL, ObligationReason.RETU
 def overdue(status: str, due: date, today: date) -> bool:
     """The one definition of "overdue": an obligation is overdue on ``today`` (a calendar
     day of the deployment's zone) when it is still open and its due date is before that day.
-    Workloads, worklists, KPIs and pages all count by it (projections hold its SQL form,
-    :func:`projections.obligations.overdue`)."""
+    Workloads, worklists, KPIs and pages count by its SQL form
+    (:func:`projections.obligations.overdue`), which the tests hold to this one."""
     return status == "open" and due < today
 
 

@@ -168,10 +168,42 @@ STEP_OF_STATUS = {
 }
 
 
+class _ReferralOpened(Aggregate.Created):
+    """What opens a referral's stream, up (``Referral.Requested``) or back to the community
+    (``Referral.ReturnStarted``): the same fields, the same version-1 upcast (the form)."""
+
+    class_version = 2
+
+    patient_id: UUID
+    contract_id: UUID | None
+    team_id: UUID | None
+    center_id: UUID
+    hospital_id: UUID
+    department: str
+    direction: str
+    reason: str
+    diagnoses: list[dict[str, Any]]
+    past_history: str
+    treatment: str
+    referring_doctor: str
+    doctor_phone: str
+    urgency: str
+    green_channel: bool
+    decision_due: datetime | None
+    follow_up_due: date
+    return_plan: dict[str, Any] | None
+    actor: Actor
+    at: datetime
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        upcast_form_v1_v2(state)
+
+
 class Referral(Aggregate):
     """A referral up (上转) and its return to community (下转)."""
 
-    class Requested(Aggregate.Created):
+    class Requested(_ReferralOpened):
         """The two-way referral form up (转出单): the initial impression as coded
         ``diagnoses`` (初步印象), ``reason`` (主要现病史 and why the patient is referred),
         ``past_history`` (主要既往史), ``treatment`` so far (治疗经过), the referring doctor and
@@ -184,28 +216,6 @@ class Referral(Aggregate):
         ``diagnosis`` and no ``resent_from``, and are upcast when read (see "How to change an
         event" in ARCHITECTURE.md)."""
 
-        class_version = 2
-
-        patient_id: UUID
-        contract_id: UUID | None
-        team_id: UUID | None
-        center_id: UUID
-        hospital_id: UUID
-        department: str
-        direction: str
-        reason: str
-        diagnoses: list[dict[str, Any]]
-        past_history: str
-        treatment: str
-        referring_doctor: str
-        doctor_phone: str
-        urgency: str
-        green_channel: bool
-        decision_due: datetime | None
-        follow_up_due: date
-        return_plan: dict[str, Any] | None
-        actor: Actor
-        at: datetime
         resent_from: UUID | None
 
         @staticmethod
@@ -213,36 +223,9 @@ class Referral(Aggregate):
             upcast_form_v1_v2(state)
             state["resent_from"] = None
 
-    class ReturnStarted(Aggregate.Created):
+    class ReturnStarted(_ReferralOpened):
         """A hospital starts a return for a patient it treated without an upward referral;
         ``return_plan`` is the return form (回转单). Version 2: as ``Requested``."""
-
-        class_version = 2
-
-        patient_id: UUID
-        contract_id: UUID | None
-        team_id: UUID | None
-        center_id: UUID
-        hospital_id: UUID
-        department: str
-        direction: str
-        reason: str
-        diagnoses: list[dict[str, Any]]
-        past_history: str
-        treatment: str
-        referring_doctor: str
-        doctor_phone: str
-        urgency: str
-        green_channel: bool
-        decision_due: datetime | None
-        follow_up_due: date
-        return_plan: dict[str, Any] | None
-        actor: Actor
-        at: datetime
-
-        @staticmethod
-        def upcast_v1_v2(state: dict[str, Any]) -> None:
-            upcast_form_v1_v2(state)
 
     @event("Requested")
     def __init__(

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import re
 
-#: Ordinary whitespace taken in any text field.
-ALLOWED_CONTROLS = "\t\n\r"
-
+#: What no text may hold: C0 but the ordinary whitespace (tab, line feed, carriage return),
+#: DEL, C1, and lone surrogates.
 UNWANTED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 

@@ -1,7 +1,7 @@
-"""The domain's one definition of an overdue (and a late, an on-time) follow-up, as SQL.
+"""The domain's one definition of an overdue (and an on-time) follow-up, as SQL.
 
-:func:`domain.followups.overdue`, :func:`~domain.followups.late` and
-:func:`~domain.followups.on_time` say it in Python; these predicates say the same over a row
+:func:`domain.followups.overdue` and :func:`~domain.followups.on_time` say it in Python (the
+reference the tests hold these to); these predicates say the same over a row
 of ``v_obligations`` (``status``, ``due``, ``done_on``: ISO days, compared as text), and every
 query that counts or lists such follow-ups (team workloads, center worklists, KPIs, a patient's
 open obligations and so the journey page) uses them, never a condition of its own.
@@ -18,8 +18,3 @@ def overdue(alias: str = "o") -> str:
 def on_time(alias: str = "o") -> str:
     """Fulfilled by a visit on or before the due date (no parameter)."""
     return f"({alias}.status = 'done' AND {alias}.done_on <= {alias}.due)"
-
-
-def late(alias: str = "o") -> str:
-    """Fulfilled by a visit after the due date (no parameter)."""
-    return f"({alias}.status = 'done' AND {alias}.done_on > {alias}.due)"

@@ -71,9 +71,6 @@ class Queries(Protocol):
     def log_position(self) -> int:
         """The last position recorded in the log (the views may still be behind it)."""
 
-    def stopped_at(self) -> DamagedEvent | None:
-        """The damaged event the views stopped before, if they did (``/ready`` says so)."""
-
     def following(self) -> Following:
         """Where the views stand against the log, and since when they lack an event."""
 

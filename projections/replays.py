@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from projections.location import Location
+from projections.runner import shaped_as_now
 from projections.store import ViewStore
 
 log = logging.getLogger(__name__)
@@ -66,12 +67,6 @@ class ReplaysBusy(Exception):
 class Missing(Exception):
     """A store the catalogue lists as built is not there (deleted by hand), or holds views of
     another shape (built by an older version of jiayi)."""
-
-
-def _shaped_as_now(store: ViewStore) -> bool:
-    from projections.runner import shaped_as_now
-
-    return shaped_as_now(store)
 
 
 @dataclass(frozen=True)
@@ -556,7 +551,7 @@ class Replays:
         try:
             opened = self.location.replay(place).open()
             try:
-                complete = bool(opened.positions()) and _shaped_as_now(opened)
+                complete = bool(opened.positions()) and shaped_as_now(opened)
             except Exception as exc:
                 if not _absent(exc):  # a passing error (the connection): not a missing store
                     _close(opened)

@@ -23,6 +23,7 @@ from uuid import UUID
 from audit import access
 from audit.access import AccessLog, reads
 from domain.common import add_years
+from domain.followups import LOOP_REASONS
 from domain.patients import derived_key_populations
 from eventstore.errors import DamagedEvent
 from eventstore.keys import KEYS
@@ -202,17 +203,6 @@ class ViewQueries:
 
     def log_position(self) -> int:
         return self.reader.max_position()
-
-    def stopped_at(self) -> DamagedEvent | None:
-        """The damaged event the views wait at: the one right after their position, when it
-        is damaged (the runner stops before it, wherever it runs); None otherwise. One row
-        read."""
-        position = self.position()
-        try:
-            self.reader.decode(self.reader.page(position, 1))
-        except DamagedEvent as exc:
-            return exc
-        return None
 
     def following(self) -> Following:
         """The views' position, the log's, and when the first event the views lack was
@@ -409,9 +399,7 @@ class ViewQueries:
         rows = db.rows(
             "SELECT o.id, o.reason, o.source_id, o.window_start, o.due, o.patient_id, "
             "o.face_to_face, o.risk_assessment, "
-            f"CASE WHEN {owed.overdue('o')} THEN 1 ELSE 0 END AS overdue, "
-            "CASE WHEN o.reason IN ('after_referral', 'return_to_community') THEN 'referral' "
-            "ELSE 'contract' END AS source "
+            f"CASE WHEN {owed.overdue('o')} THEN 1 ELSE 0 END AS overdue "
             f"FROM v_obligations o WHERE o.patient_id = ? AND o.status = 'open' AND {visible} "
             "ORDER BY o.due, o.id",
             [today.isoformat(), patient_id.hex, *visible_params],
@@ -419,6 +407,8 @@ class ViewQueries:
         for r in rows:
             for flag in ("overdue", "face_to_face", "risk_assessment"):
                 r[flag] = bool(r[flag])
+            # a referral's loop, or a contract's (the domain's one list of loop reasons)
+            r["source"] = "referral" if r["reason"] in LOOP_REASONS else "contract"
         return _outs(rows)
 
     # --- referrals and quotas -----------------------------------------------------------
@@ -430,7 +420,7 @@ class ViewQueries:
     ) -> dict[str, Any] | None:
         db = self._db(as_of)
         visible, params = Access(scope).referral("r")
-        now = moment_text(as_of or datetime.now(UTC))
+        now = moment_text(as_of or self.clock())
         r = db.one(
             f"SELECT r.*, CASE WHEN {OVERDUE_DECISION.format(r='r')} THEN 1 ELSE 0 END "
             "AS decision_overdue, (SELECT name FROM v_orgs WHERE id = r.center_id) AS center_name, "
@@ -479,7 +469,7 @@ class ViewQueries:
 
     @reads(None)  # slots and release times: no patient
     def open_quotas(self, scope: Scope, page: Page) -> list[dict[str, Any]]:
-        now = moment_text(datetime.now().astimezone())
+        now = moment_text(self.clock())
         visible, params = Access(scope).quota("q")
         rows = self.store.rows(
             f"{self._QUOTA} WHERE q.released = 0 AND q.slots > q.booked AND q.release_at > ? "
@@ -603,7 +593,7 @@ class ViewQueries:
             "ORDER BY t.center_id, t.name, t.id LIMIT ? OFFSET ?",
             [*params, page.limit, page.offset],
         )
-        today = datetime.now(self.timezone).date()
+        today = self.clock().astimezone(self.timezone).date()
         keep = ("active_contracts", "referrals_awaiting_decision", "follow_ups_overdue")
         out = []
         for t in teams:
@@ -632,7 +622,7 @@ class ViewQueries:
         if not self._org_visible(scope, h, "hospital"):
             return None
         # within each urgency, decisions past their deadline first (OVERDUE_DECISION)
-        now = moment_text(datetime.now(UTC))
+        now = moment_text(self.clock())
         overdue = OVERDUE_DECISION.format(r="r")
         rows = self.store.rows(
             "SELECT r.id, r.patient_id, p.name AS patient_name, r.center_id, r.team_id, "
@@ -822,7 +812,7 @@ class ViewQueries:
             i.turnaround_hours.append(hours)
         # decisions due (taken, or past their deadline by the period's end or now (the as-of
         # moment), whichever is first, and not cancelled before it) and of those overdue
-        cutoff = min(until, moment_text(as_of or datetime.now(UTC)))
+        cutoff = min(until, moment_text(as_of or self.clock()))
         late = db.one(
             f"SELECT SUM(CASE WHEN {OVERDUE_DECISION.format(r='r')} THEN 1 ELSE 0 END) AS k, "
             "COUNT(*) AS n FROM v_referrals r WHERE r.direction = 'up' "

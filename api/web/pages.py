@@ -33,6 +33,7 @@ from api.web.workload import workload_charts
 from audit import access
 from domain.application import Outcome
 from domain.common import DomainError, InvalidValue
+from domain.patients import age_on
 from domain.referrals import RejectionReason
 from domain.text import unwanted_reason
 from projections.queries import Page, Queries
@@ -407,7 +408,6 @@ def _hospital_page(
         requested = layout.moment(r.get("requested_at"))
         r["waiting"] = layout.duration(now - requested, ctx.t) if requested else ""
         # one definition of a late decision: the deadline by urgency (domain.referrals)
-        r["waiting_long"] = bool(r.get("decision_overdue"))
         r["decision_by"] = _deadline_day(r.get("decision_due"), zone)
     return ctx.render(
         "hospital_worklist.html",
@@ -435,7 +435,8 @@ def referral_form(referral_id: str, ctx: Ctx = Readers) -> HTMLResponse:
     referral["decision_by"] = _deadline_day(
         referral.get("decision_due"), ctx.services.settings.zone()
     )
-    return ctx.render("referral_form.html", r=referral, patient=patient, age=_age(patient))
+    age = _age(patient, ctx.services.settings.today())
+    return ctx.render("referral_form.html", r=referral, patient=patient, age=age)
 
 
 def _deadline_day(text: str | None, zone: tzinfo) -> str:
@@ -444,12 +445,13 @@ def _deadline_day(text: str | None, zone: tzinfo) -> str:
     return (due - timedelta(microseconds=1)).astimezone(zone).date().isoformat() if due else ""
 
 
-def _age(patient: dict[str, Any]) -> str:
-    born = patient.get("birth_date")
-    if not isinstance(born, str) or len(born) < 10 or not born[:4].isdigit():
+def _age(patient: dict[str, Any], today: date) -> str:
+    """Completed years on the deployment's day (the domain's count); "" when not known."""
+    try:
+        years = age_on(date.fromisoformat(str(patient.get("birth_date"))[:10]), today)
+    except ValueError:  # not shown to this reader, or erased
         return ""
-    birth, today = date.fromisoformat(born[:10]), date.today()
-    return str(today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day)))
+    return str(years) if years >= 0 else ""
 
 
 @router.get("/worklists/hospital")
