@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -26,6 +27,19 @@ from consumers.topics import inbound_topic
 from jiayi.bootstrap import create_topics, kafka_client_config
 from jiayi.settings import Settings
 from tests.world import World
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports no socket holds now, from the system (for a broker of a test's own,
+    started right after: a fixed port in the ephemeral range may be any outgoing connection's)."""
+    held = [socket.socket() for _ in range(n)]
+    try:
+        for s in held:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
 
 
 def admin_credentials(kafka_dir: Path | None = None) -> tuple[str, str] | None:

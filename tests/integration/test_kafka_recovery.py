@@ -30,6 +30,7 @@ from tests.kafka_helpers import (
     as_json,
     count_events,
     exchange_settings,
+    free_ports,
     partners,
     read_all,
     send_inbound,
@@ -194,19 +195,17 @@ def test_two_members_sharing_the_partitions_one_killed_apply_each_message_exactl
 
 # --- a broker of our own, restarted under a running consumer and relay ----------------------
 
-# Not the test broker's (59092-59094), nor 59192-59194 (a second broker some use to develop).
-PORT, CONTROLLER_PORT, BROKER_PORT = 59195, 59196, 59197
-
 
 @pytest.fixture
 def own_broker(
     tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str
 ) -> Iterator[dict[str, str]]:
+    port, controller, broker = free_ports(3)
     env = dict(
         os.environ,
-        JIAYI_KAFKA_PORT=str(PORT),
-        JIAYI_KAFKA_CONTROLLER_PORT=str(CONTROLLER_PORT),
-        JIAYI_KAFKA_BROKER_PORT=str(BROKER_PORT),
+        JIAYI_KAFKA_PORT=str(port),
+        JIAYI_KAFKA_CONTROLLER_PORT=str(controller),
+        JIAYI_KAFKA_BROKER_PORT=str(broker),
         JIAYI_KAFKA_DIR=str(tmp_path_factory.mktemp("kafka-restart")),
         JIAYI_KAFKA_HEAP="512m",
     )
@@ -218,7 +217,7 @@ def own_broker(
 def test_consumer_and_relay_resume_by_themselves_after_the_broker_restarts(
     postgres_settings: Settings, own_broker: dict[str, str]
 ) -> None:
-    bootstrap = f"127.0.0.1:{PORT}"
+    bootstrap = f"127.0.0.1:{own_broker['JIAYI_KAFKA_PORT']}"
     credentials = admin_credentials(Path(own_broker["JIAYI_KAFKA_DIR"]))
     settings = exchange_settings(postgres_settings, bootstrap, credentials=credentials)
     ensure_topics(settings)

@@ -17,11 +17,9 @@ from pydantic import SecretStr
 from jiayi import kafka_access
 from jiayi.bootstrap import build_admin, kafka_client_config
 from jiayi.settings import Settings
-from tests.kafka_helpers import admin_credentials
+from tests.kafka_helpers import admin_credentials, free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
-# Not the test broker's (59092-59094) nor the restart test's (59195-59197).
-PORT, CONTROLLER_PORT, BROKER_PORT, SSL_PORT = 59295, 59296, 59297, 59298
 
 pytestmark = pytest.mark.kafka
 
@@ -74,36 +72,37 @@ def make_certificates(where: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
-    """(data dir, CA file) of a broker with a SASL_SSL listener on 127.0.0.1:SSL_PORT."""
+def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, int]]:
+    """(data dir, CA file, port) of a broker with a SASL_SSL listener on 127.0.0.1:port."""
     where = tmp_path_factory.mktemp("kafka-tls")
     cafile, keystore = make_certificates(where)
+    port, controller, broker, ssl = free_ports(4)
     env = dict(
         os.environ,
-        JIAYI_KAFKA_PORT=str(PORT),
-        JIAYI_KAFKA_CONTROLLER_PORT=str(CONTROLLER_PORT),
-        JIAYI_KAFKA_BROKER_PORT=str(BROKER_PORT),
-        JIAYI_KAFKA_SSL_PORT=str(SSL_PORT),
+        JIAYI_KAFKA_PORT=str(port),
+        JIAYI_KAFKA_CONTROLLER_PORT=str(controller),
+        JIAYI_KAFKA_BROKER_PORT=str(broker),
+        JIAYI_KAFKA_SSL_PORT=str(ssl),
         JIAYI_KAFKA_SSL_KEYSTORE=str(keystore),
         JIAYI_KAFKA_DIR=str(where / "kafka"),
         JIAYI_KAFKA_HEAP="512m",
     )
     subprocess.run([ROOT / "infra/kafka/ensure.sh"], env=env, check=True, stdout=subprocess.DEVNULL)
     try:
-        yield where / "kafka", cafile
+        yield where / "kafka", cafile, ssl
     finally:
         subprocess.run([ROOT / "infra/kafka/stop.sh"], env=env, check=False)
 
 
 def test_jiayi_and_a_partner_work_over_sasl_ssl_and_a_client_without_the_ca_is_refused(
-    tls_broker: tuple[Path, Path], tmp_path: Path, kafka_bootstrap: str
+    tls_broker: tuple[Path, Path, int], tmp_path: Path, kafka_bootstrap: str
 ) -> None:
-    data_dir, cafile = tls_broker
+    data_dir, cafile, ssl_port = tls_broker
     credentials = admin_credentials(data_dir)
     assert credentials is not None
     settings = Settings(
         data_dir=tmp_path,
-        kafka_bootstrap=f"127.0.0.1:{SSL_PORT}",
+        kafka_bootstrap=f"127.0.0.1:{ssl_port}",
         kafka_security_protocol="SASL_SSL",
         kafka_ssl_cafile=cafile,
         kafka_admin_username=credentials[0],
